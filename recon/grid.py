@@ -1,0 +1,115 @@
+"""The image grid: shape, voxel size and world position of a reconstruction volume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recon.errors import GeometryError
+
+__all__ = ["ImageGrid"]
+
+
+def _triple(value: float | tuple[float, float, float], name: str) -> tuple[float, float, float]:
+    if np.isscalar(value):
+        out = (float(value),) * 3  # type: ignore[arg-type]
+    else:
+        out = tuple(float(v) for v in value)  # type: ignore[union-attr]
+    if len(out) != 3:
+        raise GeometryError(f"{name} needs 3 values (z, y, x), got {len(out)}")
+    if not all(np.isfinite(out)):
+        raise GeometryError(f"{name} must be finite, got {out}")
+    return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ImageGrid:
+    """A regular voxel grid in world (DICOM LPS) coordinates.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Number of voxels ``(z, y, x)``.
+    voxel_size : float or tuple of float
+        Voxel size in mm, one value for cubic voxels or ``(z, y, x)``.
+    origin : tuple of float, optional
+        World position in mm of the *centre* of voxel ``[0, 0, 0]``, given as ``(z, y, x)``.
+        By default the grid is centred on the isocentre (world origin).
+
+    Notes
+    -----
+    Arrays on this grid have shape ``(z, y, x)``; index ``[k, j, i]`` is at world position
+    ``(x, y, z) = origin[::-1] + (i, j, k) * voxel_size[::-1]``.
+    """
+
+    shape: tuple[int, int, int]
+    voxel_size: tuple[float, float, float] | float
+    origin: tuple[float, float, float] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(s) for s in self.shape)
+        if len(shape) != 3 or any(s < 1 for s in shape):
+            raise GeometryError(f"ImageGrid shape must be 3 positive integers (z, y, x), got {self.shape}")
+        voxel = _triple(self.voxel_size, "voxel_size")
+        if any(v <= 0 for v in voxel):
+            raise GeometryError(f"voxel_size must be positive (mm), got {voxel}")
+        if self.origin is None:
+            origin = tuple(-(n - 1) / 2.0 * v for n, v in zip(shape, voxel, strict=True))
+        else:
+            origin = _triple(self.origin, "origin")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "voxel_size", voxel)
+        object.__setattr__(self, "origin", origin)
+
+    @property
+    def voxel_size_mm(self) -> tuple[float, float, float]:
+        """Voxel size ``(z, y, x)`` in mm."""
+        return self.voxel_size  # type: ignore[return-value]
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in mL (1 mL = 1000 mm³)."""
+        dz, dy, dx = self.voxel_size_mm
+        return dz * dy * dx / 1000.0
+
+    @property
+    def n_voxels(self) -> int:
+        """Total number of voxels."""
+        return int(np.prod(self.shape))
+
+    def axis_mm(self, axis: int) -> np.ndarray:
+        """World coordinates in mm of voxel centres along ``axis`` (0 = z, 1 = y, 2 = x)."""
+        return self.origin[axis] + np.arange(self.shape[axis]) * self.voxel_size_mm[axis]  # type: ignore[index]
+
+    @property
+    def centre_mm(self) -> tuple[float, float, float]:
+        """World position ``(z, y, x)`` of the grid centre in mm."""
+        return tuple(  # type: ignore[return-value]
+            o + (n - 1) / 2.0 * v
+            for o, n, v in zip(self.origin, self.shape, self.voxel_size_mm, strict=True)  # type: ignore[arg-type]
+        )
+
+    def world_to_index(self, xyz_mm: np.ndarray) -> np.ndarray:
+        """Convert world points ``(..., 3)`` given as (x, y, z) mm to fractional (z, y, x) indices."""
+        p = np.asarray(xyz_mm, dtype=np.float64)
+        zyx = p[..., ::-1]
+        return (zyx - np.asarray(self.origin)) / np.asarray(self.voxel_size_mm)
+
+    def index_to_world(self, zyx_index: np.ndarray) -> np.ndarray:
+        """Convert fractional (z, y, x) indices ``(..., 3)`` to world points (x, y, z) in mm."""
+        idx = np.asarray(zyx_index, dtype=np.float64)
+        zyx = np.asarray(self.origin) + idx * np.asarray(self.voxel_size_mm)
+        return zyx[..., ::-1]
+
+    def meshgrid_mm(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """World coordinates ``(z, y, x)`` of every voxel centre, each of shape ``shape``."""
+        return np.meshgrid(self.axis_mm(0), self.axis_mm(1), self.axis_mm(2), indexing="ij")
+
+    def same_as(self, other: ImageGrid, tol_mm: float = 1e-4) -> bool:
+        """True when ``other`` describes the same voxels (shape, size, origin within ``tol_mm``)."""
+        return (
+            self.shape == other.shape
+            and np.allclose(self.voxel_size_mm, other.voxel_size_mm, atol=tol_mm)
+            and np.allclose(self.origin, other.origin, atol=tol_mm)  # type: ignore[arg-type]
+        )

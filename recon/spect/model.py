@@ -1,0 +1,460 @@
+"""The SPECT system model: rotate-attenuate-blur-sum projector with per-view factors."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from recon.backend import Backend, resolve_backend
+from recon.errors import GeometryError, InputError
+from recon.grid import ImageGrid
+from recon.image import Image
+from recon.spect.collimator import Collimator
+from recon.spect.geometry import SpectGeometry
+
+__all__ = ["SpectModel"]
+
+log = logging.getLogger("recon")
+
+#: Largest variance (in pixels²) one 3-tap pass [w, 1−2w, w] may add: w = 1/4 is the binomial
+#: kernel [1/4, 1/2, 1/4], the closest 3-tap approximation of a Gaussian.
+_MAX_PASS_VARIANCE = 0.5
+_DEFAULT_CHUNK_BYTES = 256 * 2**20
+_DEFAULT_ATTENUATION_CACHE_BYTES = 1536 * 2**20
+
+
+def _blur_steps(variance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Number of 3-tap passes and their weight that add ``variance`` (pixels²) to a plane."""
+    variance = np.maximum(variance, 0.0)
+    n = np.where(variance > 1e-9, np.ceil(variance / _MAX_PASS_VARIANCE), 0).astype(np.int32)
+    w = np.where(n > 0, variance / (2.0 * np.maximum(n, 1)), 0.0).astype(np.float32)
+    return w, n
+
+
+def _overlap_matrix(centres_out: np.ndarray, width_out: float, centres_in: np.ndarray, width_in: float) -> np.ndarray:
+    """``W[a, b]`` = overlap of output bin ``a`` with input bin ``b`` divided by the output width."""
+    lo = np.maximum.outer(centres_out - width_out / 2, centres_in - width_in / 2)
+    hi = np.minimum.outer(centres_out + width_out / 2, centres_in + width_in / 2)
+    return np.clip(hi - lo, 0.0, None) / width_out
+
+
+class SpectModel:
+    r"""Parallel-hole SPECT system model ``ȳ = m ⊙ (P x) + a``.
+
+    ``P`` rotates the image to each view, attenuates every depth plane by ``exp(−∫μ)`` to the
+    collimator face, blurs it with the collimator-detector response of its distance to the face and
+    sums over depth; it gives line integrals in mm (an image of ones seen through L mm projects to
+    L). ``m`` holds one factor per view: the view's duration times the mean fraction of the
+    reference-time activity left during the view (decay), times the calibration when given. ``a`` is
+    an optional additive term per bin (scatter).
+
+    Parameters
+    ----------
+    geometry : SpectGeometry
+        The views.
+    grid : ImageGrid
+        Reconstruction grid; transverse voxels must be square (``voxel_size[1] == voxel_size[2]``).
+    mu_map : ndarray of shape grid.shape, or Image on the same grid, optional
+        Linear attenuation coefficients at the photon energy in 1/mm. ``None``: no attenuation.
+    collimator : Collimator, optional
+        Depth-dependent response. ``None``: no response modelling.
+    isotope : str, optional
+        Isotope name (e.g. ``"Tc-99m"``); enables decay modelling during and between views.
+    reference_time_s : float, optional
+        Time (s from acquisition start) at which activities are reported; default: the start.
+    sensitivity_cps_per_mbq : float, optional
+        Planar system sensitivity; when given the image is in Bq/mL.
+    additive : ndarray of shape (view, v, u), optional
+        Additive expected counts per bin (scatter estimate).
+    device : {"auto", "cpu", "gpu"}, optional
+        Where to compute; default from ``RECON_DEVICE`` or ``"auto"``.
+    chunk_bytes : int
+        Bound on the rotated-volume scratch memory: views are projected in chunks of this size.
+    attenuation_cache_bytes : int
+        Attenuation factors of all views are computed once and kept when they fit in this many
+        bytes (they are recomputed per chunk otherwise).
+
+    Notes
+    -----
+    The depth samples cover the cylinder inscribed in the transverse field of view; activity in the
+    corners of a square grid outside that cylinder is seen by some views only.
+    """
+
+    def __init__(
+        self,
+        geometry: SpectGeometry,
+        grid: ImageGrid,
+        mu_map: Any = None,
+        collimator: Collimator | None = None,
+        isotope: str | None = None,
+        reference_time_s: float | None = None,
+        sensitivity_cps_per_mbq: float | None = None,
+        additive: Any = None,
+        device: str | Backend | None = None,
+        chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+        attenuation_cache_bytes: int = _DEFAULT_ATTENUATION_CACHE_BYTES,
+    ) -> None:
+        if not isinstance(geometry, SpectGeometry):
+            raise GeometryError("geometry must be a SpectGeometry")
+        if not isinstance(grid, ImageGrid):
+            raise GeometryError("grid must be an ImageGrid")
+        dz, dy, dx = grid.voxel_size_mm
+        if not math.isclose(dy, dx, rel_tol=1e-6):
+            raise GeometryError(
+                f"transverse voxels must be square for the SPECT projector, got y={dy} mm, x={dx} mm; "
+                "resample the grid"
+            )
+        self.geometry = geometry
+        self.grid = grid
+        self.collimator = collimator
+        self.backend = resolve_backend(device)
+        self.xp = self.backend.xp
+        self.chunk_bytes = int(chunk_bytes)
+
+        self._kernels = _kernels_for(self.backend)
+        self._mu = None if mu_map is None else self._validated_mu(mu_map)
+        self._build_tables()
+        self.isotope = isotope
+        self.reference_time_s = 0.0 if reference_time_s is None else float(reference_time_s)
+        self.sensitivity_cps_per_mbq = sensitivity_cps_per_mbq
+        self.view_factors = self._view_factors()
+        self.additive = None if additive is None else self.validate_data(additive, "additive")
+
+        self._att_cache = None
+        plane_bytes = 4 * self.n_depth * grid.shape[0] * geometry.n_u
+        if self._mu is not None and plane_bytes * geometry.n_views <= attenuation_cache_bytes:
+            self._att_cache = self._attenuation(np.arange(geometry.n_views, dtype=np.int32))
+        self._sensitivity_cache: dict[tuple[int, ...], Any] = {}
+        self._id_cache: dict[tuple[int, ...], tuple[Any, Any]] = {}
+
+    # ------------------------------------------------------------------ validation
+    def _validated_mu(self, mu_map: Any) -> Any:
+        if isinstance(mu_map, Image):
+            if not mu_map.grid.same_as(self.grid):
+                raise GeometryError(
+                    "the mu-map is on another grid than the reconstruction "
+                    f"({mu_map.grid.shape} vs {self.grid.shape}); resample it onto the image grid"
+                )
+            mu_map = mu_map.data
+        shape = tuple(getattr(mu_map, "shape", ()))
+        if shape != self.grid.shape:
+            raise GeometryError(
+                f"mu-map shape {shape} does not match the image grid {self.grid.shape}; "
+                "resample it onto the reconstruction grid"
+            )
+        mu = self.backend.asarray(mu_map)
+        xp = self.xp
+        if not bool(xp.all(xp.isfinite(mu))):
+            raise InputError("mu-map contains NaN or infinite values")
+        if float(mu.min()) < 0:
+            raise InputError("mu-map has negative attenuation coefficients")
+        if float(mu.max()) > 1.0:
+            raise InputError(
+                f"mu-map maximum {float(mu.max()):.3g} is implausible for 1/mm (water is 0.015/mm at "
+                "140 keV); convert from 1/cm (divide by 10) or from HU first"
+            )
+        return mu
+
+    def validate_data(self, data: Any, name: str = "counts", views: Any = None) -> Any:
+        """Check a projection-shaped array and return it on the model's device as float32.
+
+        Raises
+        ------
+        InputError
+            Wrong shape, NaN/infinite or negative values.
+        """
+        n = self.geometry.n_views if views is None else len(views)
+        expected = (n, self.geometry.n_v, self.geometry.n_u)
+        shape = tuple(getattr(data, "shape", np.shape(data)))
+        if shape != expected:
+            raise InputError(
+                f"{name} has shape {shape} but the geometry expects (view, v, u) = {expected}"
+            )
+        arr = self.backend.asarray(data)
+        xp = self.xp
+        if not bool(xp.all(xp.isfinite(arr))):
+            raise InputError(f"{name} contains NaN or infinite values")
+        if float(arr.min()) < 0:
+            raise InputError(f"{name} contains negative values; projection data must be ≥ 0")
+        return arr
+
+    def validate_image(self, image: Any) -> Any:
+        if isinstance(image, Image):
+            if not image.grid.same_as(self.grid):
+                raise GeometryError("image is on another grid than the model")
+            image = image.data
+        shape = tuple(getattr(image, "shape", np.shape(image)))
+        if shape != self.grid.shape:
+            raise InputError(f"image has shape {shape} but the model grid is {self.grid.shape}")
+        return self.backend.asarray(image)
+
+    # ------------------------------------------------------------------ tables
+    def _build_tables(self) -> None:
+        geom, grid = self.geometry, self.grid
+        nz, ny, nx = grid.shape
+        dz, delta, _ = grid.voxel_size_mm
+        theta = np.deg2rad(geom.angles_deg)
+        cos_t, sin_t = np.cos(theta), np.sin(theta)
+        cz, cy, cx = grid.centre_mm
+        self.n_depth = int(max(nx, ny))
+        # First (farthest) depth sample of each view: the image centre's depth minus half the range.
+        s_centre = cx * sin_t - cy * cos_t
+        s0 = s_centre - (self.n_depth - 1) / 2.0 * delta
+        self._host_tables = dict(
+            cos_t=cos_t.astype(np.float32),
+            sin_t=sin_t.astype(np.float32),
+            s0=s0.astype(np.float32),
+            u_pos=geom.u_positions_mm.astype(np.float32),
+        )
+        self._x0 = float(grid.origin[2])  # type: ignore[index]
+        self._y0 = float(grid.origin[1])  # type: ignore[index]
+        self._delta = float(delta)
+
+        blur_w = np.zeros((geom.n_views, self.n_depth, 2), np.float32)
+        blur_n = np.zeros((geom.n_views, self.n_depth, 2), np.int32)
+        if self.collimator is not None:
+            s = s0[:, None] + np.arange(self.n_depth)[None, :] * delta
+            distance = np.maximum(geom.radii_mm[:, None] - s, 0.0)
+            sigma = self.collimator.sigma_mm(distance)
+            pixel_u, pixel_z = geom.pixel_size_mm[1], dz  # type: ignore[index]
+            for axis, pixel in enumerate((pixel_u, pixel_z)):
+                var = (sigma / pixel) ** 2
+                step = np.empty_like(var)
+                step[:, 0] = var[:, -1]  # final blur: the nearest plane's full response
+                step[:, 1:] = var[:, :-1] - var[:, 1:]
+                blur_w[:, :, axis], blur_n[:, :, axis] = _blur_steps(step)
+        self._host_tables.update(blur_w=blur_w, blur_n=blur_n)
+        b = self.backend
+        self._tables = {
+            k: b.asarray(v, dtype=v.dtype) for k, v in self._host_tables.items()
+        }
+
+        # Axial resampling from image slices to projection rows (box overlap, rows sum to 1).
+        w = _overlap_matrix(geom.v_positions_mm, geom.pixel_size_mm[0], grid.axis_mm(0), dz)  # type: ignore[index]
+        self._axial = None if (w.shape[0] == w.shape[1] and np.allclose(w, np.eye(nz), atol=1e-6)) else b.asarray(w)
+
+    def _view_factors(self) -> Any:
+        """``m`` per view, computed on the device from the per-view times."""
+        xp = self.xp
+        geom = self.geometry
+        start = self.backend.asarray(geom.start_times_s, dtype=np.float64)
+        duration = self.backend.asarray(geom.durations_s, dtype=np.float64)
+        factors = duration.copy()
+        if self.isotope is not None:
+            from recon.physics.decay import mean_activity_fraction
+            from recon.physics.isotopes import get_isotope
+
+            half_life = get_isotope(self.isotope).half_life_s
+            factors = factors * mean_activity_fraction(half_life, start, duration, self.reference_time_s)
+        if self.sensitivity_cps_per_mbq is not None:
+            if not self.sensitivity_cps_per_mbq > 0:
+                raise InputError("sensitivity_cps_per_mbq must be positive")
+            pv, pu = geom.pixel_size_mm  # type: ignore[misc]
+            # counts/s per (Bq/mL · mm) in one bin: S[cps/Bq] · pixel area [mm²] / 1000 [mm³/mL]
+            factors = factors * (self.sensitivity_cps_per_mbq * 1e-6 * pu * pv / 1000.0)
+        return xp.ascontiguousarray(factors.astype(xp.float32))
+
+    @property
+    def units(self) -> str:
+        return "Bq/mL" if self.sensitivity_cps_per_mbq is not None else "counts/s (uncalibrated)"
+
+    # ------------------------------------------------------------------ system-model interface
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.grid.shape
+
+    @property
+    def data_shape(self) -> tuple[int, int, int]:
+        return self.geometry.projection_shape
+
+    def subsets(self, n_subsets: int) -> list[np.ndarray]:
+        """Interleaved view subsets: subset ``s`` holds views ``s, s+n, s+2n, …``."""
+        n_views = self.geometry.n_views
+        if not 1 <= int(n_subsets) <= n_views:
+            raise InputError(f"subsets must be between 1 and the number of views ({n_views}), got {n_subsets}")
+        return [np.arange(s, n_views, int(n_subsets), dtype=np.int32) for s in range(int(n_subsets))]
+
+    def take(self, data: Any, subset: Any) -> Any:
+        """The part of projection-shaped ``data`` that belongs to ``subset`` (None: all)."""
+        if subset is None:
+            return data
+        return data[self._device_ids(self._views(subset))[1]]
+
+    def to_image(self, data: Any, **info: Any) -> Image:
+        """Wrap an image array of this model as a :class:`recon.Image`."""
+        return Image(
+            data=data,
+            grid=self.grid,
+            units=self.units,
+            isotope=self.isotope,
+            reference_time_s=self.reference_time_s if self.isotope else None,
+            info=info,
+        )
+
+    def _views(self, subset: Any) -> np.ndarray:
+        if subset is None:
+            return np.arange(self.geometry.n_views, dtype=np.int32)
+        views = np.asarray(subset, dtype=np.int32).reshape(-1)
+        if views.size == 0 or views.min() < 0 or views.max() >= self.geometry.n_views:
+            raise InputError(f"view indices must be within [0, {self.geometry.n_views})")
+        return views
+
+    def _device_ids(self, views: np.ndarray) -> tuple[Any, Any]:
+        """View ids as int32 and int64 device arrays, uploaded once per distinct view list."""
+        key = tuple(int(v) for v in views)
+        if key not in self._id_cache:
+            self._id_cache[key] = (
+                self.backend.asarray(views, np.int32),
+                self.backend.asarray(views, np.int64),
+            )
+        return self._id_cache[key]
+
+    def _chunks(self, views: np.ndarray) -> list[np.ndarray]:
+        nz = self.grid.shape[0]
+        per_view = 4 * self.n_depth * nz * self.geometry.n_u
+        size = max(1, self.chunk_bytes // per_view)
+        return [views[i : i + size] for i in range(0, views.size, size)]
+
+    def _attenuation(self, views: np.ndarray) -> Any:
+        nz = self.grid.shape[0]
+        out = self.xp.empty((views.size, self.n_depth, nz, self.geometry.n_u), np.float32)
+        self._kernels.attenuation(self, self._mu, self.backend.asarray(views, np.int32), out)
+        return out
+
+    def _att_for(self, chunk: np.ndarray) -> tuple[Any, Any]:
+        """Attenuation array and its row per chunk view (cached rows, or a fresh chunk array)."""
+        if self._mu is None:
+            return None, None
+        if self._att_cache is not None:
+            return self._att_cache, self._device_ids(chunk)[0]
+        return self._attenuation(chunk), self._device_ids(np.arange(chunk.size))[0]
+
+    def project(self, image: Any, subset: Any = None) -> Any:
+        """The linear projector without view factors: ``P x`` for the given views."""
+        x = self.validate_image(image)
+        xp = self.xp
+        views = self._views(subset)
+        geom, nz = self.geometry, self.grid.shape[0]
+        out = xp.empty((views.size, geom.n_v, geom.n_u), np.float32)
+        start = 0
+        for chunk in self._chunks(views):
+            ids = self._device_ids(chunk)[0]
+            att, rows = self._att_for(chunk)
+            q = xp.empty((chunk.size, self.n_depth, nz, geom.n_u), np.float32)
+            self._kernels.rotate_forward(self, x, att, rows, ids, q)
+            planes = xp.empty((chunk.size, nz, geom.n_u), np.float32)
+            self._kernels.blur_sum_forward(self, q, ids, planes)
+            del q
+            if self._axial is not None:
+                planes = xp.matmul(self._axial, planes)
+            out[start : start + chunk.size] = planes
+            start += chunk.size
+        return out
+
+    def backproject(self, data: Any, subset: Any = None) -> Any:
+        """Exact adjoint of :meth:`project`."""
+        xp = self.xp
+        views = self._views(subset)
+        geom, nz = self.geometry, self.grid.shape[0]
+        y = self.backend.asarray(data)
+        if tuple(y.shape) != (views.size, geom.n_v, geom.n_u):
+            raise InputError(f"data has shape {tuple(y.shape)}, expected {(views.size, geom.n_v, geom.n_u)}")
+        image = xp.zeros(self.grid.shape, np.float32)
+        start = 0
+        for chunk in self._chunks(views):
+            ids = self._device_ids(chunk)[0]
+            planes = y[start : start + chunk.size]
+            start += chunk.size
+            if self._axial is not None:
+                planes = xp.matmul(self._axial.T, planes)
+            planes = xp.ascontiguousarray(planes, dtype=np.float32)
+            q = xp.empty((chunk.size, self.n_depth, nz, geom.n_u), np.float32)
+            self._kernels.blur_spread_back(self, planes, ids, q)
+            att, rows = self._att_for(chunk)
+            self._kernels.rotate_back(self, q, att, rows, ids, image)
+        return image
+
+    def forward(self, image: Any, subset: Any = None) -> Any:
+        """Linear part of the model, ``m ⊙ (P x)``, for the views in ``subset`` (None: all)."""
+        views = self._views(subset)
+        proj = self.project(image, views)
+        m = self.view_factors[self._device_ids(views)[1]]
+        return proj * m[:, None, None]
+
+    def back(self, data: Any, subset: Any = None) -> Any:
+        """Adjoint of :meth:`forward`: ``Pᵀ (m ⊙ y)``."""
+        views = self._views(subset)
+        y = self.backend.asarray(data)
+        m = self.view_factors[self._device_ids(views)[1]]
+        return self.backproject(y * m[:, None, None], views)
+
+    def sensitivity(self, subset: Any = None) -> Any:
+        """``Pᵀ m`` for the views of ``subset``, computed once and kept on the device."""
+        views = self._views(subset)
+        key = tuple(int(v) for v in views)
+        if key not in self._sensitivity_cache:
+            ones = self.xp.ones((views.size, self.geometry.n_v, self.geometry.n_u), np.float32)
+            self._sensitivity_cache[key] = self.back(ones, views)
+        return self._sensitivity_cache[key]
+
+
+# ---------------------------------------------------------------------- kernel dispatch
+class _CpuKernels:
+    """Calls the numba kernels with the model's tables."""
+
+    def __init__(self) -> None:
+        from recon.spect import _cpu
+
+        self._cpu = _cpu
+
+    @staticmethod
+    def _common(model: SpectModel) -> tuple:
+        t = model._tables
+        return (
+            t["cos_t"], t["sin_t"], t["s0"], t["u_pos"],
+            np.float32(model._x0), np.float32(model._y0),
+            np.float32(1.0 / model._delta), np.float32(model._delta), np.int32(model.n_depth),
+        )  # fmt: skip
+
+    def attenuation(self, model: SpectModel, mu: Any, ids: Any, out: Any) -> None:
+        self._cpu.attenuation(mu, ids, *self._common(model), out)
+
+    def rotate_forward(self, model: SpectModel, x: Any, att: Any, rows: Any, ids: Any, q: Any) -> None:
+        att, rows, has = _att_args(att, rows)
+        self._cpu.rotate_forward(x, att, rows, has, ids, *self._common(model), q)
+
+    def rotate_back(self, model: SpectModel, q: Any, att: Any, rows: Any, ids: Any, image: Any) -> None:
+        att, rows, has = _att_args(att, rows)
+        self._cpu.rotate_back(q, att, rows, has, ids, *self._common(model), image)
+
+    def blur_sum_forward(self, model: SpectModel, q: Any, ids: Any, planes: Any) -> None:
+        t = model._tables
+        self._cpu.blur_sum_forward(q, ids, t["blur_w"], t["blur_n"], planes)
+
+    def blur_spread_back(self, model: SpectModel, planes: Any, ids: Any, q: Any) -> None:
+        t = model._tables
+        self._cpu.blur_spread_back(planes, ids, t["blur_w"], t["blur_n"], q)
+
+
+_NO_ATT = np.zeros((1, 1, 1, 1), np.float32)
+_NO_ROWS = np.zeros(1, np.int32)
+
+
+def _att_args(att: Any, rows: Any) -> tuple[Any, Any, bool]:
+    if att is None:
+        return _NO_ATT, _NO_ROWS, False
+    return att, rows, True
+
+
+def _kernels_for(backend: Backend) -> Any:
+    if backend.is_gpu:
+        from recon.spect._gpu import GpuKernels
+
+        return GpuKernels(backend)
+    return _CpuKernels()
+
+
