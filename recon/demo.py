@@ -23,6 +23,7 @@ from scipy import ndimage
 from recon._files import save_npy_atomic, write_text_atomic
 from recon._png import montage_slices_mip, write_png
 from recon.algorithms import osem
+from recon.errors import InputError
 from recon.grid import ImageGrid
 from recon.phantoms import nema_iec_phantom, sphere_mask
 from recon.physics.scatter import EnergyWindow, tew_scatter
@@ -90,6 +91,11 @@ def run_spect_demo(
     seed : int
         Seed of the Poisson noise.
     """
+    if int(iterations) < 1 or int(subsets) < 1 or int(subsets) > 120:
+        raise InputError(
+            f"iterations must be >= 1 and subsets between 1 and 120 (the number of views), "
+            f"got iterations={iterations}, subsets={subsets}"
+        )
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     say = print_fn if callable(print_fn) else (lambda *_: None)
@@ -137,7 +143,8 @@ def run_spect_demo(
     background_ratio = float(values[background_voi].mean() / background_bq_ml)
 
     save_npy_atomic(out / "spect_demo.npy", values)
-    write_png(out / "spect_demo.png", montage_slices_mip(values))
+    montage = montage_slices_mip(values)
+    write_png(out / "spect_demo.png", np.kron(montage, np.ones((3, 3), np.uint8)))  # 3x for viewing
     seconds = time.perf_counter() - start
     summary = {
         "units": image.units,

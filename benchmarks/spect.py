@@ -1,0 +1,133 @@
+"""SPECT projector and OSEM benchmark.
+
+Problem: 128³ voxels of 4.42 mm, 120 views of 128×128 pixels on a 250 mm circular orbit,
+attenuation (water cylinder) and LEHR collimator response. Measures forward projection, back
+projection (all views) and one full OSEM iteration (8 subsets), as the median of repeated runs after
+a warm-up run, on the CPU and, when CuPy sees a GPU, on the GPU. Prints a table and writes JSON.
+
+Usage::
+
+    python benchmarks/spect.py [--repeats 5] [--devices cpu gpu] [--output benchmarks/results]
+    python benchmarks/spect.py --small     # 64³ version for a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import recon
+from recon._files import write_text_atomic
+from recon.algorithms import osem
+from recon.backend import gpu_available, resolve_backend
+from recon.phantoms import uniform_cylinder
+
+
+def _device_name(backend: Any) -> str:
+    if backend.is_gpu:
+        props = backend.xp.cuda.runtime.getDeviceProperties(backend.device_id)
+        name = props["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def _timed(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> list[float]:
+    fn()  # warm-up: compiles kernels, fills caches
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run(device: str, n: int, repeats: int, subsets: int) -> dict[str, Any]:
+    grid = recon.ImageGrid((n, n, n), 4.42 * 128 / n)
+    geometry = recon.SpectGeometry.circular(
+        n_views=120, radius_mm=250, n_u=n, n_v=n, pixel_size_mm=4.42 * 128 / n
+    )
+    activity = uniform_cylinder(grid, radius_mm=200, length_mm=400, value=1.0)
+    mu = 0.0154 * (activity > 0)
+    backend = resolve_backend(device)
+    sync = (lambda: backend.xp.cuda.Stream.null.synchronize()) if backend.is_gpu else (lambda: None)
+    start = time.perf_counter()
+    model = recon.SpectModel(
+        geometry, grid, mu_map=mu, collimator=recon.Collimator.preset("LEHR"), device=backend
+    )
+    sync()
+    setup = time.perf_counter() - start
+    x = backend.asarray(activity)
+    y = model.forward(x)
+    counts = backend.asarray(np.random.default_rng(0).poisson(backend.to_host(y)).astype(np.float32))
+    results = {
+        "forward (120 views)": _timed(lambda: model.forward(x), sync, repeats),
+        "back (120 views)": _timed(lambda: model.back(y), sync, repeats),
+        f"OSEM iteration ({subsets} subsets)": _timed(
+            lambda: osem(model, counts, iterations=1, subsets=subsets, x0=x, progress=False),
+            sync, repeats,
+        ),
+    }
+    return {
+        "device": backend.name,
+        "device_name": _device_name(backend),
+        "model_setup_s (incl. attenuation cache)": setup,
+        "attenuation_cached": model._att_cache is not None,
+        "times_s": results,
+        "median_s": {k: statistics.median(v) for k, v in results.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--subsets", type=int, default=8)
+    parser.add_argument("--devices", nargs="+", default=None, choices=("cpu", "gpu"))
+    parser.add_argument("--small", action="store_true", help="64³ instead of 128³")
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    devices = args.devices or (["cpu", "gpu"] if gpu_available() else ["cpu"])
+    n = 64 if args.small else 128
+    runs = [run(d, n, args.repeats, args.subsets) for d in devices]
+
+    print(f"\nSPECT benchmark: {n}³ voxels, 120 views of {n}x{n}, attenuation + LEHR response")
+    header = f"{'operation':<28}" + "".join(f"{r['device'] + ' median [s]':>20}" for r in runs)
+    print(header)
+    print("-" * len(header))
+    for key in runs[0]["median_s"]:
+        print(f"{key:<28}" + "".join(f"{r['median_s'][key]:>20.4f}" for r in runs))
+    if len(runs) == 2:
+        for key in runs[0]["median_s"]:
+            print(f"GPU speed-up, {key}: {runs[0]['median_s'][key] / runs[1]['median_s'][key]:.1f}x")
+    for r in runs:
+        print(f"{r['device']}: {r['device_name']}")
+
+    now = dt.datetime.now(dt.timezone.utc)
+    record = {
+        "benchmark": "spect",
+        "date": now.isoformat(timespec="seconds"),
+        "problem": {"voxels": [n, n, n], "voxel_mm": 4.42 * 128 / n, "views": 120, "subsets": args.subsets},
+        "recon_version": recon.__version__,
+        "numpy": np.__version__,
+        "runs": runs,
+    }
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"spect-{'-'.join(devices)}-{n}-{now:%Y%m%d-%H%M%S}.json"
+    write_text_atomic(out_dir / name, json.dumps(record, indent=2))
+    print(f"wrote {out_dir / name}")
+
+
+if __name__ == "__main__":
+    main()
