@@ -70,13 +70,16 @@ def run(device: str, n: int, repeats: int, subsets: int) -> dict[str, Any]:
     setup = time.perf_counter() - start
     x = backend.asarray(activity)
     y = model.forward(x)
-    counts = backend.asarray(np.random.default_rng(0).poisson(backend.to_host(y)).astype(np.float32))
+    counts = backend.asarray(
+        np.random.default_rng(0).poisson(backend.to_host(y)).astype(np.float32)
+    )
     results = {
         "forward (120 views)": _timed(lambda: model.forward(x), sync, repeats),
         "back (120 views)": _timed(lambda: model.back(y), sync, repeats),
         f"OSEM iteration ({subsets} subsets)": _timed(
             lambda: osem(model, counts, iterations=1, subsets=subsets, x0=x, progress=False),
-            sync, repeats,
+            sync,
+            repeats,
         ),
     }
     return {
@@ -90,7 +93,9 @@ def run(device: str, n: int, repeats: int, subsets: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--subsets", type=int, default=8)
     parser.add_argument("--devices", nargs="+", default=None, choices=("cpu", "gpu"))
@@ -109,7 +114,9 @@ def main() -> None:
         print(f"{key:<28}" + "".join(f"{r['median_s'][key]:>20.4f}" for r in runs))
     if len(runs) == 2:
         for key in runs[0]["median_s"]:
-            print(f"GPU speed-up, {key}: {runs[0]['median_s'][key] / runs[1]['median_s'][key]:.1f}x")
+            print(
+                f"GPU speed-up, {key}: {runs[0]['median_s'][key] / runs[1]['median_s'][key]:.1f}x"
+            )
     for r in runs:
         print(f"{r['device']}: {r['device_name']}")
 
@@ -117,7 +124,12 @@ def main() -> None:
     record = {
         "benchmark": "spect",
         "date": now.isoformat(timespec="seconds"),
-        "problem": {"voxels": [n, n, n], "voxel_mm": 4.42 * 128 / n, "views": 120, "subsets": args.subsets},
+        "problem": {
+            "voxels": [n, n, n],
+            "voxel_mm": 4.42 * 128 / n,
+            "views": 120,
+            "subsets": args.subsets,
+        },
         "recon_version": recon.__version__,
         "numpy": np.__version__,
         "runs": runs,

@@ -4,7 +4,15 @@ Importing recon has no side effects: nothing is printed, no warning filter is ch
 probed until a model asks for a device.
 """
 
-from recon.errors import DeviceError, GeometryError, InputError, KernelError, PhysicsError, ReconError
+from recon.algorithms import IterationState, gaussian_filter_fwhm, mlem, osem
+from recon.errors import (
+    DeviceError,
+    GeometryError,
+    InputError,
+    KernelError,
+    PhysicsError,
+    ReconError,
+)
 from recon.grid import ImageGrid
 from recon.image import Image
 from recon.spect import Collimator, SpectGeometry, SpectModel
@@ -18,10 +26,14 @@ __all__ = [
     "Image",
     "ImageGrid",
     "InputError",
+    "IterationState",
     "KernelError",
     "PhysicsError",
     "ReconError",
     "SpectGeometry",
     "SpectModel",
+    "gaussian_filter_fwhm",
+    "mlem",
+    "osem",
     "__version__",
 ]

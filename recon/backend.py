@@ -54,7 +54,7 @@ class Backend:
         return self.name == "gpu"
 
     def asarray(self, array: Any, dtype: Any = np.float32) -> Any:
-        """Return ``array`` on this device as a C-contiguous array of ``dtype`` (copy only if needed)."""
+        """``array`` on this device, C-contiguous, of ``dtype`` (copied only when needed)."""
         if self.is_gpu:
             with self.xp.cuda.Device(self.device_id):
                 return self.xp.ascontiguousarray(self.xp.asarray(array, dtype=dtype))
@@ -173,7 +173,7 @@ def kernel_source(filename: str) -> str:
     return kernel_path(filename).read_text(encoding="utf-8")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_module(device_id: int, filename: str, defines: tuple[tuple[str, str], ...]) -> Any:
     cupy = _import_cupy()
     if cupy is None:  # pragma: no cover - guarded by resolve_backend
@@ -187,7 +187,7 @@ def _compiled_module(device_id: int, filename: str, defines: tuple[tuple[str, st
 
 
 def get_kernel(backend: Backend, filename: str, name: str, **defines: int | float) -> Any:
-    """Compiled CUDA kernel ``name`` from ``kernels/filename``, compiled once per process and device.
+    """CUDA kernel ``name`` of ``kernels/filename``, compiled once per process and device.
 
     Compile-time constants are passed as ``#define`` lines in front of the source.
     """

@@ -13,7 +13,9 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recon", description="Quantitative SPECT/PET reconstruction.")
+    parser = argparse.ArgumentParser(
+        prog="recon", description="Quantitative SPECT/PET reconstruction."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="simulate and reconstruct a Tc-99m SPECT phantom study")
@@ -28,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 only on success)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
     try:
         if args.command == "demo":
             from recon.demo import run_spect_demo

@@ -52,7 +52,9 @@ class DemoResult:
     total_counts: float
 
 
-def _simulate(model: SpectModel, activity: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _simulate(
+    model: SpectModel, activity: np.ndarray, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     primary = np.asarray(model.backend.to_host(model.forward(activity)), np.float64)
     pixel = model.geometry.pixel_size_mm
     sigma = (0.0, _SCATTER_BLUR_MM / pixel[0], _SCATTER_BLUR_MM / pixel[1])  # type: ignore[index]
@@ -104,7 +106,9 @@ def run_spect_demo(
 
     grid = ImageGrid(shape=(40, 72, 72), voxel_size=4.42)
     background_bq_ml = 5000.0
-    activity, mu, spheres = nema_iec_phantom(grid, sphere_to_background=4.0, background=background_bq_ml)
+    activity, mu, spheres = nema_iec_phantom(
+        grid, sphere_to_background=4.0, background=background_bq_ml
+    )
     geometry = SpectGeometry.circular(
         n_views=120, radius_mm=260.0, n_u=72, n_v=40, pixel_size_mm=4.42,
         time_per_view_s=15.0, n_heads=2,
@@ -124,9 +128,19 @@ def run_spect_demo(
         smooth_sigma_px=2.0,
     )  # fmt: skip
     total = float(windows["peak"].sum())
-    say(f"simulated {total / 1e6:.2f} M photopeak counts; TEW scatter estimate {scatter.sum() / total:.1%} of them")
+    say(
+        f"simulated {total / 1e6:.2f} M photopeak counts; "
+        f"TEW scatter estimate {scatter.sum() / total:.1%} of them"
+    )
 
-    image = osem(model, windows["peak"], additive=scatter, iterations=iterations, subsets=subsets, progress=progress)
+    image = osem(
+        model,
+        windows["peak"],
+        additive=scatter,
+        iterations=iterations,
+        subsets=subsets,
+        progress=progress,
+    )
     values = np.asarray(image)
 
     recovery: dict[str, float] = {}
@@ -139,7 +153,9 @@ def run_spect_demo(
     for sphere in spheres:
         cx, cy, cz = sphere.centre_mm
         far &= np.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) > sphere.diameter_mm / 2 + 15
-    background_voi = far & (np.hypot(x, y) > 45) & (activity >= 0.999 * background_bq_ml) & (np.abs(z) < 30)
+    background_voi = (
+        far & (np.hypot(x, y) > 45) & (activity >= 0.999 * background_bq_ml) & (np.abs(z) < 30)
+    )
     background_ratio = float(values[background_voi].mean() / background_bq_ml)
 
     save_npy_atomic(out / "spect_demo.npy", values)
@@ -164,6 +180,9 @@ def run_spect_demo(
     for sphere in spheres:
         say(f"{sphere.name:>12} {sphere.diameter_mm:>6.0f} mm {recovery[sphere.name]:>9.2f}")
     say(f"{'background':>12} {'':>9} {background_ratio:>9.2f}")
-    say(f"\nwrote {out / 'spect_demo.npy'} (Bq/mL), {out / 'spect_demo.png'}, {out / 'spect_demo.json'}")
+    say(
+        f"\nwrote {out / 'spect_demo.npy'} (Bq/mL), {out / 'spect_demo.png'}, "
+        f"{out / 'spect_demo.json'}"
+    )
     say(f"done in {seconds:.1f} s")
     return DemoResult(out, recovery, background_ratio, seconds, total)

@@ -50,7 +50,9 @@ class ImageGrid:
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.shape)
         if len(shape) != 3 or any(s < 1 for s in shape):
-            raise GeometryError(f"ImageGrid shape must be 3 positive integers (z, y, x), got {self.shape}")
+            raise GeometryError(
+                f"ImageGrid shape must be 3 positive integers (z, y, x), got {self.shape}"
+            )
         voxel = _triple(self.voxel_size, "voxel_size")
         if any(v <= 0 for v in voxel):
             raise GeometryError(f"voxel_size must be positive (mm), got {voxel}")
@@ -91,7 +93,7 @@ class ImageGrid:
         )
 
     def world_to_index(self, xyz_mm: np.ndarray) -> np.ndarray:
-        """Convert world points ``(..., 3)`` given as (x, y, z) mm to fractional (z, y, x) indices."""
+        """Convert world points ``(..., 3)``, (x, y, z) in mm, to fractional (z, y, x) indices."""
         p = np.asarray(xyz_mm, dtype=np.float64)
         zyx = p[..., ::-1]
         return (zyx - np.asarray(self.origin)) / np.asarray(self.voxel_size_mm)

@@ -47,7 +47,8 @@ class Image:
     def __post_init__(self) -> None:
         if tuple(self.data.shape) != tuple(self.grid.shape):
             raise InputError(
-                f"image data shape {tuple(self.data.shape)} does not match grid shape {self.grid.shape}"
+                f"image data shape {tuple(self.data.shape)} does not match "
+                f"grid shape {self.grid.shape}"
             )
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:

@@ -29,7 +29,9 @@ class Progress:
         Where the bar goes (default ``sys.stderr``).
     """
 
-    def __init__(self, total: int, label: str, enabled: bool | None = None, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, total: int, label: str, enabled: bool | None = None, stream: TextIO | None = None
+    ) -> None:
         self.total = max(int(total), 1)
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
@@ -46,7 +48,9 @@ class Progress:
             filled = int(width * self.done / self.total)
             elapsed = time.perf_counter() - self.start
             bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {message} {elapsed:6.1f} s")
+            self.stream.write(
+                f"\r{self.label} [{bar}] {self.done}/{self.total} {message} {elapsed:6.1f} s"
+            )
             self.stream.flush()
 
     def log(self, message: str) -> None:

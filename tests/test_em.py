@@ -52,8 +52,11 @@ def test_mlem_preserves_counts():
     counts = rng.poisson(model.forward(truth) * 50).astype(np.float32)
     sens = model.sensitivity()
     totals = []
-    mlem(model, counts, iterations=3, progress=False,
-         callback=lambda s: totals.append(float((sens.astype(np.float64) * s.image).sum())))  # fmt: skip
+
+    def record(state: IterationState) -> None:
+        totals.append(float((sens.astype(np.float64) * state.image).sum()))
+
+    mlem(model, counts, iterations=3, progress=False, callback=record)
     for total in totals:
         assert total == pytest.approx(float(counts.sum()), rel=1e-4)
 

@@ -1,4 +1,4 @@
-"""Reconstruction algorithms written against the system-model interface (any modality, any device)."""
+"""Reconstruction algorithms, written against the system-model interface (any modality/device)."""
 
 from recon.algorithms.em import IterationState, mlem, osem
 from recon.algorithms.filters import gaussian_filter_fwhm

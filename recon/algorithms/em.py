@@ -100,7 +100,9 @@ def osem(
         total_sens = sum(sens)
         expected = float(y.sum()) - (0.0 if a is None else float(a.sum()))
         scale = max(expected, 0.0) / max(float(total_sens.sum()), 1e-30)
-        x = xp.where(total_sens > tiny, xp.float32(scale if scale > 0 else 1.0), 0.0).astype(xp.float32)
+        x = xp.where(total_sens > tiny, xp.float32(scale if scale > 0 else 1.0), 0.0).astype(
+            xp.float32
+        )
     else:
         x = model.backend.asarray(np.asarray(x0) if isinstance(x0, Image) else x0)
         if tuple(x.shape) != tuple(model.image_shape):
@@ -118,7 +120,9 @@ def osem(
                 expected_k = model.forward(x, subset)
                 if a_sub[k] is not None:
                     expected_k += a_sub[k]
-                ratio = xp.where(expected_k > 0, y_sub[k] / xp.where(expected_k > 0, expected_k, 1), 0)
+                ratio = xp.where(
+                    expected_k > 0, y_sub[k] / xp.where(expected_k > 0, expected_k, 1), 0
+                )
                 x *= model.back(ratio.astype(xp.float32), subset) * inv_sens[k]
                 bar.step(f"iteration {it}")
                 if callback is not None:

@@ -13,7 +13,9 @@ __all__ = ["gaussian_filter_fwhm"]
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
-def gaussian_filter_fwhm(image: Any, fwhm_mm: float, voxel_size_mm: tuple[float, float, float]) -> Any:
+def gaussian_filter_fwhm(
+    image: Any, fwhm_mm: float, voxel_size_mm: tuple[float, float, float]
+) -> Any:
     """3-D Gaussian filter of ``fwhm_mm`` on an image with voxels ``voxel_size_mm`` (z, y, x).
 
     Works on numpy and CuPy arrays (with ``cupyx.scipy.ndimage`` on the GPU); returns the same kind.

@@ -107,8 +107,21 @@ def attenuation(mu, view_ids, cos_t, sin_t, s0, u_pos, x0, y0, inv_delta, delta,
 
 @nb.njit(**_JIT)
 def rotate_forward(
-    image, att, att_rows, has_att, view_ids, cos_t, sin_t, s0, u_pos, x0, y0, inv_delta, delta,
-    n_d, out_q,
+    image,
+    att,
+    att_rows,
+    has_att,
+    view_ids,
+    cos_t,
+    sin_t,
+    s0,
+    u_pos,
+    x0,
+    y0,
+    inv_delta,
+    delta,
+    n_d,
+    out_q,
 ):
     """Line-integral contribution of each rotated sample, ``Δ · image · attenuation`` (mm units)."""
     n_views = view_ids.shape[0]
@@ -131,8 +144,21 @@ def rotate_forward(
 
 @nb.njit(**_JIT)
 def rotate_back(
-    q, att, att_rows, has_att, view_ids, cos_t, sin_t, s0, u_pos, x0, y0, inv_delta, delta,
-    n_d, out_image,
+    q,
+    att,
+    att_rows,
+    has_att,
+    view_ids,
+    cos_t,
+    sin_t,
+    s0,
+    u_pos,
+    x0,
+    y0,
+    inv_delta,
+    delta,
+    n_d,
+    out_image,
 ):
     """Transpose of :func:`rotate_forward`: adds the back-rotated ``q`` into ``out_image``.
 

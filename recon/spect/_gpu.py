@@ -18,8 +18,10 @@ _THREADS = 256
 _BLUR_THREADS = 512
 
 
-def _check(backend: Backend, name: str, array: Any, dtype: Any, shape: tuple[int, ...] | None = None) -> None:
-    """Raise KernelError unless ``array`` is a C-contiguous ``dtype`` array on the backend's device."""
+def _check(
+    backend: Backend, name: str, array: Any, dtype: Any, shape: tuple[int, ...] | None = None
+) -> None:
+    """Raise KernelError unless ``array`` is C-contiguous ``dtype`` on the backend's device."""
     if not backend.owns(array):
         raise KernelError(f"{name} must be a CuPy array on GPU {backend.device_id}")
     if array.dtype != dtype:
@@ -120,13 +122,21 @@ class GpuKernels:
     def blur_sum_forward(self, model: Any, q: Any, ids: Any, planes: Any) -> None:
         n = int(ids.shape[0])
         _check(self.backend, "q", q, np.float32, self._q_shape(model, n))
-        _check(self.backend, "out_planes", planes, np.float32, (n, model.grid.shape[0], model.geometry.n_u))
+        _check(
+            self.backend,
+            "out_planes",
+            planes,
+            np.float32,
+            (n, model.grid.shape[0], model.geometry.n_u),
+        )
         head, tail = self._blur_args(model, ids, n)
         self._kernel("spect_blur_sum_forward")((n,), (_BLUR_THREADS,), (q, *head, *tail, planes))
 
     def blur_spread_back(self, model: Any, planes: Any, ids: Any, q: Any) -> None:
         n = int(ids.shape[0])
-        _check(self.backend, "planes", planes, np.float32, (n, model.grid.shape[0], model.geometry.n_u))
+        _check(
+            self.backend, "planes", planes, np.float32, (n, model.grid.shape[0], model.geometry.n_u)
+        )
         _check(self.backend, "out_q", q, np.float32, self._q_shape(model, n))
         head, tail = self._blur_args(model, ids, n)
         self._kernel("spect_blur_spread_back")((n,), (_BLUR_THREADS,), (planes, *head, *tail, q))

@@ -71,7 +71,9 @@ class Collimator:
         if self.septal_mu_per_mm is not None and not self.septal_mu_per_mm > 0:
             raise GeometryError("septal_mu_per_mm must be positive or None")
         if self.effective_length_mm <= 0:
-            raise GeometryError("effective hole length l − 2/μ is not positive; check septal_mu_per_mm")
+            raise GeometryError(
+                "effective hole length l − 2/μ is not positive; check septal_mu_per_mm"
+            )
 
     @classmethod
     def preset(cls, name: str) -> Collimator:

@@ -75,7 +75,9 @@ class SpectGeometry:
         if np.any(radii <= 0):
             raise GeometryError("radii_mm must be positive (distance from axis to collimator face)")
         set_(self, "radii_mm", radii)
-        durations = _per_view(1.0 if self.durations_s is None else self.durations_s, n, "durations_s")
+        durations = _per_view(
+            1.0 if self.durations_s is None else self.durations_s, n, "durations_s"
+        )
         if np.any(durations <= 0):
             raise GeometryError("durations_s must be positive (seconds per view)")
         set_(self, "durations_s", durations)

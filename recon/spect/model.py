@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,8 +34,10 @@ def _blur_steps(variance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return w, n
 
 
-def _overlap_matrix(centres_out: np.ndarray, width_out: float, centres_in: np.ndarray, width_in: float) -> np.ndarray:
-    """``W[a, b]`` = overlap of output bin ``a`` with input bin ``b`` divided by the output width."""
+def _overlap_matrix(
+    centres_out: np.ndarray, width_out: float, centres_in: np.ndarray, width_in: float
+) -> np.ndarray:
+    """``W[a, b]``: overlap of output bin ``a`` with input bin ``b``, over the output width."""
     lo = np.maximum.outer(centres_out - width_out / 2, centres_in - width_in / 2)
     hi = np.minimum.outer(centres_out + width_out / 2, centres_in + width_in / 2)
     return np.clip(hi - lo, 0.0, None) / width_out
@@ -105,7 +106,8 @@ class SpectModel:
         dz, dy, dx = grid.voxel_size_mm
         if not math.isclose(dy, dx, rel_tol=1e-6):
             raise GeometryError(
-                f"transverse voxels must be square for the SPECT projector, got y={dy} mm, x={dx} mm; "
+                "transverse voxels must be square for the SPECT projector, "
+                f"got y={dy} mm, x={dx} mm; "
                 "resample the grid"
             )
         self.geometry = geometry
@@ -154,7 +156,8 @@ class SpectModel:
             raise InputError("mu-map has negative attenuation coefficients")
         if float(mu.max()) > 1.0:
             raise InputError(
-                f"mu-map maximum {float(mu.max()):.3g} is implausible for 1/mm (water is 0.015/mm at "
+                f"mu-map maximum {float(mu.max()):.3g} is implausible for 1/mm "
+                "(water is 0.015/mm at "
                 "140 keV); convert from 1/cm (divide by 10) or from HU first"
             )
         return mu
@@ -229,13 +232,15 @@ class SpectModel:
                 blur_w[:, :, axis], blur_n[:, :, axis] = _blur_steps(step)
         self._host_tables.update(blur_w=blur_w, blur_n=blur_n)
         b = self.backend
-        self._tables = {
-            k: b.asarray(v, dtype=v.dtype) for k, v in self._host_tables.items()
-        }
+        self._tables = {k: b.asarray(v, dtype=v.dtype) for k, v in self._host_tables.items()}
 
         # Axial resampling from image slices to projection rows (box overlap, rows sum to 1).
         w = _overlap_matrix(geom.v_positions_mm, geom.pixel_size_mm[0], grid.axis_mm(0), dz)  # type: ignore[index]
-        self._axial = None if (w.shape[0] == w.shape[1] and np.allclose(w, np.eye(nz), atol=1e-6)) else b.asarray(w)
+        self._axial = (
+            None
+            if (w.shape[0] == w.shape[1] and np.allclose(w, np.eye(nz), atol=1e-6))
+            else b.asarray(w)
+        )
 
     def _view_factors(self) -> Any:
         """``m`` per view, computed on the device from the per-view times."""
@@ -249,7 +254,9 @@ class SpectModel:
             from recon.physics.isotopes import get_isotope
 
             half_life = get_isotope(self.isotope).half_life_s
-            factors = factors * mean_activity_fraction(half_life, start, duration, self.reference_time_s)
+            factors = factors * mean_activity_fraction(
+                half_life, start, duration, self.reference_time_s
+            )
         if self.sensitivity_cps_per_mbq is not None:
             if not self.sensitivity_cps_per_mbq > 0:
                 raise InputError("sensitivity_cps_per_mbq must be positive")
@@ -275,8 +282,12 @@ class SpectModel:
         """Interleaved view subsets: subset ``s`` holds views ``s, s+n, s+2n, …``."""
         n_views = self.geometry.n_views
         if not 1 <= int(n_subsets) <= n_views:
-            raise InputError(f"subsets must be between 1 and the number of views ({n_views}), got {n_subsets}")
-        return [np.arange(s, n_views, int(n_subsets), dtype=np.int32) for s in range(int(n_subsets))]
+            raise InputError(
+                f"subsets must be between 1 and the number of views ({n_views}), got {n_subsets}"
+            )
+        return [
+            np.arange(s, n_views, int(n_subsets), dtype=np.int32) for s in range(int(n_subsets))
+        ]
 
     def take(self, data: Any, subset: Any) -> Any:
         """The part of projection-shaped ``data`` that belongs to ``subset`` (None: all)."""
@@ -362,7 +373,9 @@ class SpectModel:
         geom, nz = self.geometry, self.grid.shape[0]
         y = self.backend.asarray(data)
         if tuple(y.shape) != (views.size, geom.n_v, geom.n_u):
-            raise InputError(f"data has shape {tuple(y.shape)}, expected {(views.size, geom.n_v, geom.n_u)}")
+            raise InputError(
+                f"data has shape {tuple(y.shape)}, expected {(views.size, geom.n_v, geom.n_u)}"
+            )
         image = xp.zeros(self.grid.shape, np.float32)
         start = 0
         for chunk in self._chunks(views):
@@ -423,11 +436,15 @@ class _CpuKernels:
     def attenuation(self, model: SpectModel, mu: Any, ids: Any, out: Any) -> None:
         self._cpu.attenuation(mu, ids, *self._common(model), out)
 
-    def rotate_forward(self, model: SpectModel, x: Any, att: Any, rows: Any, ids: Any, q: Any) -> None:
+    def rotate_forward(
+        self, model: SpectModel, x: Any, att: Any, rows: Any, ids: Any, q: Any
+    ) -> None:
         att, rows, has = _att_args(att, rows)
         self._cpu.rotate_forward(x, att, rows, has, ids, *self._common(model), q)
 
-    def rotate_back(self, model: SpectModel, q: Any, att: Any, rows: Any, ids: Any, image: Any) -> None:
+    def rotate_back(
+        self, model: SpectModel, q: Any, att: Any, rows: Any, ids: Any, image: Any
+    ) -> None:
         att, rows, has = _att_args(att, rows)
         self._cpu.rotate_back(q, att, rows, has, ids, *self._common(model), image)
 
@@ -456,5 +473,3 @@ def _kernels_for(backend: Backend) -> Any:
 
         return GpuKernels(backend)
     return _CpuKernels()
-
-

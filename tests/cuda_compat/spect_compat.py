@@ -62,13 +62,17 @@ class CompatSpectKernels:
             return [_ptr(self._keep[0]), _ptr(self._keep[1]), 0]
         return [_ptr(att), _ptr(rows), 1]
 
-    def rotate_forward(self, model: Any, x: np.ndarray, att: Any, rows: Any, ids: np.ndarray, q: np.ndarray) -> None:
+    def rotate_forward(
+        self, model: Any, x: np.ndarray, att: Any, rows: Any, ids: np.ndarray, q: np.ndarray
+    ) -> None:
         nz, ny, nx = x.shape
         self.lib.run_spect_rotate_forward(
             _ptr(x), nz, ny, nx, *self._att(att, rows), *self._geometry(model, ids), _ptr(q)
         )
 
-    def rotate_back(self, model: Any, q: np.ndarray, att: Any, rows: Any, ids: np.ndarray, image: np.ndarray) -> None:
+    def rotate_back(
+        self, model: Any, q: np.ndarray, att: Any, rows: Any, ids: np.ndarray, image: np.ndarray
+    ) -> None:
         nz, ny, nx = image.shape
         self.lib.run_spect_rotate_back(
             _ptr(q), nz, ny, nx, *self._att(att, rows), *self._geometry(model, ids), _ptr(image)
@@ -80,12 +84,17 @@ class CompatSpectKernels:
         nz, n_u = model.grid.shape[0], model.geometry.n_u
         scratch = np.zeros((n, 2, nz, n_u), np.float32)
         fn(
-            _ptr(src), _ptr(ids), n, int(model.n_depth), nz, n_u, _ptr(t["blur_w"]), _ptr(t["blur_n"]),
+            _ptr(src), _ptr(ids), n, int(model.n_depth), nz, n_u,
+            _ptr(t["blur_w"]), _ptr(t["blur_n"]),
             _ptr(scratch), _ptr(dst), self.block_threads,
         )  # fmt: skip
 
-    def blur_sum_forward(self, model: Any, q: np.ndarray, ids: np.ndarray, planes: np.ndarray) -> None:
+    def blur_sum_forward(
+        self, model: Any, q: np.ndarray, ids: np.ndarray, planes: np.ndarray
+    ) -> None:
         self._blur(self.lib.run_spect_blur_sum_forward, model, q, ids, planes)
 
-    def blur_spread_back(self, model: Any, planes: np.ndarray, ids: np.ndarray, q: np.ndarray) -> None:
+    def blur_spread_back(
+        self, model: Any, planes: np.ndarray, ids: np.ndarray, q: np.ndarray
+    ) -> None:
         self._blur(self.lib.run_spect_blur_spread_back, model, planes, ids, q)
