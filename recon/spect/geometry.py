@@ -46,8 +46,9 @@ class SpectGeometry:
     start_times_s, durations_s : array of shape (view,)
         Start of each view's acquisition (seconds from acquisition start) and its duration.
     cor_offset_mm : float
-        Centre-of-rotation offset along ``u``: the rotation axis projects to
-        ``u = cor_offset_mm`` instead of the centre of the projection.
+        Centre-of-rotation offset along ``u`` (DESIGN.md §3): bin centres are
+        ``u_i = (i − (n_u − 1)/2)·pixel + cor_offset_mm``, so the rotation axis (u = 0) falls on
+        column ``(n_u − 1)/2 − cor_offset_mm/pixel``. Readers convert vendor conventions to this.
     axial_offset_mm : float
         World z of the centre of the projection rows.
     """

@@ -402,6 +402,9 @@ class SpectModel:
         """Adjoint of :meth:`forward`: ``Pᵀ (m ⊙ y)``."""
         views = self._views(subset)
         y = self.backend.asarray(data)
+        expected = (views.size, self.geometry.n_v, self.geometry.n_u)
+        if tuple(y.shape) != expected:
+            raise InputError(f"data has shape {tuple(y.shape)}, expected {expected} (view, v, u)")
         m = self.view_factors[self._device_ids(views)[1]]
         return self.backproject(y * m[:, None, None], views)
 
