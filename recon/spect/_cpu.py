@@ -93,13 +93,14 @@ def attenuation(mu, view_ids, cos_t, sin_t, s0, u_pos, x0, y0, inv_delta, delta,
         k = kz // nz
         z = kz % nz
         v = view_ids[k]
+        mu2d = mu[z]  # hoisted: slicing inside the sample loop costs more than the sample
         for i in range(n_u):
             path = 0.0
             for j in range(n_d - 1, -1, -1):
                 fy, fx = _sample_position(
                     cos_t[v], sin_t[v], s0[v], delta, j, u_pos[i], x0, y0, inv_delta
                 )
-                half = 0.5 * delta * _bilinear(mu[z], fy, fx)
+                half = 0.5 * delta * _bilinear(mu2d, fy, fx)
                 path += half
                 out_att[k, j, z, i] = math.exp(-path)
                 path += half
@@ -131,14 +132,16 @@ def rotate_forward(
         k = kz // nz
         z = kz % nz
         v = view_ids[k]
+        slice2d = image[z]
+        att_row = att_rows[k]
         for j in range(n_d):
             for i in range(n_u):
                 fy, fx = _sample_position(
                     cos_t[v], sin_t[v], s0[v], delta, j, u_pos[i], x0, y0, inv_delta
                 )
-                value = delta * _bilinear(image[z], fy, fx)
+                value = delta * _bilinear(slice2d, fy, fx)
                 if has_att:
-                    value *= att[att_rows[k], j, z, i]
+                    value *= att[att_row, j, z, i]
                 out_q[k, j, z, i] = value
 
 
@@ -168,18 +171,20 @@ def rotate_back(
     nz = out_image.shape[0]
     n_u = u_pos.shape[0]
     for z in nb.prange(nz):
+        target = out_image[z]
         for k in range(n_views):
             v = view_ids[k]
+            att_row = att_rows[k]
             for j in range(n_d):
                 for i in range(n_u):
                     value = delta * q[k, j, z, i]
                     if has_att:
-                        value *= att[att_rows[k], j, z, i]
+                        value *= att[att_row, j, z, i]
                     if value != 0.0:
                         fy, fx = _sample_position(
                             cos_t[v], sin_t[v], s0[v], delta, j, u_pos[i], x0, y0, inv_delta
                         )
-                        _bilinear_scatter(out_image[z], fy, fx, value)
+                        _bilinear_scatter(target, fy, fx, value)
 
 
 @nb.njit(inline="always")
