@@ -1,0 +1,246 @@
+"""Geometry of a cylindrical PET scanner: rings of crystals, crystal ids and positions."""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recon.errors import GeometryError
+from recon.pet.tof import Tof
+
+__all__ = ["PetScanner"]
+
+
+# Named scanners. Each entry cites where its numbers come from; "approx." marks a value that is
+# not printed in the cited paper and was chosen (or taken from another public description) so that
+# the derived figures (axial FOV, detector diameter) match the paper.
+#
+# "small": an invented 8-ring test scanner, small enough for a 2-core laptop demo (a full span-1
+#   TOF sinogram is 64 planes x 64 views x 65 radial x 15 TOF bins, about 4 million bins).
+#   15 TOF bins of 100 ps (15 mm each, 225 mm in all) span the 212 mm wide default radial range.
+#
+# "dmi4": GE Discovery MI, 4-ring configuration. Hsu DFC, Ilan E, Peterson WT, Uribe J,
+#   Lubberink M, Levin CS. Studies of a next-generation silicon-photomultiplier-based
+#   time-of-flight PET/CT system. J Nucl Med 2017;58:1511-1518.
+#   From the paper: LBS (LYSO) crystals 3.95 x 5.3 x 25 mm (so crystal_depth_mm = 25), 20 cm
+#   axial FOV, 70 cm patient bore, coincidence timing resolution of about 385 ps (the 3-ring
+#   system of the same design measured 375.6 ps: Vandendriessche D et al., EJNMMI Phys 2019;6:8).
+#   Approx. (STIR's Scanner table for "GE Discovery MI 4 rings", which also cites Hsu et al.):
+#   36 crystal rings (4 detector rings of 9 crystals), 544 crystals per ring, ring spacing
+#   5.52296 mm (36 x 5.523 = 198.8 mm, the 20 cm FOV), effective LOR radius 380.5 mm.
+#   We place crystals at half their depth, so radius_mm = 380.5 - 25/2 = 368.0 mm.
+#   Approx. (our choice, not GE's TOF sinogram binning): 29 TOF bins of 169 ps (25.3 mm), which
+#   span 4.90 ns of time difference (the 4.9 ns coincidence window reported for the Discovery MI)
+#   and 735 mm along the LOR, more than the 70 cm transaxial FOV.
+#
+# "vision": Siemens Biograph Vision (600). van Sluis J, de Jong J, Schaar J, et al. Performance
+#   characteristics of the digital Biograph Vision PET/CT system. J Nucl Med 2019;60:1031-1036.
+#   From the paper: LSO crystals 3.2 x 3.2 x 20 mm (crystal_depth_mm = 20), 80 crystal rings,
+#   760 crystals per ring, 26.3 cm axial FOV, 78 cm bore, time-of-flight resolution 210 ps.
+#   Approx.: ring spacing 263 mm / 80 = 3.2875 mm (crystal pitch from the FOV);
+#   radius_mm = 410 mm (detector front face, about 82 cm detector diameter, as in STIR's
+#   "Siemens Vision 600" description; not in the paper); 33 TOF bins of 142.8 ps (21.4 mm), which
+#   span 4.71 ns (the 4.7 ns coincidence window) and 706 mm, more than the 70 cm transaxial FOV.
+_PRESETS: dict[str, dict[str, Any]] = {
+    "small": {
+        "n_rings": 8,
+        "crystals_per_ring": 128,
+        "radius_mm": 150.0,
+        "ring_spacing_mm": 4.0,
+        "crystal_depth_mm": 0.0,
+        "tof": (400.0, 15, 100.0),
+    },
+    "dmi4": {
+        "n_rings": 36,
+        "crystals_per_ring": 544,
+        "radius_mm": 368.0,
+        "ring_spacing_mm": 5.52296,
+        "crystal_depth_mm": 25.0,
+        "tof": (385.0, 29, 169.0),
+    },
+    "vision": {
+        "n_rings": 80,
+        "crystals_per_ring": 760,
+        "radius_mm": 410.0,
+        "ring_spacing_mm": 3.2875,
+        "crystal_depth_mm": 20.0,
+        "tof": (210.0, 33, 142.8),
+    },
+}
+
+
+def _positive_int(value: object, name: str) -> int:
+    try:
+        as_int = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise GeometryError(f"{name} must be a positive integer, got {value!r}") from None
+    if as_int != value or as_int < 1:
+        raise GeometryError(f"{name} must be a positive integer, got {value!r}")
+    return as_int
+
+
+def _finite_float(value: object, name: str, *, allow_zero: bool = False) -> float:
+    try:
+        as_float = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise GeometryError(f"{name} must be a number in mm, got {value!r}") from None
+    if not math.isfinite(as_float) or as_float < 0 or (as_float == 0 and not allow_zero):
+        kind = "non-negative" if allow_zero else "positive"
+        raise GeometryError(f"{name} must be a finite {kind} length in mm, got {value!r}")
+    return as_float
+
+
+@dataclass(frozen=True)
+class PetScanner:
+    """A cylindrical PET scanner of ``n_rings`` rings of ``crystals_per_ring`` crystals.
+
+    Conventions (DESIGN.md §3): crystal id = ``ring * crystals_per_ring + index``. Crystal
+    ``index`` sits at angle ``φ = 2π·index/crystals_per_ring`` in the (x, y) plane, measured from
+    +x towards +y, at radius ``radius_mm + crystal_depth_mm/2``: each crystal is represented by
+    the point at half its depth, a simple stand-in for the mean depth of interaction of 511 keV
+    photons. Ring ``r`` sits at ``z = (r − (n_rings − 1)/2)·ring_spacing_mm``, so the scanner is
+    centred on the isocentre.
+
+    Parameters
+    ----------
+    n_rings : int
+        Number of crystal rings (axial).
+    crystals_per_ring : int
+        Crystals in one ring (even, so that every crystal has an opposite one).
+    radius_mm : float
+        Radius of the detector front faces, mm.
+    ring_spacing_mm : float
+        Axial distance between neighbouring rings (crystal pitch), mm.
+    crystal_depth_mm : float, optional
+        Radial crystal length, mm (0 puts the crystals on the front face).
+    tof : Tof or None, optional
+        Timing resolution and TOF binning; None for a non-TOF scanner.
+    name : str, optional
+        A label.
+
+    Raises
+    ------
+    GeometryError
+        A size is not positive (or ``crystal_depth_mm`` negative), or ``crystals_per_ring`` is odd.
+    """
+
+    n_rings: int
+    crystals_per_ring: int
+    radius_mm: float
+    ring_spacing_mm: float
+    crystal_depth_mm: float = 0.0
+    tof: Tof | None = None
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "n_rings", _positive_int(self.n_rings, "n_rings"))
+        n = _positive_int(self.crystals_per_ring, "crystals_per_ring")
+        if n % 2:
+            raise GeometryError(
+                f"crystals_per_ring must be even (every crystal needs an opposite one), got {n}"
+            )
+        set_(self, "crystals_per_ring", n)
+        set_(self, "radius_mm", _finite_float(self.radius_mm, "radius_mm"))
+        set_(self, "ring_spacing_mm", _finite_float(self.ring_spacing_mm, "ring_spacing_mm"))
+        depth = _finite_float(self.crystal_depth_mm, "crystal_depth_mm", allow_zero=True)
+        set_(self, "crystal_depth_mm", depth)
+        if self.tof is not None and not isinstance(self.tof, Tof):
+            raise GeometryError(f"tof must be a recon Tof or None, got {type(self.tof).__name__}")
+        set_(self, "name", str(self.name))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def preset(cls, name: str) -> PetScanner:
+        """A named scanner: ``"small"`` (a test scanner), ``"dmi4"`` or ``"vision"``.
+
+        ``"dmi4"`` resembles a 4-ring GE Discovery MI (Hsu et al., J Nucl Med 2017;58:1511) and
+        ``"vision"`` a Siemens Biograph Vision (van Sluis et al., J Nucl Med 2019;60:1031); the
+        module source says which numbers are published and which are approximations.
+
+        Raises
+        ------
+        GeometryError
+            ``name`` is not a known preset.
+        """
+        key = str(name).strip().lower()
+        if key not in _PRESETS:
+            known = ", ".join(sorted(_PRESETS))
+            raise GeometryError(f"unknown PET scanner preset {name!r}; known presets: {known}")
+        p = _PRESETS[key]
+        fwhm_ps, n_bins, bin_width_ps = p["tof"]
+        return cls(
+            n_rings=p["n_rings"],
+            crystals_per_ring=p["crystals_per_ring"],
+            radius_mm=p["radius_mm"],
+            ring_spacing_mm=p["ring_spacing_mm"],
+            crystal_depth_mm=p["crystal_depth_mm"],
+            tof=Tof(fwhm_ps=fwhm_ps, n_bins=n_bins, bin_width_ps=bin_width_ps),
+            name=key,
+        )
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def n_crystals(self) -> int:
+        """Total number of crystals, ``n_rings * crystals_per_ring``."""
+        return self.n_rings * self.crystals_per_ring
+
+    @property
+    def crystal_radius_mm(self) -> float:
+        """Radius at which crystals are placed, ``radius_mm + crystal_depth_mm/2`` (mm)."""
+        return self.radius_mm + self.crystal_depth_mm / 2.0
+
+    @property
+    def axial_fov_mm(self) -> float:
+        """Axial extent of the crystal rings, ``n_rings * ring_spacing_mm`` (mm)."""
+        return self.n_rings * self.ring_spacing_mm
+
+    @functools.cached_property
+    def crystal_angles_rad(self) -> np.ndarray:
+        """Angle φ of each in-ring index, ``2π·index/crystals_per_ring``, radians."""
+        angles = 2.0 * np.pi * np.arange(self.crystals_per_ring) / self.crystals_per_ring
+        angles.setflags(write=False)
+        return angles
+
+    @functools.cached_property
+    def transaxial_positions_mm(self) -> np.ndarray:
+        """(x, y) in mm of each in-ring index, float32 array of shape (crystals_per_ring, 2)."""
+        phi = self.crystal_angles_rad
+        r = self.crystal_radius_mm
+        xy = np.stack([r * np.cos(phi), r * np.sin(phi)], axis=1).astype(np.float32)
+        xy.setflags(write=False)
+        return xy
+
+    @functools.cached_property
+    def ring_z_mm(self) -> np.ndarray:
+        """World z in mm of each ring, float32 array of shape (n_rings,)."""
+        z = (np.arange(self.n_rings) - (self.n_rings - 1) / 2.0) * self.ring_spacing_mm
+        z = z.astype(np.float32)
+        z.setflags(write=False)
+        return z
+
+    @functools.cached_property
+    def crystal_positions_mm(self) -> np.ndarray:
+        """World (x, y, z) in mm of every crystal, float32 (n_crystals, 3), by crystal id."""
+        n = self.crystals_per_ring
+        pos = np.empty((self.n_crystals, 3), dtype=np.float32)
+        pos[:, :2] = np.tile(self.transaxial_positions_mm, (self.n_rings, 1))
+        pos[:, 2] = np.repeat(self.ring_z_mm, n)
+        pos.setflags(write=False)
+        return pos
+
+    def ring_of(self, crystal: Any) -> Any:
+        """Ring of a crystal id (or of each id in an integer array of any array module)."""
+        return crystal // self.crystals_per_ring
+
+    def index_of(self, crystal: Any) -> Any:
+        """In-ring index of a crystal id (or of each id in an integer array)."""
+        return crystal % self.crystals_per_ring
+
+    def crystal_id(self, ring: Any, index: Any) -> Any:
+        """Crystal id ``ring * crystals_per_ring + index`` (scalars or integer arrays)."""
+        return ring * self.crystals_per_ring + index
