@@ -5,6 +5,7 @@ probed until a model asks for a device.
 """
 
 from recon.algorithms import IterationState, gaussian_filter_fwhm, mlem, osem
+from recon.algorithms.listmode import FrameResult, lm_osem, reconstruct_frames
 from recon.errors import (
     DeviceError,
     GeometryError,
@@ -15,6 +16,15 @@ from recon.errors import (
 )
 from recon.grid import ImageGrid
 from recon.image import Image
+from recon.pet import (
+    ListmodeEvents,
+    LorProjector,
+    PetListmodeModel,
+    PetScanner,
+    PetSinogramModel,
+    SinogramLayout,
+    Tof,
+)
 from recon.spect import Collimator, SpectGeometry, SpectModel
 
 __version__ = "0.1.0"
@@ -22,18 +32,28 @@ __version__ = "0.1.0"
 __all__ = [
     "Collimator",
     "DeviceError",
+    "FrameResult",
     "GeometryError",
     "Image",
     "ImageGrid",
     "InputError",
     "IterationState",
     "KernelError",
+    "ListmodeEvents",
+    "LorProjector",
+    "PetListmodeModel",
+    "PetScanner",
+    "PetSinogramModel",
     "PhysicsError",
     "ReconError",
+    "SinogramLayout",
     "SpectGeometry",
     "SpectModel",
+    "Tof",
     "gaussian_filter_fwhm",
+    "lm_osem",
     "mlem",
     "osem",
+    "reconstruct_frames",
     "__version__",
 ]

@@ -1,0 +1,24 @@
+"""PET: ring-scanner geometry, sinogram and listmode data, the LOR projector and system models."""
+
+from recon.pet.listmode import ListmodeEvents, histogram
+from recon.pet.model import PetListmodeModel, PetSinogramModel
+from recon.pet.projector import LorProjector
+from recon.pet.randoms import randoms_from_delayeds, randoms_from_singles
+from recon.pet.scanner import PetScanner
+from recon.pet.simulate import simulate_listmode
+from recon.pet.sinogram import SinogramLayout
+from recon.pet.tof import Tof
+
+__all__ = [
+    "ListmodeEvents",
+    "LorProjector",
+    "PetListmodeModel",
+    "PetScanner",
+    "PetSinogramModel",
+    "SinogramLayout",
+    "Tof",
+    "histogram",
+    "randoms_from_delayeds",
+    "randoms_from_singles",
+    "simulate_listmode",
+]

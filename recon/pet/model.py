@@ -1,0 +1,446 @@
+"""PET system models ``ȳ = m ⊙ (P x) + a`` for span-1 sinograms and for listmode events.
+
+Both share the LOR projector (Joseph line integrals, optional TOF) and the same corrections:
+
+- attenuation: ``exp(−∫μ)`` along each LOR from a 511 keV mu-map on the image grid;
+- normalisation: per-crystal efficiencies (the LOR factor is their product) or a full per-bin
+  array (sinograms);
+- time: frame duration, decay during the frame relative to the reference time (sinograms) or per
+  event time (listmode), positron branching ratio, and a calibration factor to Bq/mL.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from recon.backend import Backend, resolve_backend
+from recon.errors import GeometryError, InputError
+from recon.grid import ImageGrid
+from recon.image import Image
+from recon.pet.listmode import ListmodeEvents
+from recon.pet.projector import LorProjector
+from recon.pet.scanner import PetScanner
+from recon.pet.sinogram import SinogramLayout
+
+__all__ = ["PetListmodeModel", "PetSinogramModel"]
+
+log = logging.getLogger("recon")
+
+
+class _PetCorrections:
+    """What sinogram and listmode models share: projector, mu-map, normalisation, time factors."""
+
+    def __init__(
+        self,
+        scanner: PetScanner,
+        grid: ImageGrid,
+        mu_map: Any,
+        normalization: Any,
+        isotope: str | None,
+        reference_time_s: float,
+        calibration: float | None,
+        use_tof: bool | None,
+        device: str | Backend | None,
+        max_ring_difference: int | None,
+        chunk_lors: int,
+    ) -> None:
+        if not isinstance(scanner, PetScanner):
+            raise GeometryError("scanner must be a PetScanner (e.g. PetScanner.preset('small'))")
+        if not isinstance(grid, ImageGrid):
+            raise GeometryError("grid must be an ImageGrid")
+        self.scanner = scanner
+        self.grid = grid
+        self.backend = resolve_backend(device)
+        self.xp = self.backend.xp
+        if use_tof is None:
+            use_tof = scanner.tof is not None
+        if use_tof and scanner.tof is None:
+            raise GeometryError(f"scanner {scanner.name!r} has no TOF; use use_tof=False")
+        self.tof = scanner.tof if use_tof else None
+        self.layout = SinogramLayout(scanner, max_ring_difference=max_ring_difference)
+        self.projector = LorProjector(
+            grid, tof=self.tof, device=self.backend, chunk_lors=chunk_lors
+        )
+        self.nontof_projector = (
+            self.projector
+            if self.tof is None
+            else LorProjector(grid, tof=None, device=self.backend, chunk_lors=chunk_lors)
+        )
+        self.isotope = isotope
+        self.reference_time_s = float(reference_time_s)
+        self.calibration = calibration
+        if calibration is not None and not calibration > 0:
+            raise InputError("calibration must be a positive factor (counts per Bq·s per mL)")
+        self._positions = self.backend.asarray(scanner.crystal_positions_mm)
+        self._mu = None if mu_map is None else self._validated_mu(mu_map)
+        self._crystal_eff = None
+        self._bin_norm = None
+        if normalization is not None:
+            self._set_normalization(normalization)
+
+    # ------------------------------------------------------------------ validation
+    def _validated_mu(self, mu_map: Any) -> Any:
+        if isinstance(mu_map, Image):
+            if not mu_map.grid.same_as(self.grid):
+                raise GeometryError(
+                    "the mu-map is on another grid than the reconstruction; resample it first"
+                )
+            mu_map = mu_map.data
+        shape = tuple(getattr(mu_map, "shape", ()))
+        if shape != self.grid.shape:
+            raise GeometryError(
+                f"mu-map shape {shape} does not match the image grid {self.grid.shape}; "
+                "resample it onto the reconstruction grid"
+            )
+        mu = self.backend.asarray(mu_map)
+        if not bool(self.xp.all(self.xp.isfinite(mu))) or float(mu.min()) < 0:
+            raise InputError("mu-map must be finite and non-negative (1/mm at 511 keV)")
+        if float(mu.max()) > 0.5:
+            raise InputError(
+                f"mu-map maximum {float(mu.max()):.3g}/mm is implausible at 511 keV (water: "
+                "0.0096/mm); convert from 1/cm (divide by 10) or from HU first"
+            )
+        return mu
+
+    def _set_normalization(self, normalization: Any) -> None:
+        n = np.asarray(self.backend.to_host(normalization), dtype=np.float64)
+        if not np.all(np.isfinite(n)) or np.any(n < 0):
+            raise InputError("normalization must be finite and non-negative")
+        if n.shape == (self.scanner.n_crystals,):
+            self._crystal_eff = self.backend.asarray(n)
+        elif n.shape == self.layout.shape:
+            self._bin_norm = self.backend.asarray(n)
+        else:
+            raise InputError(
+                f"normalization must be per-crystal efficiencies ({self.scanner.n_crystals},) or a "
+                f"per-bin array {self.layout.shape}, got shape {n.shape}"
+            )
+
+    # ------------------------------------------------------------------ factors
+    def _lor_factors(self, crystal_a: Any, crystal_b: Any, xstart: Any, xend: Any) -> Any:
+        """Attenuation × crystal-efficiency factor of each LOR (no time factors)."""
+        xp = self.xp
+        factor = xp.ones(crystal_a.shape, dtype=np.float32)
+        if self._crystal_eff is not None:
+            factor *= self._crystal_eff[crystal_a] * self._crystal_eff[crystal_b]
+        if self._mu is not None:
+            shape = factor.shape
+            line = self.nontof_projector.forward(
+                self._mu, xstart.reshape(-1, 3), xend.reshape(-1, 3)
+            )
+            factor *= xp.exp(-line).reshape(shape).astype(np.float32)
+        return factor
+
+    def _time_factor(self, start_s: float, duration_s: float) -> float:
+        """Duration × mean fraction of reference-time activity in the frame × branching × calib."""
+        if not duration_s > 0:
+            raise InputError(f"frame duration must be positive, got {duration_s} s")
+        factor = float(duration_s)
+        if self.isotope is not None:
+            from recon.physics.decay import mean_activity_fraction
+            from recon.physics.isotopes import get_isotope
+
+            iso = get_isotope(self.isotope)
+            factor *= float(
+                mean_activity_fraction(iso.half_life_s, start_s, duration_s, self.reference_time_s)
+            )
+            factor *= iso.positron_fraction
+        if self.calibration is not None:
+            factor *= self.calibration
+        return factor
+
+    @property
+    def units(self) -> str:
+        return "Bq/mL" if self.calibration is not None else "counts/s (uncalibrated)"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.grid.shape
+
+    def to_image(self, data: Any, **info: Any) -> Image:
+        return Image(
+            data=data,
+            grid=self.grid,
+            units=self.units,
+            isotope=self.isotope,
+            reference_time_s=self.reference_time_s if self.isotope else None,
+            info=info,
+        )
+
+    def validate_image(self, image: Any) -> Any:
+        if isinstance(image, Image):
+            image = image.data
+        shape = tuple(getattr(image, "shape", np.shape(image)))
+        if shape != self.grid.shape:
+            raise InputError(f"image has shape {shape} but the model grid is {self.grid.shape}")
+        return self.backend.asarray(image)
+
+
+class PetSinogramModel(_PetCorrections):
+    r"""Span-1 sinogram model ``ȳ = m ⊙ (P x) + a`` with data ``(plane, view, radial[, tof])``.
+
+    Parameters
+    ----------
+    scanner : PetScanner
+    grid : ImageGrid
+    mu_map : array of grid.shape, optional
+        Linear attenuation at 511 keV in 1/mm.
+    normalization : array, optional
+        Per-crystal efficiencies ``(n_crystals,)`` or a per-bin array ``(plane, view, radial)``.
+    randoms, scatter : array, optional
+        Expected additive counts per bin, non-TOF ``(plane, view, radial)`` (spread evenly over
+        the TOF bins, as randoms are uniform in time difference) or TOF-shaped.
+    isotope : str, optional
+        Enables decay correction within the frame and the positron branching ratio.
+    frame_start_s, frame_duration_s : float
+        Frame timing (s from scan start).
+    reference_time_s : float
+        Time activities refer to (default: scan start).
+    calibration : float, optional
+        Scanner calibration, counts per (Bq/mL · s) per unit line integral; the image is then in
+        Bq/mL.
+    use_tof : bool, optional
+        Default: TOF when the scanner has it.
+    max_ring_difference : int, optional
+        Largest ring difference in the sinogram (default: all).
+    device : {"auto", "cpu", "gpu"}, optional
+    """
+
+    def __init__(
+        self,
+        scanner: PetScanner,
+        grid: ImageGrid,
+        mu_map: Any = None,
+        normalization: Any = None,
+        randoms: Any = None,
+        scatter: Any = None,
+        isotope: str | None = None,
+        frame_start_s: float = 0.0,
+        frame_duration_s: float = 1.0,
+        reference_time_s: float = 0.0,
+        calibration: float | None = None,
+        use_tof: bool | None = None,
+        max_ring_difference: int | None = None,
+        device: str | Backend | None = None,
+        chunk_lors: int = 2**20,
+    ) -> None:
+        super().__init__(
+            scanner, grid, mu_map, normalization, isotope, reference_time_s, calibration,
+            use_tof, device, max_ring_difference, chunk_lors,
+        )  # fmt: skip
+        self.frame_start_s = float(frame_start_s)
+        self.frame_duration_s = float(frame_duration_s)
+        self.time_factor = self._time_factor(self.frame_start_s, self.frame_duration_s)
+        self._factors: dict[tuple[int, ...], Any] = {}
+        self._sensitivity_cache: dict[tuple[int, ...], Any] = {}
+        self.additive = None
+        parts = [p for p in (randoms, scatter) if p is not None]
+        if parts:
+            self.additive = sum(self.validate_data(self._spread_tof(p), "additive") for p in parts)
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        shape = self.layout.shape
+        return (*shape, self.tof.n_bins) if self.tof is not None else shape
+
+    def _spread_tof(self, array: Any) -> Any:
+        if self.tof is None or tuple(np.shape(array)) != tuple(self.layout.shape):
+            return array
+        host = np.asarray(self.backend.to_host(array), dtype=np.float32)
+        return np.repeat(host[..., None] / self.tof.n_bins, self.tof.n_bins, axis=-1)
+
+    def validate_data(self, data: Any, name: str = "counts") -> Any:
+        shape = tuple(getattr(data, "shape", np.shape(data)))
+        if shape != self.data_shape:
+            raise InputError(f"{name} has shape {shape}, expected {self.data_shape}")
+        arr = self.backend.asarray(data)
+        if not bool(self.xp.all(self.xp.isfinite(arr))) or float(arr.min()) < 0:
+            raise InputError(f"{name} must be finite and non-negative")
+        return arr
+
+    def subsets(self, n_subsets: int) -> list[np.ndarray]:
+        n_views = self.layout.shape[1]
+        if not 1 <= int(n_subsets) <= n_views:
+            raise InputError(f"subsets must be between 1 and the number of views ({n_views})")
+        return [np.arange(s, n_views, int(n_subsets)) for s in range(int(n_subsets))]
+
+    def _views(self, subset: Any) -> np.ndarray:
+        n_views = self.layout.shape[1]
+        return np.arange(n_views) if subset is None else np.asarray(subset, dtype=np.int64)
+
+    def take(self, data: Any, subset: Any) -> Any:
+        if subset is None:
+            return data
+        return data[:, self.backend.asarray(self._views(subset), np.int64)]
+
+    def _subset_geometry(self, views: np.ndarray) -> tuple[Any, Any, Any]:
+        """LOR endpoints of the views (made on the device) and their multiplicative factors."""
+        key = tuple(int(v) for v in views)
+        xstart, xend = self.layout.endpoints(views, xp=self.xp)
+        if key not in self._factors:
+            planes = np.arange(self.layout.shape[0])
+            radial = np.arange(self.layout.shape[2])
+            p, v, r = np.meshgrid(planes, views, radial, indexing="ij")
+            ca, cb = self.layout.crystals_of(p, v, r)
+            ca, cb = self.backend.asarray(ca, np.int64), self.backend.asarray(cb, np.int64)
+            factor = self._lor_factors(ca, cb, xstart, xend) * np.float32(self.time_factor)
+            if self._bin_norm is not None:
+                factor *= self._bin_norm[:, self.backend.asarray(views, np.int64)]
+            self._factors[key] = factor
+        return xstart, xend, self._factors[key]
+
+    def forward(self, image: Any, subset: Any = None) -> Any:
+        """``m ⊙ (P x)`` for the views of ``subset`` (None: all)."""
+        x = self.validate_image(image)
+        views = self._views(subset)
+        xstart, xend, factor = self._subset_geometry(views)
+        values = self.projector.forward(x, xstart.reshape(-1, 3), xend.reshape(-1, 3))
+        shape = factor.shape
+        if self.tof is not None:
+            return values.reshape(*shape, self.tof.n_bins) * factor[..., None]
+        return values.reshape(shape) * factor
+
+    def back(self, data: Any, subset: Any = None) -> Any:
+        """``Pᵀ (m ⊙ y)``."""
+        views = self._views(subset)
+        xstart, xend, factor = self._subset_geometry(views)
+        y = self.backend.asarray(data)
+        expected = (*factor.shape, self.tof.n_bins) if self.tof is not None else factor.shape
+        if tuple(y.shape) != tuple(expected):
+            raise InputError(f"data has shape {tuple(y.shape)}, expected {tuple(expected)}")
+        weighted = y * (factor[..., None] if self.tof is not None else factor)
+        n = int(np.prod(factor.shape))
+        flat = weighted.reshape(n, -1) if self.tof is not None else weighted.reshape(n)
+        return self.projector.back(
+            self.xp.ascontiguousarray(flat), xstart.reshape(-1, 3), xend.reshape(-1, 3)
+        )
+
+    def sensitivity(self, subset: Any = None) -> Any:
+        """``Pᵀ m`` over the views of ``subset`` (non-TOF: TOF bins sum to the non-TOF LOR)."""
+        views = self._views(subset)
+        key = tuple(int(v) for v in views)
+        if key not in self._sensitivity_cache:
+            xstart, xend, factor = self._subset_geometry(views)
+            self._sensitivity_cache[key] = self.nontof_projector.back(
+                self.xp.ascontiguousarray(factor.reshape(-1)),
+                xstart.reshape(-1, 3),
+                xend.reshape(-1, 3),
+            )
+        return self._sensitivity_cache[key]
+
+
+class PetListmodeModel(_PetCorrections):
+    r"""Listmode model: one expected rate per event, ``ȳ_i = m_i (P x)_i + a_i``.
+
+    ``m_i`` holds the LOR's attenuation and normalisation, the decay from the reference time to
+    the event's own time, the branching ratio and the calibration. The sensitivity image covers
+    all LORs of the sinogram layout (all crystal pairs within ``max_ring_difference``) with the
+    time factor of the frame, and is computed once per frame and kept on the device.
+    """
+
+    def __init__(
+        self,
+        scanner: PetScanner,
+        grid: ImageGrid,
+        mu_map: Any = None,
+        normalization: Any = None,
+        isotope: str | None = None,
+        reference_time_s: float = 0.0,
+        calibration: float | None = None,
+        use_tof: bool | None = None,
+        max_ring_difference: int | None = None,
+        device: str | Backend | None = None,
+        chunk_lors: int = 2**20,
+    ) -> None:
+        super().__init__(
+            scanner, grid, mu_map, normalization, isotope, reference_time_s, calibration,
+            use_tof, device, max_ring_difference, chunk_lors,
+        )  # fmt: skip
+        if normalization is not None and self._bin_norm is not None:
+            raise InputError("listmode normalisation must be per-crystal efficiencies")
+        self._sensitivity_cache: dict[tuple[float, float], Any] = {}
+        self._geometry_sensitivity = None
+
+    def geometric_sensitivity(self) -> Any:
+        """``Pᵀ (attenuation × normalisation)`` over all LORs, without time factors (cached)."""
+        if self._geometry_sensitivity is None:
+            layout = self.layout
+            image = self.xp.zeros(self.grid.shape, np.float32)
+            n_views = layout.shape[1]
+            per_view = layout.shape[0] * layout.shape[2]
+            step = max(1, self.projector.chunk_lors // max(per_view, 1))
+            planes = np.arange(layout.shape[0])
+            radial = np.arange(layout.shape[2])
+            for start in range(0, n_views, step):
+                views = np.arange(start, min(start + step, n_views))
+                xstart, xend = layout.endpoints(views, xp=self.xp)
+                p, v, r = np.meshgrid(planes, views, radial, indexing="ij")
+                ca, cb = layout.crystals_of(p, v, r)
+                ca, cb = self.backend.asarray(ca, np.int64), self.backend.asarray(cb, np.int64)
+                factor = self._lor_factors(ca, cb, xstart, xend)
+                image += self.nontof_projector.back(
+                    self.xp.ascontiguousarray(factor.reshape(-1)),
+                    xstart.reshape(-1, 3),
+                    xend.reshape(-1, 3),
+                )
+            self._geometry_sensitivity = image
+        return self._geometry_sensitivity
+
+    def sensitivity(self, frame_start_s: float, frame_duration_s: float) -> Any:
+        """Sensitivity image of a frame: geometric sensitivity × the frame's time factor."""
+        return self.geometric_sensitivity() * np.float32(
+            self._time_factor(frame_start_s, frame_duration_s)
+        )
+
+    def prepare(self, events: ListmodeEvents) -> dict[str, Any]:
+        """Device arrays for the prompts of ``events``: endpoints, TOF bins and factors ``m_i``."""
+        if not isinstance(events, ListmodeEvents):
+            raise InputError("events must be a recon.ListmodeEvents")
+        events.validate(self.scanner)
+        prompts = events.prompts()
+        if prompts.n_events == 0:
+            raise InputError("the listmode data hold no prompt events")
+        b = self.backend
+        ca = b.asarray(prompts.crystal_a, np.int64)
+        cb = b.asarray(prompts.crystal_b, np.int64)
+        xstart = self.xp.ascontiguousarray(self._positions[ca])
+        xend = self.xp.ascontiguousarray(self._positions[cb])
+        factor = self._lor_factors(ca, cb, xstart, xend)
+        time_s = b.asarray(prompts.time_ms, np.float64) / 1000.0
+        if self.isotope is not None:
+            from recon.physics.isotopes import get_isotope
+
+            iso = get_isotope(self.isotope)
+            decay = self.xp.exp(-iso.decay_constant_per_s * (time_s - self.reference_time_s))
+            factor = factor * (decay * iso.positron_fraction).astype(np.float32)
+        if self.calibration is not None:
+            factor = factor * np.float32(self.calibration)
+        tof_bin = None
+        if self.tof is not None:
+            tof_bin = b.asarray(prompts.tof_bin, np.int32)
+        return {"xstart": xstart, "xend": xend, "tof_bin": tof_bin, "factor": factor,
+                "n": prompts.n_events}  # fmt: skip
+
+    def forward_events(self, image: Any, prepared: dict[str, Any], index: Any = None) -> Any:
+        """``m_i (P x)_i`` for the prepared events (or the subset ``index`` of them)."""
+        sel = _select(prepared, index)
+        values = self.projector.forward(image, sel["xstart"], sel["xend"], tof_bin=sel["tof_bin"])
+        return values * sel["factor"]
+
+    def back_events(self, values: Any, prepared: dict[str, Any], index: Any = None) -> Any:
+        """``Pᵀ (m ⊙ values)`` over the prepared events (or the subset ``index``)."""
+        sel = _select(prepared, index)
+        return self.projector.back(
+            self.xp.ascontiguousarray((values * sel["factor"]).astype(np.float32)),
+            sel["xstart"], sel["xend"], tof_bin=sel["tof_bin"],
+        )  # fmt: skip
+
+
+def _select(prepared: dict[str, Any], index: Any) -> dict[str, Any]:
+    """The events ``index`` (a slice: contiguous views when events are in subset order)."""
+    if index is None:
+        return prepared
+    return {k: (v[index] if hasattr(v, "shape") else v) for k, v in prepared.items()}

@@ -1,0 +1,279 @@
+"""PET reconstruction: sinogram OSEM, listmode OSEM, TOF, corrections, decay and dynamic frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import recon
+from recon.pet import simulate_listmode
+from recon.phantoms import uniform_cylinder
+from recon.physics.decay import decay_correction_factor, mean_activity_fraction
+from recon.physics.isotopes import get_isotope
+
+RATE = 0.002  # activity concentration (uncalibrated counts/s per mm of path) of the phantoms
+
+
+def _scanner(tof: bool = True) -> recon.PetScanner:
+    """A tiny TOF ring, so that each test runs in about a second on two cores.
+
+    Its 25 TOF bins of 16.5 mm cover ±206 mm, the whole LOR plus three timing sigmas.
+    """
+    return recon.PetScanner(
+        n_rings=4, crystals_per_ring=96, radius_mm=120.0, ring_spacing_mm=4.0,
+        tof=recon.Tof(fwhm_ps=400.0, n_bins=25, bin_width_ps=110.0) if tof else None,
+    )  # fmt: skip
+
+
+def _phantom(value: float = RATE):
+    grid = recon.ImageGrid((4, 36, 36), 4.0)
+    activity = uniform_cylinder(grid, radius_mm=50, length_mm=16, value=value)
+    mu = (0.0096 * (activity > 0.5 * value)).astype(np.float32)  # water at 511 keV
+    return grid, activity, mu
+
+
+def _central(grid):
+    return uniform_cylinder(grid, radius_mm=35, length_mm=16) > 0.999
+
+
+def _whole(grid):
+    return uniform_cylinder(grid, radius_mm=65, length_mm=16) > 0
+
+
+def test_attenuation_corrected_uniform_cylinder_is_uniform():
+    grid, activity, mu = _phantom()
+    model = recon.PetSinogramModel(
+        _scanner(tof=False), grid, mu_map=mu, frame_duration_s=60.0, device="cpu"
+    )
+    counts = model.forward(activity)
+    image = np.asarray(recon.osem(model, counts, iterations=8, subsets=6, progress=False))
+    roi = image[_central(grid)]
+    assert roi.mean() == pytest.approx(RATE, rel=0.01)
+    assert roi.std() / roi.mean() < 0.02  # coefficient of variation in the central ROI
+
+
+def test_without_attenuation_correction_the_centre_is_cold():
+    grid, activity, mu = _phantom()
+    truth = recon.PetSinogramModel(
+        _scanner(tof=False), grid, mu_map=mu, frame_duration_s=60.0, device="cpu"
+    )
+    naive = recon.PetSinogramModel(_scanner(tof=False), grid, frame_duration_s=60.0, device="cpu")
+    image = np.asarray(
+        recon.osem(naive, truth.forward(activity), iterations=4, subsets=6, progress=False)
+    )
+    assert image[_central(grid)].mean() < 0.7 * RATE
+
+
+def _events(model, activity, duration_s, seed=0, **kwargs):
+    return simulate_listmode(model, activity, duration_s, np.random.default_rng(seed), **kwargs)
+
+
+def _scaled_to(model, activity, n_events):
+    """The phantom scaled so that ``model`` expects about ``n_events`` prompts."""
+    return activity * np.float32(n_events / float(model.forward(activity).sum()))
+
+
+def test_listmode_and_sinogram_mlem_agree():
+    """LM-MLEM of the events equals sinogram MLEM of their histogram: the same EM update."""
+    grid, activity, mu = _phantom()
+    scanner = _scanner()
+    sino_model = recon.PetSinogramModel(
+        scanner, grid, mu_map=mu, frame_duration_s=30.0, device="cpu"
+    )
+    events = _events(sino_model, activity, 30.0)
+    assert 2e4 < events.n_events < 5e5
+    counts, dropped = recon.pet.histogram(events, sino_model.layout)
+    assert dropped == 0
+    lm_model = recon.PetListmodeModel(scanner, grid, mu_map=mu, device="cpu")
+    lm = recon.lm_osem(
+        lm_model, events, iterations=2, subsets=1, frame_duration_s=30.0, progress=False
+    )
+    sino = recon.mlem(sino_model, counts, iterations=2, progress=False)
+    a, b = np.asarray(lm), np.asarray(sino)
+    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-4
+
+
+def test_tof_converges_faster_than_non_tof():
+    grid, activity, mu = _phantom()
+    hot = uniform_cylinder(
+        grid, radius_mm=15, length_mm=16, value=3 * RATE, centre_xyz_mm=(25, 0, 0)
+    )
+    activity = np.maximum(activity, hot)
+    errors = {}
+    for use_tof in (False, True):
+        model = recon.PetSinogramModel(
+            _scanner(), grid, mu_map=mu, frame_duration_s=60.0, use_tof=use_tof, device="cpu"
+        )
+        history = []
+
+        def record(state, history=history):
+            if state.subset == state.n_subsets - 1:
+                history.append(np.linalg.norm(state.image - activity) / np.linalg.norm(activity))
+
+        recon.osem(
+            model, model.forward(activity), iterations=3, subsets=4, callback=record, progress=False
+        )
+        errors[use_tof] = history
+    assert all(t < n for t, n in zip(errors[True], errors[False], strict=True)), errors
+
+
+@pytest.mark.parametrize("isotope", ["Rb-82", "C-11"])
+def test_short_lived_isotope_recovered_at_reference_time(isotope):
+    """A 5-minute acquisition with decay between events; activity at the scan start within 1%."""
+    grid, activity, mu = _phantom()
+    scanner = _scanner()
+    simulator = recon.PetSinogramModel(
+        scanner, grid, mu_map=mu, isotope=isotope, frame_duration_s=300.0, device="cpu"
+    )
+    activity = _scaled_to(simulator, activity, 150_000)  # 0.3% Poisson noise on the total
+    events = _events(simulator, activity, 300.0, seed=1)
+    half_life = get_isotope(isotope).half_life_s
+    times = np.asarray(events.time_ms) / 1000.0
+    if isotope == "Rb-82":  # the events really do thin out with time
+        assert (times < 75).sum() > 1.6 * ((times >= 75) & (times < 150)).sum()
+    model = recon.PetListmodeModel(scanner, grid, mu_map=mu, isotope=isotope, device="cpu")
+    image = np.asarray(
+        recon.lm_osem(
+            model, events, iterations=2, subsets=4, frame_duration_s=300.0, progress=False
+        )
+    )
+    whole = _whole(grid)
+    assert image[whole].sum() == pytest.approx(activity[whole].sum(), rel=0.01)
+
+    # Ignoring decay reports the time-averaged activity (a third of it for Rb-82).
+    naive = recon.PetListmodeModel(scanner, grid, mu_map=mu, device="cpu")
+    biased = np.asarray(
+        recon.lm_osem(
+            naive, events, iterations=2, subsets=4, frame_duration_s=300.0, progress=False
+        )
+    )
+    fraction = mean_activity_fraction(half_life, 0.0, 300.0, 0.0)
+    branching = get_isotope(isotope).positron_fraction
+    assert biased[whole].sum() == pytest.approx(
+        activity[whole].sum() * fraction * branching, rel=0.01
+    )
+
+
+def test_dynamic_frames_are_each_decay_corrected():
+    grid, activity, mu = _phantom()
+    scanner = _scanner()
+    simulator = recon.PetSinogramModel(
+        scanner, grid, mu_map=mu, isotope="C-11", frame_duration_s=1800.0, device="cpu"
+    )
+    activity = _scaled_to(simulator, activity, 250_000)
+    events = _events(simulator, activity, 1800.0, seed=2)
+    model = recon.PetListmodeModel(scanner, grid, mu_map=mu, isotope="C-11", device="cpu")
+    frames = [(0.0, 300.0), (300.0, 600.0), (900.0, 900.0)]
+    results = recon.reconstruct_frames(
+        model, events, frames, iterations=2, subsets=2, progress=False
+    )
+    half_life = get_isotope("C-11").half_life_s
+    whole = _whole(grid)
+    counts_so_far = 0
+    for (start, duration), result in zip(frames, results, strict=True):
+        assert (result.start_s, result.duration_s) == (start, duration)
+        assert result.decay_factor == pytest.approx(
+            decay_correction_factor(half_life, start, duration, 0.0)
+        )
+        assert np.asarray(result.image)[whole].sum() == pytest.approx(
+            activity[whole].sum(), rel=0.02
+        )
+        counts_so_far += result.n_prompts
+    # Later frames see fewer decays per second.
+    assert results[0].n_prompts / 300.0 > 1.5 * results[2].n_prompts / 900.0
+    assert counts_so_far == events.n_events
+
+
+def test_randoms_and_scatter_as_additive_terms():
+    """Prompts with randoms and scatter: modelling them removes the bias they cause."""
+    grid, activity, mu = _phantom(value=10 * RATE)
+    scanner = _scanner(tof=False)
+    model = recon.PetSinogramModel(scanner, grid, mu_map=mu, frame_duration_s=60.0, device="cpu")
+    layout = model.layout
+    singles = np.full(scanner.n_crystals, 3.0e3)
+    randoms = recon.pet.randoms_from_singles(singles, 4.0, 60.0, layout)
+    scatter = 0.3 * float(model.forward(activity).mean()) * np.ones(layout.shape, np.float32)
+    events = _events(model, activity, 60.0, seed=3, additive=randoms + scatter, delayed=randoms)
+    prompts, _ = recon.pet.histogram(events, layout)
+    estimate = recon.pet.randoms_from_delayeds(events, layout)
+    assert estimate.sum() == pytest.approx(events.delayeds().n_events)
+    corrected = recon.PetSinogramModel(
+        scanner,
+        grid,
+        mu_map=mu,
+        randoms=estimate,
+        scatter=scatter,
+        frame_duration_s=60.0,
+        device="cpu",
+    )
+    good = np.asarray(recon.osem(corrected, prompts, iterations=4, subsets=6, progress=False))
+    bad = np.asarray(recon.osem(model, prompts, iterations=4, subsets=6, progress=False))
+    roi = _central(grid)
+    assert good[roi].mean() == pytest.approx(10 * RATE, rel=0.05)
+    assert bad[roi].mean() > 1.1 * 10 * RATE
+
+
+def test_normalisation_per_crystal_is_corrected():
+    grid, activity, mu = _phantom()
+    scanner = _scanner(tof=False)
+    efficiency = np.random.default_rng(4).uniform(0.7, 1.3, scanner.n_crystals)
+    model = recon.PetSinogramModel(
+        scanner, grid, mu_map=mu, normalization=efficiency, frame_duration_s=60.0, device="cpu"
+    )
+    image = np.asarray(
+        recon.osem(model, model.forward(activity), iterations=8, subsets=6, progress=False)
+    )
+    roi = image[_central(grid)]
+    assert roi.mean() == pytest.approx(RATE, rel=0.01)
+    assert roi.std() / roi.mean() < 0.02
+
+
+# ---------------------------------------------------------------------------- bad input
+def _lm_model():
+    grid, activity, mu = _phantom()
+    return recon.PetListmodeModel(_scanner(), grid, mu_map=mu, device="cpu")
+
+
+def _ev(a, b, tof=None, t=None):
+    n = len(a)
+    return recon.ListmodeEvents(
+        crystal_a=np.asarray(a, np.int32), crystal_b=np.asarray(b, np.int32),
+        tof_bin=None if tof is None else np.asarray(tof, np.int16),
+        time_ms=np.arange(n, dtype=float) if t is None else np.asarray(t, float),
+    )  # fmt: skip
+
+
+def test_bad_listmode_input_gives_clear_errors():
+    model = _lm_model()
+    with pytest.raises(recon.InputError, match="crystal"):
+        recon.lm_osem(model, _ev([0, 5000], [50, 60]), progress=False)
+    with pytest.raises(recon.InputError, match="TOF"):
+        recon.lm_osem(model, _ev([0, 1], [50, 60], tof=[0, 40]), progress=False)
+    with pytest.raises(recon.InputError, match="empty|no events"):
+        recon.lm_osem(model, _ev([], []), progress=False)
+    with pytest.raises(recon.InputError, match="order"):
+        recon.lm_osem(model, _ev([0, 1], [50, 60], t=[5.0, 1.0]), progress=False)
+    with pytest.raises(recon.InputError, match="outside the frame"):
+        recon.lm_osem(
+            model, _ev([0, 1], [50, 60]), frame_start_s=10.0, frame_duration_s=1.0, progress=False
+        )
+
+
+def test_mu_map_on_another_grid_is_rejected():
+    grid, activity, mu = _phantom()
+    with pytest.raises(recon.GeometryError, match="mu-map"):
+        recon.PetSinogramModel(_scanner(), grid, mu_map=mu[:, :-1], device="cpu")
+    other = recon.Image(mu, recon.ImageGrid(grid.shape, 5.0))
+    with pytest.raises(recon.GeometryError, match="another grid"):
+        recon.PetListmodeModel(_scanner(), grid, mu_map=other, device="cpu")
+    with pytest.raises(recon.InputError, match="1/cm"):
+        recon.PetListmodeModel(_scanner(), grid, mu_map=mu * 100, device="cpu")
+
+
+def test_sinogram_data_of_wrong_shape_is_rejected():
+    grid, activity, mu = _phantom()
+    model = recon.PetSinogramModel(_scanner(), grid, device="cpu")
+    with pytest.raises(recon.InputError, match="shape"):
+        recon.osem(model, np.ones(model.layout.shape, np.float32), progress=False)
+    with pytest.raises(recon.InputError, match="normalization"):
+        recon.PetSinogramModel(_scanner(), grid, normalization=np.ones(7), device="cpu")
