@@ -66,9 +66,9 @@ def test_small_preset_is_small_and_tof_covers_its_fov():
     assert s.n_crystals <= 2048
     assert s.tof is not None and s.tof.n_bins % 2 == 1
     layout = SinogramLayout(s)
-    assert layout.n_bins * s.tof.n_bins < 5_000_000
-    reach_mm = np.abs(layout.radial_offsets_mm).max()
-    assert s.tof.n_bins * s.tof.bin_width_mm >= 2 * reach_mm
+    assert layout.n_bins * s.tof.n_bins < 6_000_000
+    # The TOF window reaches past the ring radius plus three timing sigmas on both sides.
+    assert s.tof.n_bins * s.tof.bin_width_mm >= 2 * (s.radius_mm + 3 * s.tof.sigma_mm)
 
 
 def test_unknown_preset_lists_names():
@@ -139,7 +139,7 @@ def test_layout_shapes_and_validation():
     layout = SinogramLayout(small)
     assert layout.shape == (64, 64, 65)
     assert layout.n_bins == 64 * 64 * 65
-    assert layout.tof_shape == (64, 64, 65, 15)
+    assert layout.tof_shape == (64, 64, 65, 19)
     vision = SinogramLayout(PetScanner.preset("vision"), max_ring_difference=10, n_radial=521)
     assert vision.shape == (80 + 2 * sum(80 - d for d in range(1, 11)), 380, 521)
     with pytest.raises(GeometryError, match="odd"):
@@ -308,8 +308,8 @@ def test_listmode_defaults_and_dtypes():
     [
         ({"crystal_a": [0, 5, 1024]}, r"crystal_a holds crystal ids outside \[0, 1024\)"),
         ({"crystal_b": [-1, 70, 200]}, r"crystal_b holds crystal ids outside \[0, 1024\)"),
-        ({"tof_bin": [0, 8, 0]}, r"tof_bin holds bins outside \[-7, 7\]"),
-        ({"tof_bin": [0, -8, 0]}, r"tof_bin holds bins outside \[-7, 7\]"),
+        ({"tof_bin": [0, 10, 0]}, r"tof_bin holds bins outside \[-9, 9\]"),
+        ({"tof_bin": [0, -10, 0]}, r"tof_bin holds bins outside \[-9, 9\]"),
         ({"time_ms": [0.0, 2.0, 1.0]}, r"out of time order.*event 2 at 1.0 ms"),
         ({"time_ms": [0.0, float("nan"), 1.0]}, "NaN"),
         (
@@ -374,7 +374,7 @@ def test_listmode_selections():
 
 
 def test_histogram_known_events_by_hand():
-    # "small": 8 rings x 128 crystals, 65 radial bins (centre 32), TOF bins -7..7.
+    # "small": 8 rings x 128 crystals, 65 radial bins (centre 32), TOF bins -9..9.
     scanner = PetScanner.preset("small")
     layout = SinogramLayout(scanner, max_ring_difference=1)
     # Plane order: δ=0 rings 0..7 -> planes 0..7; δ=+1 (0,1)..(6,7) -> 8..14; δ=-1 (1,0).. -> 15..
@@ -388,12 +388,12 @@ def test_histogram_known_events_by_hand():
     sino, dropped = histogram(events, layout)
     assert sino.shape == layout.tof_shape and sino.dtype == np.float32
     expected = np.zeros(layout.tof_shape, dtype=np.float32)
-    expected[0, 32, 32, 3 + 7] += 2  # (0, 64) twice, canonical order, TOF +3 kept
-    expected[0, 32, 32, -3 + 7] += 1  # (64, 0): swapped, TOF +3 stored as -3
+    expected[0, 32, 32, 3 + 9] += 2  # (0, 64) twice, canonical order, TOF +3 kept
+    expected[0, 32, 32, -3 + 9] += 1  # (64, 0): swapped, TOF +3 stored as -3
     # (1, ring1 idx 64): d = 63, S = 65: canonical, view 32, k = 1 -> radial 33, plane (0,1) = 8.
-    expected[8, 32, 33, -5 + 7] += 1
+    expected[8, 32, 33, -5 + 9] += 1
     # (ring1 idx 0, ring0 idx 64): canonical, plane (1,0) = 15, view 32, radial 32.
-    expected[15, 32, 32, 2 + 7] += 1
+    expected[15, 32, 32, 2 + 9] += 1
     np.testing.assert_array_equal(sino, expected)
     assert dropped == 2  # (0, 128): same in-ring index; (0, ring 3): ring difference 3 > 1
 
@@ -403,7 +403,7 @@ def test_histogram_known_events_by_hand():
 
     delayed, dropped = histogram(events, layout, delayed=True)
     assert dropped == 0
-    assert delayed.sum() == 2 and delayed[0, 32, 32, 1 + 7] == 1 and delayed[0, 32, 32, 7] == 1
+    assert delayed.sum() == 2 and delayed[0, 32, 32, 1 + 9] == 1 and delayed[0, 32, 32, 9] == 1
 
 
 def test_histogram_round_trip_through_crystals_of():
@@ -520,7 +520,7 @@ def test_randoms_from_delayeds_edge_cases():
 
 
 def test_tof_bin_width_in_mm_uses_half_the_speed_of_light():
-    # Guards the preset coverage checks above: 100 ps of time difference is 14.99 mm along a LOR.
+    # Guards the preset coverage checks above: 167 ps of time difference is 25.03 mm along a LOR.
     tof = PetScanner.preset("small").tof
-    assert tof.bin_width_mm == pytest.approx(100.0 * SPEED_OF_LIGHT_MM_PER_PS / 2)
-    assert math.isclose(tof.bin_width_mm, 14.9896229, rel_tol=1e-8)
+    assert tof.bin_width_mm == pytest.approx(167.0 * SPEED_OF_LIGHT_MM_PER_PS / 2)
+    assert math.isclose(tof.bin_width_mm, 25.03266, rel_tol=1e-6)

@@ -20,8 +20,10 @@ __all__ = ["PetScanner"]
 # the derived figures (axial FOV, detector diameter) match the paper.
 #
 # "small": an invented 8-ring test scanner, small enough for a 2-core laptop demo (a full span-1
-#   TOF sinogram is 64 planes x 64 views x 65 radial x 15 TOF bins, about 4 million bins).
-#   15 TOF bins of 100 ps (15 mm each, 225 mm in all) span the 212 mm wide default radial range.
+#   TOF sinogram is 64 planes x 64 views x 65 radial x 19 TOF bins, about 5 million bins).
+#   Rings of 8 mm give a 64 mm axial FOV, enough for the body phantom's sphere plane. 19 TOF bins
+#   of 167 ps (25 mm each, ±238 mm) reach past the 150 mm ring radius plus three timing sigmas
+#   (76 mm), so no true coincidence from inside the ring falls outside the TOF window.
 #
 # "dmi4": GE Discovery MI, 4-ring configuration. Hsu DFC, Ilan E, Peterson WT, Uribe J,
 #   Lubberink M, Levin CS. Studies of a next-generation silicon-photomultiplier-based
@@ -50,9 +52,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "n_rings": 8,
         "crystals_per_ring": 128,
         "radius_mm": 150.0,
-        "ring_spacing_mm": 4.0,
+        "ring_spacing_mm": 8.0,
         "crystal_depth_mm": 0.0,
-        "tof": (400.0, 15, 100.0),
+        "tof": (400.0, 19, 167.0),
     },
     "dmi4": {
         "n_rings": 36,
