@@ -18,9 +18,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="simulate and reconstruct a Tc-99m SPECT phantom study")
+    demo = commands.add_parser(
+        "demo", help="simulate and reconstruct a phantom study (Tc-99m SPECT, or F-18 TOF PET)"
+    )
+    demo.add_argument("--pet", action="store_true", help="the PET listmode demo instead of SPECT")
     demo.add_argument("-o", "--output", default="recon_demo_output", help="output folder")
-    demo.add_argument("--iterations", type=int, default=8)
+    demo.add_argument("--iterations", type=int, default=None, help="default: 8 (SPECT), 3 (PET)")
     demo.add_argument("--subsets", type=int, default=8)
     demo.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
     demo.add_argument("--seed", type=int, default=20261125)
@@ -35,11 +38,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "demo":
-            from recon.demo import run_spect_demo
-
-            run_spect_demo(
-                output_dir=args.output, iterations=args.iterations, subsets=args.subsets,
-                device=args.device, seed=args.seed,
+            if args.pet:
+                from recon.demo_pet import run_pet_demo as run
+            else:
+                from recon.demo import run_spect_demo as run
+            settings = {} if args.iterations is None else {"iterations": args.iterations}
+            run(
+                output_dir=args.output, subsets=args.subsets, device=args.device,
+                seed=args.seed, **settings,
             )  # fmt: skip
         return 0
     except ReconError as exc:

@@ -53,3 +53,18 @@ def test_cli_gpu_request_without_gpu_fails_cleanly(tmp_path, monkeypatch):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "cuda12" in result.stderr
+
+
+@pytest.mark.slow
+def test_pet_demo_writes_image_and_recovery(tmp_path, capsys):
+    out = tmp_path / "pet"
+    assert main(["demo", "--pet", "-o", str(out), "--device", "cpu", "--iterations", "2"]) == 0
+    assert "sphere_37mm" in capsys.readouterr().out
+    image = np.load(out / "pet_demo.npy")
+    assert image.shape == (16, 64, 64)
+    summary = json.loads((out / "pet_demo.json").read_text())
+    assert summary["units"] == "Bq/mL" and summary["isotope"] == "F-18"
+    recovery = summary["recovery_coefficients"]
+    assert 0.7 < recovery["sphere_37mm"] < 1.1
+    assert recovery["sphere_37mm"] > recovery["sphere_10mm"]
+    assert summary["background_ratio"] == pytest.approx(1.0, abs=0.1)

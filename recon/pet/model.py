@@ -424,6 +424,31 @@ class PetListmodeModel(_PetCorrections):
         return {"xstart": xstart, "xend": xend, "tof_bin": tof_bin, "factor": factor,
                 "n": prompts.n_events}  # fmt: skip
 
+    def additive_rate(
+        self, events: ListmodeEvents, sinogram_counts: Any, frame_duration_s: float
+    ) -> Any:
+        """Per-prompt additive rate from a non-TOF sinogram of expected additive counts.
+
+        ``sinogram_counts`` (shape ``layout.shape``, e.g. randoms from
+        :func:`recon.pet.randoms_from_delayeds` plus a scatter estimate) holds expected counts over
+        the frame; each prompt gets its bin's value per second, divided evenly over the TOF bins
+        (randoms are uniform in time difference). Prompts outside the layout get 0.
+        """
+        counts = np.asarray(self.backend.to_host(sinogram_counts), dtype=np.float64)
+        if counts.shape != tuple(self.layout.shape):
+            raise InputError(
+                f"additive sinogram has shape {counts.shape}, expected {self.layout.shape}"
+            )
+        if not frame_duration_s > 0:
+            raise InputError("frame_duration_s must be positive")
+        prompts = events.prompts()
+        plane, view, radial, _, valid = self.layout.bins_of(prompts.crystal_a, prompts.crystal_b)
+        safe = [np.where(valid, index, 0) for index in (plane, view, radial)]
+        rate = np.where(valid, counts[safe[0], safe[1], safe[2]], 0.0) / frame_duration_s
+        if self.tof is not None:
+            rate = rate / self.tof.n_bins
+        return self.backend.asarray(rate)
+
     def forward_events(self, image: Any, prepared: dict[str, Any], index: Any = None) -> Any:
         """``m_i (P x)_i`` for the prepared events (or the subset ``index`` of them)."""
         sel = _select(prepared, index)
