@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from recon._validation import as_grid_array, as_mu_map
 from recon.backend import Backend, resolve_backend
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
@@ -75,36 +76,17 @@ class _PetCorrections:
         if calibration is not None and not calibration > 0:
             raise InputError("calibration must be a positive factor (counts per Bq·s per mL)")
         self._positions = self.backend.asarray(scanner.crystal_positions_mm)
-        self._mu = None if mu_map is None else self._validated_mu(mu_map)
+        self._mu = (
+            None
+            if mu_map is None
+            else as_mu_map(mu_map, grid, self.backend, max_per_mm=0.5, water="0.0096/mm at 511 keV")
+        )
         self._crystal_eff = None
         self._bin_norm = None
         if normalization is not None:
             self._set_normalization(normalization)
 
     # ------------------------------------------------------------------ validation
-    def _validated_mu(self, mu_map: Any) -> Any:
-        if isinstance(mu_map, Image):
-            if not mu_map.grid.same_as(self.grid):
-                raise GeometryError(
-                    "the mu-map is on another grid than the reconstruction; resample it first"
-                )
-            mu_map = mu_map.data
-        shape = tuple(getattr(mu_map, "shape", ()))
-        if shape != self.grid.shape:
-            raise GeometryError(
-                f"mu-map shape {shape} does not match the image grid {self.grid.shape}; "
-                "resample it onto the reconstruction grid"
-            )
-        mu = self.backend.asarray(mu_map)
-        if not bool(self.xp.all(self.xp.isfinite(mu))) or float(mu.min()) < 0:
-            raise InputError("mu-map must be finite and non-negative (1/mm at 511 keV)")
-        if float(mu.max()) > 0.5:
-            raise InputError(
-                f"mu-map maximum {float(mu.max()):.3g}/mm is implausible at 511 keV (water: "
-                "0.0096/mm); convert from 1/cm (divide by 10) or from HU first"
-            )
-        return mu
-
     def _set_normalization(self, normalization: Any) -> None:
         n = np.asarray(self.backend.to_host(normalization), dtype=np.float64)
         if not np.all(np.isfinite(n)) or np.any(n < 0):
@@ -171,12 +153,8 @@ class _PetCorrections:
         )
 
     def validate_image(self, image: Any) -> Any:
-        if isinstance(image, Image):
-            image = image.data
-        shape = tuple(getattr(image, "shape", np.shape(image)))
-        if shape != self.grid.shape:
-            raise InputError(f"image has shape {shape} but the model grid is {self.grid.shape}")
-        return self.backend.asarray(image)
+        """``image`` as a float32 device array on the model grid (or a ReconError)."""
+        return as_grid_array(image, self.grid, self.backend)
 
 
 class PetSinogramModel(_PetCorrections):

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from recon._validation import as_grid_array, as_mu_map
 from recon.backend import Backend, resolve_backend
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
@@ -118,7 +119,11 @@ class SpectModel:
         self.chunk_bytes = int(chunk_bytes)
 
         self._kernels = _kernels_for(self.backend)
-        self._mu = None if mu_map is None else self._validated_mu(mu_map)
+        self._mu = (
+            None
+            if mu_map is None
+            else as_mu_map(mu_map, grid, self.backend, max_per_mm=1.0, water="0.015/mm at 140 keV")
+        )
         self._build_tables()
         self.isotope = isotope
         self.reference_time_s = 0.0 if reference_time_s is None else float(reference_time_s)
@@ -134,34 +139,6 @@ class SpectModel:
         self._id_cache: dict[tuple[int, ...], tuple[Any, Any]] = {}
 
     # ------------------------------------------------------------------ validation
-    def _validated_mu(self, mu_map: Any) -> Any:
-        if isinstance(mu_map, Image):
-            if not mu_map.grid.same_as(self.grid):
-                raise GeometryError(
-                    "the mu-map is on another grid than the reconstruction "
-                    f"({mu_map.grid.shape} vs {self.grid.shape}); resample it onto the image grid"
-                )
-            mu_map = mu_map.data
-        shape = tuple(getattr(mu_map, "shape", ()))
-        if shape != self.grid.shape:
-            raise GeometryError(
-                f"mu-map shape {shape} does not match the image grid {self.grid.shape}; "
-                "resample it onto the reconstruction grid"
-            )
-        mu = self.backend.asarray(mu_map)
-        xp = self.xp
-        if not bool(xp.all(xp.isfinite(mu))):
-            raise InputError("mu-map contains NaN or infinite values")
-        if float(mu.min()) < 0:
-            raise InputError("mu-map has negative attenuation coefficients")
-        if float(mu.max()) > 1.0:
-            raise InputError(
-                f"mu-map maximum {float(mu.max()):.3g} is implausible for 1/mm "
-                "(water is 0.015/mm at "
-                "140 keV); convert from 1/cm (divide by 10) or from HU first"
-            )
-        return mu
-
     def validate_data(self, data: Any, name: str = "counts", views: Any = None) -> Any:
         """Check a projection-shaped array and return it on the model's device as float32.
 
@@ -186,14 +163,8 @@ class SpectModel:
         return arr
 
     def validate_image(self, image: Any) -> Any:
-        if isinstance(image, Image):
-            if not image.grid.same_as(self.grid):
-                raise GeometryError("image is on another grid than the model")
-            image = image.data
-        shape = tuple(getattr(image, "shape", np.shape(image)))
-        if shape != self.grid.shape:
-            raise InputError(f"image has shape {shape} but the model grid is {self.grid.shape}")
-        return self.backend.asarray(image)
+        """``image`` as a float32 device array on the model grid (or a ReconError)."""
+        return as_grid_array(image, self.grid, self.backend)
 
     # ------------------------------------------------------------------ tables
     def _build_tables(self) -> None:
