@@ -10,10 +10,11 @@ import numpy as np
 
 from recon.errors import InputError
 
-__all__ = ["save_npy_atomic", "write_text_atomic"]
+__all__ = ["save_npy_atomic", "write_atomically", "write_text_atomic"]
 
 
-def _replace_atomically(path: Path, write: object) -> Path:
+def write_atomically(path: Path, write: object) -> Path:
+    """Call ``write(handle)`` on a temporary file next to ``path``, then rename it to ``path``."""
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist; create it first")
@@ -30,9 +31,9 @@ def _replace_atomically(path: Path, write: object) -> Path:
 
 def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     """Save ``array`` as ``.npy`` at ``path`` without ever leaving a half-written file."""
-    return _replace_atomically(Path(path), lambda handle: np.save(handle, np.asarray(array)))
+    return write_atomically(Path(path), lambda handle: np.save(handle, np.asarray(array)))
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
-    return _replace_atomically(Path(path), lambda handle: handle.write(text.encode("utf-8")))
+    return write_atomically(Path(path), lambda handle: handle.write(text.encode("utf-8")))

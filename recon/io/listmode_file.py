@@ -1,0 +1,133 @@
+"""recon's compact listmode file: one ``.npz`` archive per acquisition.
+
+Layout (format version 1), all arrays of length n (number of events):
+
+=============  ========  ===========================================================
+key            dtype     meaning
+=============  ========  ===========================================================
+format         str       ``"recon-listmode"``
+version        int       1
+crystal_a      int32     first crystal id (``ring * crystals_per_ring + index``)
+crystal_b      int32     second crystal id
+tof_bin        int16     signed TOF bin (DESIGN.md §3), 0 for non-TOF data
+time_ms        float64   event time, ms from acquisition start, non-decreasing
+prompt         bool      True for prompts, False for delayed coincidences
+scanner        str       JSON of the PetScanner fields (``tof`` as a nested object)
+isotope        str       isotope name, or "" when unknown
+start          str       ISO-8601 acquisition start date-time, or ""
+=============  ========  ===========================================================
+
+It is meant for simulated data and for exchanging events between scripts; scanner vendors'
+formats are read through PETSIRD.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recon._files import write_atomically
+from recon.errors import InputError
+from recon.pet.listmode import ListmodeEvents
+from recon.pet.scanner import PetScanner
+from recon.pet.tof import Tof
+
+__all__ = ["ListmodeFile", "read_listmode", "write_listmode"]
+
+_FORMAT = "recon-listmode"
+_ARRAYS = {
+    "crystal_a": np.int32,
+    "crystal_b": np.int32,
+    "tof_bin": np.int16,
+    "time_ms": np.float64,
+    "prompt": np.bool_,
+}
+
+
+class ListmodeFile:
+    """What :func:`read_listmode` returns: events, scanner, isotope and start time."""
+
+    def __init__(
+        self, events: ListmodeEvents, scanner: PetScanner, isotope: str | None, start: str | None
+    ) -> None:
+        self.events = events
+        self.scanner = scanner
+        self.isotope = isotope
+        self.start = start
+
+
+def _scanner_json(scanner: PetScanner) -> str:
+    fields = asdict(scanner)
+    return json.dumps(fields)
+
+
+def _scanner_from_json(text: str) -> PetScanner:
+    fields = json.loads(text)
+    tof = fields.pop("tof", None)
+    return PetScanner(**fields, tof=None if tof is None else Tof(**tof))
+
+
+def write_listmode(
+    path: str | os.PathLike[str],
+    events: ListmodeEvents,
+    scanner: PetScanner,
+    isotope: str | None = None,
+    start: str | None = None,
+) -> Path:
+    """Write ``events`` of ``scanner`` to ``path`` (.npz), atomically, after validating them."""
+    events.validate(scanner)
+    arrays = {key: np.asarray(getattr(events, key), dtype=dt) for key, dt in _ARRAYS.items()}
+    meta = {
+        "format": np.array(_FORMAT),
+        "version": np.array(1),
+        "scanner": np.array(_scanner_json(scanner)),
+        "isotope": np.array(isotope or ""),
+        "start": np.array(start or ""),
+    }
+    return write_atomically(
+        Path(path), lambda handle: np.savez_compressed(handle, **arrays, **meta)
+    )
+
+
+def read_listmode(path: str | os.PathLike[str]) -> ListmodeFile:
+    """Read a file written by :func:`write_listmode`; validates it completely before returning."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such listmode file")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not a recon listmode file (.npz): {exc}") from None
+    with archive:
+        keys = set(archive.files)
+        missing = ({"format", "version", "scanner"} | set(_ARRAYS)) - keys
+        if missing:
+            raise InputError(
+                f"{path}: missing entries {sorted(missing)}; not a recon listmode file"
+            )
+        if str(archive["format"]) != _FORMAT or int(archive["version"]) != 1:
+            raise InputError(
+                f"{path}: format {str(archive['format'])!r} version {archive['version']} "
+                "is not supported"
+            )
+        try:
+            scanner = _scanner_from_json(str(archive["scanner"]))
+        except (TypeError, ValueError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path}: scanner description is invalid: {exc}") from None
+        arrays: dict[str, Any] = {}
+        for key, dtype in _ARRAYS.items():
+            value = archive[key]
+            if value.dtype != dtype or value.ndim != 1:
+                raise InputError(f"{path}: {key} must be a 1-D {np.dtype(dtype).name} array")
+            arrays[key] = value
+        isotope = str(archive["isotope"]) if "isotope" in keys else ""
+        start = str(archive["start"]) if "start" in keys else ""
+    events = ListmodeEvents(**arrays)
+    events.validate(scanner)
+    return ListmodeFile(events, scanner, isotope or None, start or None)
