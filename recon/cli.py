@@ -7,6 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from recon.commands import pet
+from recon.commands.common import apply_config
 from recon.errors import ReconError
 
 __all__ = ["main"]
@@ -27,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--subsets", type=int, default=8)
     demo.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
     demo.add_argument("--seed", type=int, default=20261125)
+    pet.add_parser(commands)
     return parser
 
 
@@ -47,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 output_dir=args.output, subsets=args.subsets, device=args.device,
                 seed=args.seed, **settings,
             )  # fmt: skip
+        elif args.command == "pet":
+            return pet.run(apply_config(args, "pet"))
         return 0
     except ReconError as exc:
         print(f"recon: error: {exc}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Implementations of the `recon` subcommands (parsing lives in recon.cli)."""
