@@ -1,5 +1,13 @@
-"""File formats: Interfile 3.3 (STIR/CASToR dialect), recon's compact listmode file."""
+"""File formats: DICOM NM and CT, Interfile 3.3 (STIR/CASToR dialect), compact listmode files."""
 
+from recon.io.ct import (
+    CtSeries,
+    effective_ct_energy_kev,
+    hu_to_mu,
+    read_ct_mu_map,
+    read_ct_series,
+)
+from recon.io.dicom_nm import read_nm_projections, scatter_estimate, select_scatter_windows
 from recon.io.interfile import (
     FileFormatError,
     InterfileHeader,
@@ -15,17 +23,25 @@ from recon.io.interfile import (
 from recon.io.listmode_file import ListmodeFile, read_listmode, write_listmode
 
 __all__ = [
+    "CtSeries",
     "FileFormatError",
     "InterfileHeader",
     "ListmodeFile",
     "PetSinogram",
     "SpectProjections",
+    "effective_ct_energy_kev",
+    "hu_to_mu",
     "parse_interfile_header",
+    "read_ct_mu_map",
+    "read_ct_series",
     "read_interfile",
     "read_interfile_image",
     "read_interfile_sinogram",
     "read_interfile_spect",
     "read_listmode",
+    "read_nm_projections",
+    "scatter_estimate",
+    "select_scatter_windows",
     "write_interfile",
     "write_listmode",
 ]
