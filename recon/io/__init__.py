@@ -1,4 +1,4 @@
-"""File formats: DICOM NM and CT, Interfile 3.3 (STIR/CASToR dialect), compact listmode files."""
+"""File formats: DICOM NM/PT/CT, Interfile 3.3 (STIR/CASToR dialect), NIfTI, listmode files."""
 
 from recon.io.ct import (
     CtSeries,
@@ -8,6 +8,7 @@ from recon.io.ct import (
     read_ct_series,
 )
 from recon.io.dicom_nm import read_nm_projections, scatter_estimate, select_scatter_windows
+from recon.io.dicom_write import write_dicom
 from recon.io.interfile import (
     FileFormatError,
     InterfileHeader,
@@ -21,6 +22,7 @@ from recon.io.interfile import (
     write_interfile,
 )
 from recon.io.listmode_file import ListmodeFile, read_listmode, write_listmode
+from recon.io.nifti import grid_affine_ras, read_voi_mask, write_nifti
 
 __all__ = [
     "CtSeries",
@@ -30,6 +32,7 @@ __all__ = [
     "PetSinogram",
     "SpectProjections",
     "effective_ct_energy_kev",
+    "grid_affine_ras",
     "hu_to_mu",
     "parse_interfile_header",
     "read_ct_mu_map",
@@ -40,8 +43,11 @@ __all__ = [
     "read_interfile_spect",
     "read_listmode",
     "read_nm_projections",
+    "read_voi_mask",
     "scatter_estimate",
     "select_scatter_windows",
+    "write_dicom",
     "write_interfile",
     "write_listmode",
+    "write_nifti",
 ]
