@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from recon.commands import pet
+from recon.commands import info, pet, spect
 from recon.commands.common import apply_config
 from recon.errors import ReconError
 
@@ -29,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--subsets", type=int, default=8)
     demo.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
     demo.add_argument("--seed", type=int, default=20261125)
+    spect.add_parser(commands)
     pet.add_parser(commands)
+    info.add_parser(commands)
     return parser
 
 
@@ -50,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 output_dir=args.output, subsets=args.subsets, device=args.device,
                 seed=args.seed, **settings,
             )  # fmt: skip
+        elif args.command == "spect":
+            return spect.run(apply_config(args, "spect"))
+        elif args.command == "info":
+            return info.run(args)
         elif args.command == "pet":
             return pet.run(apply_config(args, "pet"))
         return 0

@@ -1,0 +1,87 @@
+"""`recon info`: what the readers understood of a file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recon.commands.common import print_table
+from recon.errors import InputError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("info", help="describe a projection, listmode or image file")
+    p.add_argument("file")
+
+
+def _spect_rows(counts: np.ndarray, geometry: Any, metadata: dict[str, Any]) -> list[dict]:
+    angles = geometry.angles_deg
+    rows = [
+        ("kind", "SPECT projections"),
+        ("shape (view, v, u)", counts.shape),
+        ("total counts", float(counts.sum())),
+        ("angles (deg)", f"{angles[0]:.2f} .. {angles[-1]:.2f}, step {np.diff(angles).mean():.3f}"
+         if angles.size > 1 else f"{angles[0]:.2f}"),
+        ("radius (mm)", f"{geometry.radii_mm.min():.1f} .. {geometry.radii_mm.max():.1f}"),
+        ("pixel (v, u) mm", geometry.pixel_size_mm),
+        ("COR offset (mm)", geometry.cor_offset_mm),
+        ("view duration (s)", float(geometry.durations_s.mean())),
+        ("acquisition (s)", geometry.acquisition_end_s),
+    ]  # fmt: skip
+    for key in ("isotope", "injected_activity_bq", "injection_datetime", "acquisition_datetime",
+                "patient_position", "frame_of_reference_uid"):  # fmt: skip
+        if metadata.get(key) is not None:
+            value = metadata[key]
+            rows.append((key, getattr(value, "name", value)))
+    for name, (window, _) in (metadata.get("windows") or {}).items():
+        limits = f"{window.lower_kev:.1f}-{window.upper_kev:.1f} keV" if window else "?"
+        rows.append((f"window {name}", limits))
+    return [{"item": k, "value": v} for k, v in rows]
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        from recon.io.listmode_file import read_listmode
+
+        data = read_listmode(path)
+        ev = data.events
+        rows = [
+            {"item": "kind", "value": "PET listmode (recon .npz)"},
+            {"item": "scanner", "value": data.scanner.name},
+            {"item": "events", "value": ev.n_events},
+            {
+                "item": "prompts / delayeds",
+                "value": f"{ev.prompts().n_events} / {ev.delayeds().n_events}",
+            },
+            {"item": "time span (s)", "value": float(ev.time_ms[-1] - ev.time_ms[0]) / 1000.0},
+            {"item": "isotope", "value": data.isotope},
+            {"item": "TOF", "value": data.scanner.tof},
+        ]
+    elif suffix in (".hs", ".hv", ".h33", ".hdr"):
+        from recon.io.interfile import read_interfile
+
+        result = read_interfile(path)
+        if hasattr(result, "geometry"):
+            rows = _spect_rows(result.counts, result.geometry, dict(result.metadata))
+        elif hasattr(result, "grid"):
+            rows = [{"item": "kind", "value": "image"}, {"item": "grid", "value": result.grid},
+                    {"item": "units", "value": result.units}]  # fmt: skip
+        else:
+            rows = [{"item": "kind", "value": "PET sinogram"},
+                    {"item": "shape", "value": result.data.shape}]  # fmt: skip
+    else:
+        from recon.io.dicom_nm import read_nm_projections
+
+        counts, geometry, metadata = read_nm_projections(path)
+        rows = _spect_rows(counts, geometry, metadata)
+    print_table(rows, ["item", "value"])
+    return 0

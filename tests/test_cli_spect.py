@@ -1,0 +1,113 @@
+"""`recon spect` and `recon info` on a synthetic DICOM NM study with a CT and TEW windows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+import recon
+from recon.cli import main
+from recon.phantoms import sphere_mask, uniform_cylinder
+from tests.dicom_factory import ct_series, nm_tomo_dataset, save, write_series
+
+PIXEL = 6.0
+N_U, N_V, N_VIEWS, STEP = 32, 12, 60, 6.0
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One head, CW from 0°: DICOM frames made from the projector's own projections."""
+    folder = tmp_path_factory.mktemp("study")
+    grid = recon.ImageGrid((N_V, N_U, N_U), PIXEL)
+    activity = uniform_cylinder(grid, radius_mm=60, length_mm=60, value=1.0)
+    activity[sphere_mask(grid, (36.0, 0.0, 0.0), 24.0)] = 5.0  # hot lesion at patient left
+    mu = 0.0154 * (uniform_cylinder(grid, radius_mm=60, length_mm=72) > 0.5)
+    alpha = 0.0 - np.arange(N_VIEWS) * STEP  # CW: decreasing DICOM angle
+    geometry = recon.SpectGeometry(
+        angles_deg=np.mod(180.0 - alpha, 360.0), radii_mm=250.0, n_u=N_U, n_v=N_V,
+        pixel_size_mm=PIXEL, durations_s=np.full(N_VIEWS, 20.0),
+    )  # fmt: skip
+    model = recon.SpectModel(geometry, grid, mu_map=mu, collimator=recon.Collimator.preset("LEHR"),
+                             isotope="Tc-99m", device="cpu")  # fmt: skip
+    primary = np.asarray(model.forward(activity)) * 2.0  # stays well inside uint16
+    assert primary.max() < 3e4
+    rng = np.random.default_rng(0)
+    scatter = np.full_like(primary, 0.2 * primary.mean())
+    peak = rng.poisson(primary + scatter)
+    lower = rng.poisson(scatter * 2 * 6.0 / 28.0)
+    upper = np.zeros_like(peak)
+    frames = np.stack([peak, lower, upper])[:, None, :, ::-1, :].astype(np.uint16)  # head row first
+    frame_of_reference = generate_uid()
+    nm = nm_tomo_dataset(
+        frames, angular_step_deg=STEP, start_angles_deg=(0.0,), direction="CW",
+        pixel_spacing=(PIXEL, PIXEL), frame_duration_ms=20000.0, radial_positions=250.0,
+        windows=(("EM", 126.0, 154.0), ("LOW", 120.0, 126.0), ("UP", 154.0, 160.0)),
+        frame_of_reference_uid=frame_of_reference,
+    )  # fmt: skip
+    nm_path = save(nm, folder / "nm.dcm")
+    hu = np.full((30, 60, 60), -1000.0)
+    z, y, x = np.meshgrid(np.arange(30), np.arange(60), np.arange(60), indexing="ij")
+    inside = np.hypot((x - 29.5) * 3.0, (y - 29.5) * 3.0) < 60
+    hu[inside] = 0.0
+    ct_dir = folder / "ct"
+    ct_dir.mkdir()
+    slices = ct_series(
+        hu, pixel_spacing=(3.0, 3.0), first_position=(-88.5, -88.5, -43.5), slice_spacing=3.0,
+        frame_of_reference_uid=frame_of_reference,
+    )  # fmt: skip
+    write_series(slices, ct_dir)
+    return nm_path, ct_dir, grid
+
+
+def test_spect_command_end_to_end(study, tmp_path, capsys):
+    nm_path, ct_dir, grid = study
+    out = tmp_path / "out"
+    assert main(["spect", str(nm_path), "--ct", str(ct_dir), "--iterations", "3", "-o", str(out),
+                 "--device", "cpu"]) == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["attenuation"] is True and summary["scatter"] == "tew"
+    assert summary["isotope"] == "Tc-99m" and summary["collimator"] == "LEHR"
+    image = np.load(out / "image.npy")
+
+    # The lesion was put at patient left (+x): the reconstruction must have it there.
+    def mean_at(x, y):
+        return image[sphere_mask(grid, (x, y, 0.0), 24.0)].mean()
+
+    lesion = mean_at(36.0, 0.0)
+    for mirror in ((-36.0, 0.0), (0.0, 36.0), (0.0, -36.0)):
+        assert lesion > 2.0 * mean_at(*mirror), mirror
+        # Background: activity 1 simulated at twice the count rate, so 2 after CT-based
+        # attenuation and TEW scatter correction.
+        assert mean_at(*mirror) == pytest.approx(2.0, rel=0.1)
+    series = sorted((out / "dicom").iterdir())
+    ds = pydicom.dcmread(series[0])
+    assert (
+        ds.Modality == "NM"
+        and ds.FrameOfReferenceUID == pydicom.dcmread(nm_path).FrameOfReferenceUID
+    )
+    assert (out / "image.hv").exists() and (out / "image.png").exists()
+    assert "tew" in capsys.readouterr().out
+
+
+def test_info_describes_the_acquisition(study, capsys):
+    nm_path, _, _ = study
+    assert main(["info", str(nm_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "SPECT projections" in printed and "(60, 12, 32)" in printed
+    assert "window LOW" in printed and "Tc-99m" in printed
+
+
+def test_spect_refuses_to_write_over_its_input(study, capsys):
+    nm_path, _, _ = study
+    assert main(["spect", str(nm_path), "-o", str(nm_path), "--device", "cpu"]) == 2
+    assert "is an input" in capsys.readouterr().err
+
+
+def test_spect_with_missing_file_is_one_line(tmp_path, capsys):
+    assert main(["spect", str(tmp_path / "none.dcm"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file" in err
