@@ -1,0 +1,128 @@
+"""Validation and time helpers shared by the quantification modules (private)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from recon.errors import GeometryError, InputError
+from recon.grid import ImageGrid
+from recon.physics.isotopes import Isotope, get_isotope
+
+#: A point in time: a :class:`datetime.datetime`, or seconds on a clock shared by every time
+#: passed to the same call (e.g. seconds after injection, or POSIX seconds).
+TimeLike = datetime | float | int
+
+LN2 = math.log(2.0)
+
+
+def finite(value: Any, name: str) -> float:
+    """``value`` as a finite float, or an InputError naming it."""
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise InputError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def positive(value: Any, name: str, unit: str = "") -> float:
+    """``value`` as a finite float > 0, or an InputError naming it and its unit."""
+    v = finite(value, name)
+    if v <= 0:
+        suffix = f" ({unit})" if unit else ""
+        raise InputError(f"{name} must be positive{suffix}, got {value!r}")
+    return v
+
+
+def non_negative(value: Any, name: str, unit: str = "") -> float:
+    """``value`` as a finite float ≥ 0, or an InputError naming it and its unit."""
+    v = finite(value, name)
+    if v < 0:
+        suffix = f" ({unit})" if unit else ""
+        raise InputError(f"{name} must not be negative{suffix}, got {value!r}")
+    return v
+
+
+def finite_array(values: Any, name: str, ndim: int | None = None) -> np.ndarray:
+    """``values`` as a float64 array with finite entries (and ``ndim`` dimensions if given)."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be numbers, got {values!r}") from None
+    if ndim is not None and array.ndim != ndim:
+        raise InputError(f"{name} must be {ndim}-D, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def elapsed_s(start: TimeLike, end: TimeLike, start_name: str, end_name: str) -> float:
+    """Seconds from ``start`` to ``end`` (negative when ``end`` is earlier).
+
+    Both must be :class:`datetime` objects (both naive or both time-zone aware), or both numbers
+    of seconds on the same clock; mixing the two is an error, because a number of seconds has no
+    meaning next to a calendar time.
+    """
+    start_is_dt = isinstance(start, datetime)
+    end_is_dt = isinstance(end, datetime)
+    if start_is_dt != end_is_dt:
+        raise InputError(
+            f"{start_name} and {end_name} must both be datetime objects or both be seconds on one "
+            f"clock; got {type(start).__name__} and {type(end).__name__}"
+        )
+    if start_is_dt:
+        try:
+            delta: timedelta = end - start  # type: ignore[operator]
+        except TypeError:
+            raise InputError(
+                f"{start_name} and {end_name} must both be naive or both be time-zone aware "
+                "datetimes"
+            ) from None
+        return delta.total_seconds()
+    return finite(end, end_name) - finite(start, start_name)
+
+
+def half_life_s(isotope: str | Isotope | float) -> float:
+    """Half-life in s of an isotope (name or :class:`Isotope`) or of a number of seconds."""
+    if isinstance(isotope, (str, Isotope)):
+        return get_isotope(isotope).half_life_s
+    return positive(isotope, "half-life", "s")
+
+
+def decay_constant_per_s(isotope: str | Isotope | float) -> float:
+    """λ = ln 2 / T½ in 1/s."""
+    return LN2 / half_life_s(isotope)
+
+
+def xyz(point: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    """Three finite world coordinates ``(x, y, z)`` in mm, or a GeometryError."""
+    p = np.asarray(point, dtype=np.float64).ravel()
+    if p.size != 3 or not np.all(np.isfinite(p)):
+        raise GeometryError(
+            f"{name} must be 3 finite world coordinates (x, y, z) in mm, got {point!r}"
+        )
+    return p
+
+
+def check_grid(grid: Any) -> ImageGrid:
+    if not isinstance(grid, ImageGrid):
+        raise GeometryError(f"grid must be a recon.ImageGrid, got {type(grid).__name__}")
+    return grid
+
+
+def check_same_grid(a: ImageGrid, b: ImageGrid, what_a: str, what_b: str) -> None:
+    if not a.same_as(b):
+        raise GeometryError(
+            f"{what_a} and {what_b} are on different grids ({what_a}: shape {a.shape}, voxel "
+            f"{a.voxel_size_mm} mm, origin {a.origin}; {what_b}: shape {b.shape}, voxel "
+            f"{b.voxel_size_mm} mm, origin {b.origin}); resample one onto the other first "
+            "(recon.quant.timeseries.resample_voi / resample_image)"
+        )
