@@ -1,4 +1,4 @@
-"""File formats: DICOM NM/PT/CT, Interfile 3.3 (STIR/CASToR dialect), NIfTI, listmode files."""
+"""File formats: DICOM NM/PT/CT, Interfile 3.3 (STIR/CASToR dialect), NIfTI, PETSIRD and recon listmode files."""
 
 from recon.io.ct import (
     CtSeries,
@@ -23,6 +23,7 @@ from recon.io.interfile import (
 )
 from recon.io.listmode_file import ListmodeFile, read_listmode, write_listmode
 from recon.io.nifti import grid_affine_ras, read_voi_mask, write_nifti
+from recon.io.petsird import read_petsird
 
 __all__ = [
     "CtSeries",
@@ -43,6 +44,7 @@ __all__ = [
     "read_interfile_spect",
     "read_listmode",
     "read_nm_projections",
+    "read_petsird",
     "read_voi_mask",
     "scatter_estimate",
     "select_scatter_windows",
