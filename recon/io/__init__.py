@@ -1,4 +1,4 @@
-"""File formats: DICOM NM/PT/CT, Interfile 3.3 (STIR/CASToR dialect), NIfTI, PETSIRD and recon listmode files."""
+"""File formats: DICOM NM/PT/CT, Interfile 3.3 (STIR/CASToR), NIfTI, PETSIRD, recon listmode."""
 
 from recon.io.ct import (
     CtSeries,
