@@ -78,3 +78,18 @@ def test_bad_input_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "not a recon listmode file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_petsird_input(tmp_path, capsys):
+    pytest.importorskip("petsird")
+    from tests.test_petsird import _write
+
+    path = _write(tmp_path / "scan.petsird")
+    out = tmp_path / "out"
+    args = ["--iterations", "1", "--subsets", "1", "--device", "cpu"]
+    assert main(["pet", str(path), "-o", str(out), *args]) == 0  # scanner fitted to the file
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"][0]["prompts"] > 0
+    # The file's crystals are 20 mm deep, so the "small" preset (no depth) does not match them.
+    assert main(["pet", str(path), "-o", str(out), "--scanner", "small", *args]) == 2
+    assert "does not match the given scanner" in capsys.readouterr().err

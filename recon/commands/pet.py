@@ -21,10 +21,13 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("pet", help="reconstruct PET listmode (recon .npz listmode file)")
-    p.add_argument("listmode", help="listmode file written by recon.io.listmode_file")
+    p = commands.add_parser("pet", help="reconstruct PET listmode (recon .npz or PETSIRD)")
+    p.add_argument("listmode", help="recon listmode file (.npz) or a PETSIRD file")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--scanner", help="preset name overriding the file's scanner")
+    p.add_argument(
+        "--scanner",
+        help="scanner preset name, or a JSON file of PetScanner fields (overrides the file)",
+    )
     p.add_argument("--mu", help="attenuation map at 511 keV (.npy, 1/mm, image grid)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument("--voxel-mm", type=float, nargs=3, metavar=("Z", "Y", "X"))
@@ -48,12 +51,51 @@ def _default_grid(scanner: PetScanner) -> ImageGrid:
     return ImageGrid((n_z, n_xy, n_xy), (voxel_z, voxel_xy, voxel_xy))
 
 
+def _petsird_isotope(meta: dict) -> str | None:
+    """The radionuclide named in a PETSIRD exam, when recon knows it."""
+    from recon.errors import PhysicsError
+    from recon.physics.isotopes import get_isotope
+
+    for item in meta.get("radiopharmaceuticals") or []:
+        code = item.get("radionuclide") or {}
+        try:
+            return get_isotope(code.get("code_meaning", "")).name
+        except PhysicsError:
+            continue
+    return None
+
+
+def _scanner(spec: str) -> PetScanner:
+    """A preset name, or a JSON file holding PetScanner fields (``tof`` as a nested object)."""
+    path = Path(spec)
+    if path.suffix.lower() != ".json":
+        return PetScanner.preset(spec)
+    import json
+
+    from recon.pet.tof import Tof
+
+    try:
+        fields = json.loads(path.read_text())
+        tof = fields.pop("tof", None)
+        return PetScanner(**fields, tof=None if tof is None else Tof(**tof))
+    except FileNotFoundError:
+        raise InputError(f"{path}: scanner file not found") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: not a scanner description ({exc})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     source = Path(args.listmode)
-    data = read_listmode(source)
-    scanner = PetScanner.preset(args.scanner) if args.scanner else data.scanner
-    events = data.events
-    isotope = args.isotope or data.isotope
+    given = _scanner(args.scanner) if args.scanner else None
+    if source.suffix.lower() == ".npz":
+        data = read_listmode(source)
+        events, scanner, file_isotope = data.events, given or data.scanner, data.isotope
+    else:
+        from recon.io.petsird import read_petsird
+
+        events, scanner, meta = read_petsird(source, scanner=given)
+        file_isotope = _petsird_isotope(meta)
+    isotope = args.isotope or file_isotope
     grid = _default_grid(scanner)
     if args.shape or args.voxel_mm:
         grid = ImageGrid(
