@@ -45,6 +45,7 @@ from scipy.optimize import brentq
 from recon.errors import GeometryError, InputError, PhysicsError
 from recon.grid import ImageGrid
 from recon.image import Image
+from recon.io._guard import malformed_input_is_input_error
 
 __all__ = [
     "CtSeries",
@@ -346,6 +347,7 @@ def _pixels(ds: Dataset, source: str) -> np.ndarray:
     return arr * np.float32(slope) + np.float32(intercept)
 
 
+@malformed_input_is_input_error("CT series")
 def read_ct_series(ct_dir_or_files: Any) -> CtSeries:
     """Read one CT series and sort its slices along the slice normal.
 
@@ -480,6 +482,7 @@ def _resample(values: np.ndarray, ct: CtSeries, grid: ImageGrid) -> np.ndarray:
     return out
 
 
+@malformed_input_is_input_error("CT series")
 def read_ct_mu_map(
     ct_dir_or_files: Any,
     grid: ImageGrid,

@@ -40,6 +40,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian
 from scipy.ndimage import shift as _shift
 
 from recon.errors import GeometryError, InputError, PhysicsError
+from recon.io._guard import malformed_input_is_input_error
 from recon.physics.isotopes import Isotope, get_isotope
 from recon.physics.scatter import EnergyWindow, dew_scatter, tew_scatter
 from recon.spect.geometry import SpectGeometry
@@ -894,6 +895,7 @@ def _radii(
 
 
 # ---------------------------------------------------------------------------------- reader
+@malformed_input_is_input_error("DICOM NM acquisition")
 def read_nm_projections(
     path_or_dataset: str | os.PathLike | Dataset,
     patient_position_override: str | None = None,

@@ -1,0 +1,50 @@
+"""Turn low-level failures on malformed files into the project's own errors."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from recon.errors import InputError, ReconError
+
+__all__ = ["malformed_input_is_input_error"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# What pydicom and numpy raise when a tag holds a value of the wrong kind or a size is absurd.
+_LOW_LEVEL = (
+    ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
+    ZeroDivisionError, MemoryError, EOFError, FloatingPointError,
+)  # fmt: skip
+
+
+def malformed_input_is_input_error(what: str) -> Callable[[F], F]:
+    """Decorator for readers: a failure the reader did not anticipate on a malformed input is
+    reported as :class:`InputError` naming ``what`` was being read and the underlying problem,
+    so callers and the CLI see one kind of error. ReconErrors pass through unchanged."""
+
+    def decorate(reader: F) -> F:
+        @functools.wraps(reader)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                # Absurd numbers (a size of 1e308) must fail loudly, not wrap around in a cast.
+                with np.errstate(over="raise", invalid="raise"):
+                    return reader(*args, **kwargs)
+            except ReconError:
+                raise
+            except _LOW_LEVEL as exc:
+                source = args[0] if args else kwargs.get("path", "input")
+                name = getattr(source, "filename", None) or source
+                if not isinstance(name, str | bytes) and not hasattr(name, "__fspath__"):
+                    name = "dataset"
+                raise InputError(
+                    f"{name}: malformed {what} ({type(exc).__name__}: {exc}); check the file's "
+                    "tags against the DICOM standard or re-export it"
+                ) from exc
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
