@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import runpy
 import subprocess
 import sys
@@ -33,3 +34,27 @@ def test_quickstart_recovers_lesion_contrast(tmp_path, capsys):
     # Partial-volume loss and the post-filter keep recovered contrast below truth, but ordered.
     assert 3.5 < ratios["lesion_left"] < 6.5
     assert 1.8 < ratios["lesion_ant"] < 3.3
+
+
+@pytest.mark.slow
+def test_spect_dicom_ct_is_quantitative_through_the_files(tmp_path, capsys):
+    module = runpy.run_path(str(EXAMPLES[0].parent / "spect_dicom_ct.py"))
+    recovery = module["main"](["--output", str(tmp_path), "--device", "cpu"])
+    # CT attenuation and TEW scatter correction read from the DICOM files restore the background.
+    assert recovery["background"] == pytest.approx(1.0, abs=0.1)
+    assert 0.5 < recovery["sphere_37mm"] < 1.2
+    assert recovery["sphere_37mm"] > recovery["sphere_10mm"]
+
+
+@pytest.mark.slow
+def test_batch_folder_reports_the_planted_file_and_goes_on(tmp_path, capsys):
+    module = runpy.run_path(str(EXAMPLES[0].parent / "batch_folder.py"))
+    assert module["main"](["--output", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    outcomes = json.loads((tmp_path / "demo" / "batch_summary.json").read_text())
+    status = {o["study"]: o["status"] for o in outcomes}
+    assert status.pop("corrupt.dcm") == "failed (planted)"
+    assert set(status.values()) == {"ok"} and len(status) == 3
+    assert "could not be read as DICOM" in capsys.readouterr().out
+    # The same folder given as a user's input: the corrupt file is now a real failure.
+    user = ["--input", str(tmp_path / "demo" / "input"), "--output", str(tmp_path / "user")]
+    assert module["main"]([*user, "--device", "cpu"]) == 1
