@@ -277,3 +277,18 @@ def test_sinogram_data_of_wrong_shape_is_rejected():
         recon.osem(model, np.ones(model.layout.shape, np.float32), progress=False)
     with pytest.raises(recon.InputError, match="normalization"):
         recon.PetSinogramModel(_scanner(), grid, normalization=np.ones(7), device="cpu")
+
+
+def test_events_outside_the_layout_are_left_out():
+    """The sensitivity image covers only the layout's LORs, so events on other LORs are dropped
+    (keeping them would bias the image), and per-event additive rates follow the kept events."""
+    grid, activity, mu = _phantom()
+    scanner = _scanner()
+    model = recon.PetListmodeModel(scanner, grid, max_ring_difference=1, device="cpu")
+    n = scanner.crystals_per_ring
+    events = _ev([0, 0, 3 * n + 5], [48, n + 40, 60], tof=[0, 1, 2])  # ring differences 0, 1, 3
+    prepared = model.prepare(events)
+    assert prepared["n"] == 2 and prepared["n_given"] == 3
+    assert list(prepared["kept"]) == [True, True, False]
+    image = recon.lm_osem(model, events, subsets=1, additive_rate=np.ones(3), progress=False)
+    assert image.info["n_prompts"] == 2

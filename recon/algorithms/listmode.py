@@ -79,14 +79,18 @@ def lm_osem(
         )
     sens = model.sensitivity(start, duration)
 
+    kept = prepared.pop("kept", None)
+    n_given = prepared.pop("n_given", n)
     order, blocks = _subset_order(n, int(subsets))
     order_dev = model.backend.asarray(order, np.int64)
     prepared = {k: (v[order_dev] if hasattr(v, "shape") else v) for k, v in prepared.items()}
     additive = None
     if additive_rate is not None:
         additive = model.backend.asarray(additive_rate)
-        if tuple(additive.shape) != (n,) or float(additive.min()) < 0:
-            raise InputError(f"additive_rate must be {n} non-negative values, one per prompt")
+        if tuple(additive.shape) != (n_given,) or float(additive.min()) < 0:
+            raise InputError(f"additive_rate must be {n_given} non-negative values, one per prompt")
+        if kept is not None:
+            additive = additive[model.backend.asarray(np.flatnonzero(kept), np.int64)]
         additive = additive[order_dev]
 
     tiny = xp.float32(1e-12) * float(sens.max())

@@ -102,10 +102,21 @@ class _PetCorrections:
             )
 
     # ------------------------------------------------------------------ factors
+    def _layout_crystals(self, views: np.ndarray) -> tuple[Any, Any]:
+        """Crystal ids of every bin of ``views`` on the device, or (None, None) when no
+        per-crystal normalisation needs them."""
+        if self._crystal_eff is None:
+            return None, None
+        p, v, r = np.meshgrid(
+            np.arange(self.layout.shape[0]), views, np.arange(self.layout.shape[2]), indexing="ij"
+        )
+        ca, cb = self.layout.crystals_of(p, v, r)
+        return self.backend.asarray(ca, np.int64), self.backend.asarray(cb, np.int64)
+
     def _lor_factors(self, crystal_a: Any, crystal_b: Any, xstart: Any, xend: Any) -> Any:
         """Attenuation × crystal-efficiency factor of each LOR (no time factors)."""
         xp = self.xp
-        factor = xp.ones(crystal_a.shape, dtype=np.float32)
+        factor = xp.ones(xstart.shape[:-1], dtype=np.float32)
         if self._crystal_eff is not None:
             factor *= self._crystal_eff[crystal_a] * self._crystal_eff[crystal_b]
         if self._mu is not None:
@@ -259,11 +270,7 @@ class PetSinogramModel(_PetCorrections):
         key = tuple(int(v) for v in views)
         xstart, xend = self.layout.endpoints(views, xp=self.xp)
         if key not in self._factors:
-            planes = np.arange(self.layout.shape[0])
-            radial = np.arange(self.layout.shape[2])
-            p, v, r = np.meshgrid(planes, views, radial, indexing="ij")
-            ca, cb = self.layout.crystals_of(p, v, r)
-            ca, cb = self.backend.asarray(ca, np.int64), self.backend.asarray(cb, np.int64)
+            ca, cb = self._layout_crystals(views)
             factor = self._lor_factors(ca, cb, xstart, xend) * np.float32(self.time_factor)
             if self._bin_norm is not None:
                 factor *= self._bin_norm[:, self.backend.asarray(views, np.int64)]
@@ -275,7 +282,9 @@ class PetSinogramModel(_PetCorrections):
         x = self.validate_image(image)
         views = self._views(subset)
         xstart, xend, factor = self._subset_geometry(views)
-        values = self.projector.forward(x, xstart.reshape(-1, 3), xend.reshape(-1, 3))
+        values = self.projector.forward(
+            x, xstart.reshape(-1, 3), xend.reshape(-1, 3), checked=False
+        )
         shape = factor.shape
         if self.tof is not None:
             return values.reshape(*shape, self.tof.n_bins) * factor[..., None]
@@ -306,6 +315,7 @@ class PetSinogramModel(_PetCorrections):
                 self.xp.ascontiguousarray(factor.reshape(-1)),
                 xstart.reshape(-1, 3),
                 xend.reshape(-1, 3),
+                checked=False,
             )
         return self._sensitivity_cache[key]
 
@@ -350,19 +360,16 @@ class PetListmodeModel(_PetCorrections):
             n_views = layout.shape[1]
             per_view = layout.shape[0] * layout.shape[2]
             step = max(1, self.projector.chunk_lors // max(per_view, 1))
-            planes = np.arange(layout.shape[0])
-            radial = np.arange(layout.shape[2])
             for start in range(0, n_views, step):
                 views = np.arange(start, min(start + step, n_views))
                 xstart, xend = layout.endpoints(views, xp=self.xp)
-                p, v, r = np.meshgrid(planes, views, radial, indexing="ij")
-                ca, cb = layout.crystals_of(p, v, r)
-                ca, cb = self.backend.asarray(ca, np.int64), self.backend.asarray(cb, np.int64)
+                ca, cb = self._layout_crystals(views)
                 factor = self._lor_factors(ca, cb, xstart, xend)
                 image += self.nontof_projector.back(
                     self.xp.ascontiguousarray(factor.reshape(-1)),
                     xstart.reshape(-1, 3),
                     xend.reshape(-1, 3),
+                    checked=False,
                 )
             self._geometry_sensitivity = image
         return self._geometry_sensitivity
@@ -374,7 +381,11 @@ class PetListmodeModel(_PetCorrections):
         )
 
     def prepare(self, events: ListmodeEvents) -> dict[str, Any]:
-        """Device arrays for the prompts of ``events``: endpoints, TOF bins and factors ``m_i``."""
+        """Device arrays for the prompts of ``events``: endpoints, TOF bins and factors ``m_i``.
+
+        Prompts on LORs outside the layout are dropped; ``kept`` (host bool array, or None when
+        all were kept) says which of the ``n_given`` prompts remain.
+        """
         if not isinstance(events, ListmodeEvents):
             raise InputError("events must be a recon.ListmodeEvents")
         events.validate(self.scanner)
@@ -382,8 +393,22 @@ class PetListmodeModel(_PetCorrections):
         if prompts.n_events == 0:
             raise InputError("the listmode data hold no prompt events")
         b = self.backend
+        n_given = prompts.n_events
+        keep = None
         ca = b.asarray(prompts.crystal_a, np.int64)
         cb = b.asarray(prompts.crystal_b, np.int64)
+        # Only LORs of the layout are in the sensitivity image: events on other LORs (ring
+        # difference or radial offset beyond the layout) would bias the estimate, so drop them.
+        inside = self.layout.bins_of(ca, cb, xp=self.xp)[4]
+        n_outside = prompts.n_events - int(inside.sum())
+        if n_outside:
+            log.info("%d of %d prompts lie outside the sinogram layout; ignored",
+                     n_outside, prompts.n_events)  # fmt: skip
+            keep = self.backend.to_host(inside)
+            prompts = prompts.select(keep)
+            if prompts.n_events == 0:
+                raise InputError("no prompt lies on a LOR of the model's layout")
+            ca, cb = ca[inside], cb[inside]
         xstart = self.xp.ascontiguousarray(self._positions[ca])
         xend = self.xp.ascontiguousarray(self._positions[cb])
         factor = self._lor_factors(ca, cb, xstart, xend)
@@ -400,7 +425,7 @@ class PetListmodeModel(_PetCorrections):
         if self.tof is not None:
             tof_bin = b.asarray(prompts.tof_bin, np.int32)
         return {"xstart": xstart, "xend": xend, "tof_bin": tof_bin, "factor": factor,
-                "n": prompts.n_events}  # fmt: skip
+                "n": prompts.n_events, "n_given": n_given, "kept": keep}  # fmt: skip
 
     def additive_rate(
         self, events: ListmodeEvents, sinogram_counts: Any, frame_duration_s: float
@@ -430,7 +455,9 @@ class PetListmodeModel(_PetCorrections):
     def forward_events(self, image: Any, prepared: dict[str, Any], index: Any = None) -> Any:
         """``m_i (P x)_i`` for the prepared events (or the subset ``index`` of them)."""
         sel = _select(prepared, index)
-        values = self.projector.forward(image, sel["xstart"], sel["xend"], tof_bin=sel["tof_bin"])
+        values = self.projector.forward(
+            image, sel["xstart"], sel["xend"], tof_bin=sel["tof_bin"], checked=False
+        )
         return values * sel["factor"]
 
     def back_events(self, values: Any, prepared: dict[str, Any], index: Any = None) -> Any:
@@ -438,7 +465,7 @@ class PetListmodeModel(_PetCorrections):
         sel = _select(prepared, index)
         return self.projector.back(
             self.xp.ascontiguousarray((values * sel["factor"]).astype(np.float32)),
-            sel["xstart"], sel["xend"], tof_bin=sel["tof_bin"],
+            sel["xstart"], sel["xend"], tof_bin=sel["tof_bin"], checked=False,
         )  # fmt: skip
 
 

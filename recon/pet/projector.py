@@ -122,7 +122,9 @@ class LorProjector:
         return 0 if self.tof is None else self.tof.max_bin
 
     # ------------------------------------------------------------------ public interface
-    def forward(self, image: Any, xstart: Any, xend: Any, tof_bin: Any = None) -> Any:
+    def forward(
+        self, image: Any, xstart: Any, xend: Any, tof_bin: Any = None, *, checked: bool = True
+    ) -> Any:
         """Line integrals of ``image`` along the LORs.
 
         Parameters
@@ -133,6 +135,9 @@ class LorProjector:
             LOR endpoints, world (x, y, z) in mm (numpy or CuPy; converted to float32).
         tof_bin : ndarray of shape (n,), integer, optional
             Signed TOF bin of each LOR (listmode TOF); needs a TOF projector.
+        checked : bool
+            Check endpoints for NaN/inf and TOF bins for range (one device-to-host wait per
+            chunk). System models that validated their events once pass False.
 
         Returns
         -------
@@ -152,7 +157,7 @@ class LorProjector:
         shape = (n, self.tof.n_bins) if mode == "sino" else (n,)  # type: ignore[union-attr]
         out = xp.empty(shape, np.float32)
         k = self._kernels
-        for a, b, xs, xe, tb in self._chunks(xstart, xend, tof_bin, n):
+        for a, b, xs, xe, tb in self._chunks(xstart, xend, tof_bin, n, checked):
             if mode == "nontof":
                 k.forward(self, x, xs, xe, out[a:b])
             elif mode == "sino":
@@ -161,7 +166,9 @@ class LorProjector:
                 k.tof_lm_forward(self, x, xs, xe, tb, out[a:b])
         return out
 
-    def back(self, values: Any, xstart: Any, xend: Any, tof_bin: Any = None) -> Any:
+    def back(
+        self, values: Any, xstart: Any, xend: Any, tof_bin: Any = None, *, checked: bool = True
+    ) -> Any:
         """Exact adjoint of :meth:`forward`: spreads ``values`` back along the LORs.
 
         Parameters
@@ -172,6 +179,8 @@ class LorProjector:
             LOR endpoints, world (x, y, z) in mm.
         tof_bin : ndarray of shape (n,), integer, optional
             Signed TOF bin of each LOR (listmode TOF).
+        checked : bool
+            As in :meth:`forward`; also checks ``values`` for NaN/inf.
 
         Returns
         -------
@@ -194,9 +203,9 @@ class LorProjector:
         _check_real(values, "values")
         image = self.xp.zeros(self.grid.shape, np.float32)
         k = self._kernels
-        for a, b, xs, xe, tb in self._chunks(xstart, xend, tof_bin, n):
+        for a, b, xs, xe, tb in self._chunks(xstart, xend, tof_bin, n, checked):
             v = self.backend.asarray(values[a:b])
-            if not bool(self.xp.isfinite(v).all()):
+            if checked and not bool(self.xp.isfinite(v).all()):
                 raise InputError("values contain NaN or infinite entries")
             if mode == "nontof":
                 k.back(self, v, xs, xe, image)
@@ -255,7 +264,7 @@ class LorProjector:
             raise InputError(f"tof_bin must hold integers (e.g. int16), got dtype kind {kind!r}")
         return "lm"
 
-    def _chunks(self, xstart: Any, xend: Any, tof_bin: Any, n: int) -> Any:
+    def _chunks(self, xstart: Any, xend: Any, tof_bin: Any, n: int, checked: bool = True) -> Any:
         """Yield ``(a, b, xstart, xend, tof_bin)`` per chunk, validated and on the device."""
         b = self.backend
         if not hasattr(xstart, "dtype"):
@@ -266,12 +275,13 @@ class LorProjector:
             tof_bin = np.asarray(tof_bin)
         for a in range(0, n, self.chunk_lors):
             e = min(n, a + self.chunk_lors)
-            xs = self._finite(b.asarray(xstart[a:e]), "xstart", a)
-            xe = self._finite(b.asarray(xend[a:e]), "xend", a)
+            xs, xe = b.asarray(xstart[a:e]), b.asarray(xend[a:e])
+            if checked:
+                xs, xe = self._finite(xs, "xstart", a), self._finite(xe, "xend", a)
             tb = None
             if tof_bin is not None:
                 chunk = tof_bin[a:e]
-                lo, hi = int(chunk.min()), int(chunk.max())
+                lo, hi = (int(chunk.min()), int(chunk.max())) if checked else (0, 0)
                 if lo < -self.max_bin or hi > self.max_bin:
                     bad = lo if lo < -self.max_bin else hi
                     raise InputError(
