@@ -29,6 +29,18 @@ from recon.spect import Collimator, SpectGeometry, SpectModel
 
 __version__ = "0.1.0"
 
+# File formats and quantification pull in more dependencies (pydicom, scipy.optimize); they are
+# imported on first use, so `recon.io.read_nm_projections(...)` works after `import recon`.
+_LAZY_SUBPACKAGES = ("io", "quant")
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"recon.{name}")
+    raise AttributeError(f"module 'recon' has no attribute {name!r}")
+
 __all__ = [
     "Collimator",
     "DeviceError",
