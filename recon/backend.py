@@ -20,7 +20,14 @@ import numpy as np
 
 from recon.errors import DeviceError, InputError, KernelError
 
-__all__ = ["Backend", "resolve_backend", "gpu_available", "kernel_source", "kernel_path"]
+__all__ = [
+    "Backend",
+    "check_kernel_array",
+    "gpu_available",
+    "kernel_path",
+    "kernel_source",
+    "resolve_backend",
+]
 
 log = logging.getLogger("recon")
 
@@ -196,3 +203,21 @@ def get_kernel(backend: Backend, filename: str, name: str, **defines: int | floa
     key = tuple(sorted((k, repr(v)) for k, v in defines.items()))
     module = _compiled_module(int(backend.device_id), filename, key)  # type: ignore[arg-type]
     return module.get_function(name)
+
+
+def check_kernel_array(
+    backend: Backend, name: str, array: Any, dtype: Any, shape: tuple[int, ...] | None = None
+) -> None:
+    """Raise KernelError unless ``array`` is C-contiguous ``dtype`` on the backend's device.
+
+    CuPy passes raw pointers to kernels without looking at dtype, strides or device, so every
+    launcher calls this for each array argument.
+    """
+    if not backend.owns(array):
+        raise KernelError(f"{name} must be a CuPy array on GPU {backend.device_id}")
+    if array.dtype != dtype:
+        raise KernelError(f"{name} must be {np.dtype(dtype).name}, got {array.dtype}")
+    if not array.flags.c_contiguous:
+        raise KernelError(f"{name} must be C-contiguous")
+    if shape is not None and tuple(array.shape) != tuple(shape):
+        raise KernelError(f"{name} has shape {tuple(array.shape)}, expected {tuple(shape)}")

@@ -11,25 +11,12 @@ from typing import Any
 import numpy as np
 
 from recon.backend import Backend, get_kernel
+from recon.backend import check_kernel_array as _check
 from recon.errors import KernelError
 
 _SOURCE = "spect.cu"
 _THREADS = 256
 _BLUR_THREADS = 512
-
-
-def _check(
-    backend: Backend, name: str, array: Any, dtype: Any, shape: tuple[int, ...] | None = None
-) -> None:
-    """Raise KernelError unless ``array`` is C-contiguous ``dtype`` on the backend's device."""
-    if not backend.owns(array):
-        raise KernelError(f"{name} must be a CuPy array on GPU {backend.device_id}")
-    if array.dtype != dtype:
-        raise KernelError(f"{name} must be {np.dtype(dtype).name}, got {array.dtype}")
-    if not array.flags.c_contiguous:
-        raise KernelError(f"{name} must be C-contiguous")
-    if shape is not None and tuple(array.shape) != tuple(shape):
-        raise KernelError(f"{name} has shape {tuple(array.shape)}, expected {tuple(shape)}")
 
 
 def _blocks(n: int, threads: int) -> int:
