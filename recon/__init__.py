@@ -41,6 +41,7 @@ def __getattr__(name: str) -> object:
         return importlib.import_module(f"recon.{name}")
     raise AttributeError(f"module 'recon' has no attribute {name!r}")
 
+
 __all__ = [
     "Collimator",
     "DeviceError",
