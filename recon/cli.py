@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from recon.commands import info, pet, spect
+from recon.commands import info, pet, quant, spect
 from recon.commands.common import apply_config
 from recon.errors import ReconError
 
@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     spect.add_parser(commands)
     pet.add_parser(commands)
     info.add_parser(commands)
+    quant.add_parser(commands)
     return parser
 
 
@@ -58,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return info.run(args)
         elif args.command == "pet":
             return pet.run(apply_config(args, "pet"))
+        elif args.command == "quant":
+            return quant.run(args)
         return 0
     except ReconError as exc:
         print(f"recon: error: {exc}", file=sys.stderr)
