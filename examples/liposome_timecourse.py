@@ -62,13 +62,6 @@ from typing import Any
 import numpy as np
 
 import recon
-from recon.commands.quant import (
-    VoiKinetics,
-    analyse_study,
-    clearance_kinetics,
-    load_study,
-    write_report,
-)
 from recon.io import write_interfile
 from recon.physics.isotopes import get_isotope
 from recon.quant import (
@@ -79,6 +72,13 @@ from recon.quant import (
     stratify,
     write_csv,
     write_json,
+)
+from recon.quant.study import (
+    VoiKinetics,
+    analyse_study,
+    clearance_kinetics,
+    load_study,
+    write_report,
 )
 
 ISOTOPE = get_isotope("In-111")

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from recon.errors import InputError
 
-__all__ = ["save_npy_atomic", "write_atomically", "write_text_atomic"]
+__all__ = [
+    "load_toml",
+    "save_npy_atomic",
+    "write_atomically",
+    "write_summary",
+    "write_text_atomic",
+]
 
 
 def write_atomically(path: Path, write: object) -> Path:
@@ -37,3 +46,24 @@ def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> Path:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return write_atomically(Path(path), lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_summary(folder: Path, name: str, summary: dict[str, Any]) -> Path:
+    """Write ``summary`` as indented JSON to ``folder/name``, atomically."""
+    return write_text_atomic(Path(folder) / name, json.dumps(summary, indent=2, default=str))
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; missing or malformed files raise InputError naming the file."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise InputError(f"{path}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML ({exc})") from None

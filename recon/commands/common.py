@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from recon._files import write_text_atomic
+from recon._files import load_toml, write_summary
 from recon.errors import InputError
 
 __all__ = ["apply_config", "output_folder", "parse_frames", "print_table", "write_summary"]
-
-
-def _load_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise InputError(f"{path}: configuration file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML ({exc})") from None
 
 
 def apply_config(args: argparse.Namespace, section: str) -> argparse.Namespace:
@@ -36,7 +20,7 @@ def apply_config(args: argparse.Namespace, section: str) -> argparse.Namespace:
     """
     if getattr(args, "config", None) is None:
         return args
-    table = _load_toml(Path(args.config)).get(section, {})
+    table = load_toml(Path(args.config)).get(section, {})
     if not isinstance(table, dict):
         raise InputError(f"{args.config}: [{section}] must be a table")
     for key, value in table.items():
@@ -87,10 +71,6 @@ def output_folder(path: str | Path, inputs: list[Path]) -> Path:
         raise InputError(f"output {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def write_summary(out: Path, name: str, summary: dict[str, Any]) -> Path:
-    return write_text_atomic(out / name, json.dumps(summary, indent=2, default=str))
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
