@@ -64,6 +64,9 @@ from recon.quant.report import (
     write_json,
     write_table,
 )
+
+# Last: the study workflow builds on every module above (imported through this package).
+from recon.quant.study import analyse_study, load_study, write_report  # noqa: E402
 from recon.quant.timeseries import (
     DECAY_MODES,
     ExponentialFit,
@@ -90,6 +93,9 @@ from recon.quant.voi import (
 )
 
 __all__ = [
+    "analyse_study",
+    "load_study",
+    "write_report",
     "DECAY_MODES",
     "LBM_FORMULAS",
     "PEAK_SPHERE_ML",

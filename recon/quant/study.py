@@ -113,32 +113,21 @@ from recon.errors import GeometryError, InputError, PhysicsError, ReconError
 from recon.grid import ImageGrid
 from recon.image import Image
 from recon.physics.isotopes import get_isotope
-from recon.quant import (
+from recon.quant.calibration import Injection, percent_id, percent_id_per_ml, suv_bw
+from recon.quant.ratios import lesion_to_background, lesion_to_blood, spread, uptake_ratio
+from recon.quant.report import plot_tacs, tac_rows, write_csv, write_json
+from recon.quant.timeseries import (
     DECAY_MODES,
     ExponentialFit,
-    Injection,
     TimeActivityCurve,
     TimePoint,
-    Voi,
     biological_half_life,
     fit_exponential,
-    iso_contour,
-    lesion_to_background,
-    lesion_to_blood,
-    percent_id,
-    percent_id_per_ml,
-    plot_tacs,
     resample_voi,
-    spread,
-    suv_bw,
-    tac_rows,
     time_activity_curve,
     time_integrated_activity,
-    uptake_ratio,
-    voi_stats,
-    write_csv,
-    write_json,
 )
+from recon.quant.voi import Voi, iso_contour, voi_stats
 
 __all__ = [
     "ROLES",
