@@ -8,6 +8,7 @@ from recon.io.ct import (
     read_ct_series,
 )
 from recon.io.dicom_nm import read_nm_projections, scatter_estimate, select_scatter_windows
+from recon.io.dicom_seg import read_seg_vois
 from recon.io.dicom_write import write_dicom
 from recon.io.interfile import (
     FileFormatError,
@@ -45,6 +46,7 @@ __all__ = [
     "read_listmode",
     "read_nm_projections",
     "read_petsird",
+    "read_seg_vois",
     "read_voi_mask",
     "scatter_estimate",
     "select_scatter_windows",
