@@ -28,18 +28,17 @@ import math
 import os
 import re
 from collections.abc import Sequence as _SequenceABC
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.datadict import dictionary_description, tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRBigEndian
 from scipy.ndimage import shift as _shift
 
 from recon.errors import GeometryError, InputError, PhysicsError
+from recon.io._dicom import load_dataset
+from recon.io._dicom import tag_label as _tag
+from recon.io._dicom import tag_value as _value
 from recon.io._guard import malformed_input_is_input_error
 from recon.physics.isotopes import Isotope, get_isotope
 from recon.physics.scatter import EnergyWindow, dew_scatter, tew_scatter
@@ -76,27 +75,6 @@ _ADJACENT_GAP = 0.5
 
 
 # ---------------------------------------------------------------------------------- tag helpers
-def _tag(keyword: str) -> str:
-    """``"Number of Frames (0028,0008)"`` for a DICOM keyword, for error messages."""
-    tag = tag_for_keyword(keyword)
-    if tag is None:  # pragma: no cover - guards typos in this module
-        return keyword
-    return f"{dictionary_description(tag)} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-def _value(ds: Dataset, keyword: str) -> Any:
-    """The element's value, or None when the element is absent or empty."""
-    if keyword not in ds:
-        return None
-    value = ds[keyword].value
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, (list, tuple, _SequenceABC)) and not isinstance(value, (str, bytes)):
-        if len(value) == 0:
-            return None
-    return value
-
-
 def _as_list(value: Any) -> list[Any]:
     if isinstance(value, (list, tuple, _SequenceABC)) and not isinstance(value, (str, bytes)):
         return list(value)
@@ -159,22 +137,7 @@ def _item(where: str, index: int) -> str:
 
 # ---------------------------------------------------------------------------------- loading
 def _load(path_or_dataset: Any) -> tuple[Dataset, str]:
-    if isinstance(path_or_dataset, Dataset):
-        return path_or_dataset, "NM dataset"
-    if isinstance(path_or_dataset, (str, os.PathLike)):
-        path = Path(path_or_dataset)
-        if not path.is_file():
-            raise InputError(f"NM projection file {path} does not exist or is not a file")
-        try:
-            ds = pydicom.dcmread(path)
-        except (InvalidDicomError, EOFError, OSError, ValueError) as exc:
-            raise InputError(
-                f"{path} could not be read as DICOM ({exc}); pass the NM TOMO projection file"
-            ) from exc
-        return ds, str(path)
-    raise InputError(
-        f"expected a path to an NM file or a pydicom Dataset, got {type(path_or_dataset).__name__}"
-    )
+    return load_dataset(path_or_dataset, "NM projection file", "; pass the NM TOMO projection file")
 
 
 def _check_sop(ds: Dataset, source: str) -> None:

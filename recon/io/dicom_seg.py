@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence as _SequenceABC
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.datadict import dictionary_description, tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
+from recon.io._dicom import load_dataset
+from recon.io._dicom import tag_label as _tag
+from recon.io._dicom import tag_value as _value
 from recon.io._guard import malformed_input_is_input_error
 from recon.quant.voi import Voi
 
@@ -58,43 +57,8 @@ _PLANE_SLACK = 1e-6
 _PLANE_DECIMALS = 4
 
 
-def _tag(keyword: str) -> str:
-    """``"Plane Position Sequence (0020,9113)"`` for a DICOM keyword, for error messages."""
-    tag = tag_for_keyword(keyword)
-    if tag is None:  # pragma: no cover - guards typos in this module
-        return keyword
-    return f"{dictionary_description(tag)} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-def _value(ds: Dataset, keyword: str) -> Any:
-    """The element's value, or None when the element is absent or empty."""
-    if keyword not in ds:
-        return None
-    value = ds[keyword].value
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, (list, tuple, _SequenceABC)) and not isinstance(value, (str, bytes)):
-        if len(value) == 0:
-            return None
-    return value
-
-
 def _load(path_or_dataset: Any) -> tuple[Dataset, str]:
-    if isinstance(path_or_dataset, Dataset):
-        return path_or_dataset, "SEG dataset"
-    if isinstance(path_or_dataset, (str, os.PathLike)):
-        path = Path(path_or_dataset)
-        if not path.is_file():
-            raise InputError(f"DICOM SEG file {path} does not exist or is not a file")
-        try:
-            ds = pydicom.dcmread(path)
-        except (InvalidDicomError, EOFError, OSError, ValueError) as exc:
-            raise InputError(f"{path} could not be read as DICOM ({exc})") from exc
-        return ds, str(path)
-    raise InputError(
-        f"expected a path to a DICOM SEG file or a pydicom Dataset, got "
-        f"{type(path_or_dataset).__name__}"
-    )
+    return load_dataset(path_or_dataset, "DICOM SEG file")
 
 
 def _check_sop(ds: Dataset, source: str) -> None:
