@@ -25,6 +25,12 @@ from recon.io.interfile import (
 from recon.io.listmode_file import ListmodeFile, read_listmode, write_listmode
 from recon.io.nifti import grid_affine_ras, read_voi_mask, write_nifti
 from recon.io.petsird import read_petsird
+from recon.io.stir_geometry import (
+    stir_default_grid,
+    stir_lor_endpoints,
+    stir_sinogram_model,
+    stir_sinogram_to_layout,
+)
 
 __all__ = [
     "CtSeries",
@@ -50,6 +56,10 @@ __all__ = [
     "read_voi_mask",
     "scatter_estimate",
     "select_scatter_windows",
+    "stir_default_grid",
+    "stir_lor_endpoints",
+    "stir_sinogram_model",
+    "stir_sinogram_to_layout",
     "write_dicom",
     "write_interfile",
     "write_listmode",

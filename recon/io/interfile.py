@@ -24,9 +24,10 @@ PET sinograms (``.hs`` + ``.s``; ``!type of data := PET``, ``matrix axis label [
     order) or sinogram by sinogram (``[3] := axial coordinate``, ``[2] := view``). The reader
     returns every sinogram as an array ``(plane, view, tangential)`` (DESIGN.md §3 axis order),
     planes segment after segment in file order, with a description of the segments and the
-    scanner. STIR's transaxial indexing (which crystal pair a view/tangential bin holds, detector
-    0's angle, arc correction) is *not* converted to :class:`recon.SinogramLayout`: nothing here
-    can check it, and a wrong guess would silently rotate or mirror every reconstruction.
+    scanner. Which line of response each bin holds (STIR's view/tangential/segment conventions,
+    arc correction, span) is :mod:`recon.io.stir_geometry`'s job: it gives every bin's LOR in
+    recon's world frame for :class:`recon.PetLorSinogramModel`, and moves span-1 data that are not
+    arc-corrected into a :class:`recon.SinogramLayout`.
 
 Images (``.hv`` + ``.v``)
     ``matrix size [1|2|3]`` = x, y, z with x varying fastest; ``scaling factor (mm/pixel) [i]``
@@ -122,8 +123,8 @@ class PetSinogram(NamedTuple):
         difference), ``plane_rings`` (span 1 only: STIR ``(ring1, ring2)`` of each plane, else
         None), ``arc_corrected``, ``bin_size_mm``, ``scanner`` (values in mm), ``scanner_keys``
         (the scanner block as written), ``pet_scanner`` (a :class:`~recon.PetScanner` when the
-        header describes one, else None), ``layout`` (always None: see the module docstring),
-        ``axes``, ``header`` and paths.
+        header describes one, else None), ``layout`` (always None: bins are mapped by
+        :mod:`recon.io.stir_geometry`), ``axes``, ``header`` and paths.
     """
 
     data: np.ndarray

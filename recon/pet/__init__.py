@@ -1,6 +1,7 @@
 """PET: ring-scanner geometry, sinogram and listmode data, the LOR projector and system models."""
 
 from recon.pet.listmode import ListmodeEvents, histogram
+from recon.pet.lor_model import PetLorSinogramModel
 from recon.pet.model import PetListmodeModel, PetSinogramModel
 from recon.pet.projector import LorProjector
 from recon.pet.randoms import randoms_from_delayeds, randoms_from_singles
@@ -13,6 +14,7 @@ __all__ = [
     "ListmodeEvents",
     "LorProjector",
     "PetListmodeModel",
+    "PetLorSinogramModel",
     "PetScanner",
     "PetSinogramModel",
     "SinogramLayout",

@@ -31,6 +31,34 @@ __all__ = ["PetListmodeModel", "PetSinogramModel"]
 log = logging.getLogger("recon")
 
 
+def frame_time_factor(
+    start_s: float,
+    duration_s: float,
+    isotope: str | None,
+    reference_time_s: float,
+    calibration: float | None,
+) -> float:
+    """Duration × mean fraction of reference-time activity in the frame × branching × calib.
+
+    Without an isotope there is no decay and no branching ratio; without a calibration the
+    factor is in seconds (images in counts/s per unit line integral).
+    """
+    if not duration_s > 0:
+        raise InputError(f"frame duration must be positive, got {duration_s} s")
+    factor = float(duration_s)
+    if isotope is not None:
+        from recon.physics.decay import mean_activity_fraction
+        from recon.physics.isotopes import get_isotope
+
+        iso = get_isotope(isotope)
+        fraction = mean_activity_fraction(iso.half_life_s, start_s, duration_s, reference_time_s)
+        factor *= float(fraction)
+        factor *= iso.positron_fraction
+    if calibration is not None:
+        factor *= calibration
+    return factor
+
+
 class _PetCorrections:
     """What sinogram and listmode models share: projector, mu-map, normalisation, time factors."""
 
@@ -128,22 +156,9 @@ class _PetCorrections:
         return factor
 
     def _time_factor(self, start_s: float, duration_s: float) -> float:
-        """Duration × mean fraction of reference-time activity in the frame × branching × calib."""
-        if not duration_s > 0:
-            raise InputError(f"frame duration must be positive, got {duration_s} s")
-        factor = float(duration_s)
-        if self.isotope is not None:
-            from recon.physics.decay import mean_activity_fraction
-            from recon.physics.isotopes import get_isotope
-
-            iso = get_isotope(self.isotope)
-            factor *= float(
-                mean_activity_fraction(iso.half_life_s, start_s, duration_s, self.reference_time_s)
-            )
-            factor *= iso.positron_fraction
-        if self.calibration is not None:
-            factor *= self.calibration
-        return factor
+        return frame_time_factor(
+            start_s, duration_s, self.isotope, self.reference_time_s, self.calibration
+        )
 
     @property
     def units(self) -> str:

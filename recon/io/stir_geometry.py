@@ -1,0 +1,332 @@
+"""STIR cylindrical projection data (``.hs/.s`` sinograms) mapped onto recon's world frame.
+
+:func:`recon.io.read_interfile_sinogram` returns STIR's bins as an array ``(plane, view,
+tangential)``; this module says which line of response each bin holds, in recon's world
+coordinates (DESIGN.md §3: LPS mm, isocentre at the scanner centre), so the data can be
+reconstructed by :class:`recon.PetLorSinogramModel` (any span, arc-corrected or not), or moved
+into a :class:`recon.SinogramLayout` (span 1, not arc-corrected).
+
+STIR's conventions, from its source (UCL/STIR; the file and function are named so each rule can be
+re-checked):
+
+Frame
+    STIR's gantry frame has x to the right and y downwards as seen from the bed, z from deep in
+    the gantry out along the bed, with z = 0 at the scanner's axial centre. For a head-first supine
+    patient this is (LPS x, LPS y, −LPS z) (``DiscretisedDensity.inl``,
+    ``swap_axes_based_on_orientation``: HFS negates z only). So a STIR point (x, y, z) is recon's
+    (x, y, −z).
+Cylinder
+    Crystals sit on the effective ring radius ``R`` = inner ring radius + average depth of
+    interaction (``Scanner::get_effective_ring_radius``). A point at cylinder angle ψ is
+    ``(R sin ψ, −R cos ψ)`` (``LORCoordinates.inl``): ψ = 0 at the top (anterior for HFS),
+    90° at +x (the patient's left). Detector ``d`` of a ring sits at ψ = 2π·d/N
+    (``find_cartesian_coordinates_given_scanner_coordinates``) plus the scanner's "View offset
+    (degrees)" (its intrinsic azimuthal tilt, added to every angle).
+Views and tangential positions
+    φ(v) = v·π/n_views + view offset. Tangential index ``t`` runs from ``−(n_t // 2)``
+    (``ProjDataInfo::set_num_tangential_poss``); s = t·bin size for arc-corrected data
+    (``ProjDataInfoCylindricalArcCorr::get_s``) and s = R·sin(t·π/N) otherwise
+    (``ProjDataInfoCylindricalNoArcCorr::get_s``). The LOR is the line x cos φ + y sin φ = s,
+    from ψ1 = φ + asin(s/R) to ψ2 = φ − asin(s/R) + π (``ProjDataInfoCylindrical::get_LOR``,
+    ``LORInCylinderCoordinates``).
+Detector pairs (not arc-corrected)
+    det1 = (v + ⌊t/2⌋) mod N and det2 = (v − ⌈t/2⌉ + N/2) mod N
+    (``ProjDataInfoCylindricalNoArcCorr::initialise_uncompressed_view_tangpos_to_det1det2``).
+    For odd t this chord is half a view (π/N) away from φ(v): STIR's sinogram coordinates ignore
+    the interleaving. ``lors="detectors"`` (default) uses the chord between the two detectors,
+    which is where the coincidences were measured; ``lors="stir"`` uses STIR's (φ, s) line, which
+    is what STIR's default ray-tracing projector models.
+Axial
+    A segment with ring differences ``lo..hi`` has axial sampling d (span 1) or d/2 (several
+    ring differences), d the ring spacing; axial position ``a`` of ``n_a`` is at
+    m = (a − (n_a − 1)/2)·sampling, and its LOR runs from z = m − Δ·d/2 (det1's side) to
+    z = m + Δ·d/2, Δ = (lo + hi)/2, the segment's mean ring difference ``ring2 − ring1``
+    (``ProjDataInfoCylindrical::get_m``, ``initialise_ring_diff_arrays``, ``get_LOR``). Span-1
+    ring pairs: ring1 = a + max(0, −Δ), ring2 = ring1 + Δ, ring ``r`` at
+    z = (r − (n_rings − 1)/2)·d.
+
+Not covered: view mashing (views must be N/2 for data that are not arc-corrected), TOF
+projection data, non-cylindrical (block) geometries, and STIR builds with
+``STIR_LEGACY_IGNORE_VIEW_OFFSET``. The sign of vendor view offsets has changed in STIR's history
+(UCL/STIR PR #1514 flipped the ECAT ones); check a phantom when the offset is not 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from recon.errors import GeometryError, InputError
+from recon.grid import ImageGrid
+from recon.io.interfile import PetSinogram
+from recon.pet.scanner import PetScanner
+from recon.pet.sinogram import SinogramLayout
+
+__all__ = [
+    "stir_default_grid",
+    "stir_lor_endpoints",
+    "stir_sinogram_model",
+    "stir_sinogram_to_layout",
+]
+
+_LOR_MODELS = ("detectors", "stir")
+
+
+class _StirGeometry:
+    """The numbers of a STIR cylindrical sinogram description that fix its LORs."""
+
+    def __init__(self, description: dict[str, Any]) -> None:
+        scanner = description.get("scanner") or {}
+        needed = ("n_rings", "detectors_per_ring", "inner_ring_diameter_mm", "ring_spacing_mm")
+        missing = [key for key in needed if scanner.get(key) is None]
+        if missing:
+            raise InputError(
+                "the sinogram header lacks the scanner parameters "
+                f"{', '.join(missing)}; add STIR's 'Scanner parameters' block (number of rings, "
+                "number of detectors per ring, inner ring diameter (cm), distance between rings "
+                "(cm))"
+            )
+        self.n_rings = int(scanner["n_rings"])
+        self.n_detectors = int(scanner["detectors_per_ring"])
+        self.ring_spacing = float(scanner["ring_spacing_mm"])
+        doi = float(scanner.get("average_depth_of_interaction_mm") or 0.0)
+        self.radius = float(scanner["inner_ring_diameter_mm"]) / 2.0 + doi
+        self.view_offset = math.radians(float(scanner.get("view_offset_deg") or 0.0))
+        self.n_views = int(description["n_views"])
+        self.n_tang = int(description["n_tangential"])
+        self.arc_corrected = bool(description.get("arc_corrected"))
+        self.segments = list(description["segments"])
+        bin_size = description.get("bin_size_mm") or scanner.get("default_bin_size_mm")
+        self.bin_size = None if bin_size is None else float(bin_size)
+        if self.n_detectors < 2 or self.n_detectors % 2:
+            raise GeometryError(
+                f"detectors per ring must be even and at least 2, got {self.n_detectors}"
+            )
+        if self.arc_corrected:
+            if not self.bin_size or self.bin_size <= 0:
+                raise InputError(
+                    "arc-corrected data need their bin size: add 'effective central bin size "
+                    "(cm)' or the scanner's 'Default bin size (cm)'"
+                )
+        elif self.n_views != self.n_detectors // 2:
+            raise GeometryError(
+                f"{self.n_views} views of a {self.n_detectors}-detector ring: data that are not "
+                f"arc-corrected must have {self.n_detectors // 2} views (mashed views are not "
+                "supported)"
+            )
+
+    @property
+    def tangential_indices(self) -> np.ndarray:
+        first = -(self.n_tang // 2)
+        return np.arange(first, first + self.n_tang)
+
+    def plane_axial(self) -> tuple[np.ndarray, np.ndarray]:
+        """STIR axial coordinate m (mm, STIR z) and mean ring difference of every plane."""
+        m, delta = [], []
+        for seg in self.segments:
+            lo, hi, n_a = (int(seg[k]) for k in ("min_ring_difference", "max_ring_difference",
+                                                 "n_axial"))  # fmt: skip
+            sampling = self.ring_spacing if lo == hi else self.ring_spacing / 2.0
+            a = np.arange(n_a)
+            m.append((a - (n_a - 1) / 2.0) * sampling)
+            delta.append(np.full(n_a, (lo + hi) / 2.0))
+        return np.concatenate(m), np.concatenate(delta)
+
+
+def _check_lors(lors: str) -> str:
+    if lors not in _LOR_MODELS:
+        raise InputError(f"lors must be one of {_LOR_MODELS}, got {lors!r}")
+    return lors
+
+
+def _description(sino: PetSinogram | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(sino, PetSinogram):
+        return sino.description
+    if isinstance(sino, dict):
+        return sino
+    raise InputError(
+        "expected a PetSinogram from recon.io.read_interfile_sinogram (or its description), got "
+        f"{type(sino).__name__}"
+    )
+
+
+def stir_lor_endpoints(
+    sino: PetSinogram | dict[str, Any], lors: str = "detectors"
+) -> tuple[np.ndarray, np.ndarray]:
+    """World coordinates of the two ends of every bin's LOR of a STIR sinogram.
+
+    Parameters
+    ----------
+    sino : PetSinogram or its description
+        From :func:`recon.io.read_interfile_sinogram`; the header must hold STIR's scanner block.
+    lors : {"detectors", "stir"}
+        For data that are not arc-corrected: the chord between the bin's two detectors
+        (default), or STIR's (φ, s) line that ignores the half-view interleaving of odd
+        tangential positions. Arc-corrected data always use STIR's line.
+
+    Returns
+    -------
+    xstart, xend : float32 arrays of shape (plane, view, tangential, 3)
+        recon world (x, y, z) in mm (LPS for a head-first supine patient, isocentre at the
+        scanner centre) of the det1 and det2 ends on the effective ring radius, planes in the
+        order of the array :func:`~recon.io.read_interfile_sinogram` returns.
+
+    Raises
+    ------
+    InputError, GeometryError
+        Scanner parameters missing, a bin beyond the ring (arc-corrected |s| ≥ R) or views that
+        do not match the detectors.
+    """
+    g = _StirGeometry(_description(sino))
+    lors = _check_lors(lors)
+    t = g.tangential_indices
+    v = np.arange(g.n_views)
+    R = g.radius
+    if g.arc_corrected or lors == "stir":
+        phi = v[:, None] * (math.pi / g.n_views) + g.view_offset
+        if g.arc_corrected:
+            s = t * g.bin_size
+        else:
+            s = R * np.sin(t * math.pi / g.n_detectors)
+        if np.any(np.abs(s) >= R):
+            raise GeometryError(
+                f"tangential positions reach {np.abs(s).max():.1f} mm, beyond the ring radius "
+                f"{R:.1f} mm: check the bin size and the scanner block"
+            )
+        beta = np.arcsin(s / R)[None, :]
+        psi1 = np.broadcast_to(phi + beta, (g.n_views, g.n_tang))
+        psi2 = np.broadcast_to(phi - beta + math.pi, (g.n_views, g.n_tang))
+    else:
+        n = g.n_detectors
+        det1 = (v[:, None] + np.floor_divide(t, 2)[None, :]) % n
+        det2 = (v[:, None] - np.floor_divide(t + 1, 2)[None, :] + n // 2) % n
+        psi1 = det1 * (2 * math.pi / n) + g.view_offset
+        psi2 = det2 * (2 * math.pi / n) + g.view_offset
+    m, delta = g.plane_axial()
+    half = delta * g.ring_spacing / 2.0
+    shape = (m.size, g.n_views, g.n_tang, 3)
+    ends = []
+    for psi, z_stir in ((psi1, m - half), (psi2, m + half)):
+        pts = np.empty(shape, dtype=np.float64)
+        pts[..., 0] = (R * np.sin(psi))[None]
+        pts[..., 1] = (-R * np.cos(psi))[None]
+        pts[..., 2] = -z_stir[:, None, None]  # STIR z runs towards the feet: recon z = −STIR z
+        ends.append(pts.astype(np.float32))
+    return ends[0], ends[1]
+
+
+def stir_default_grid(sino: PetSinogram | dict[str, Any]) -> ImageGrid:
+    """The image STIR would reconstruct by default, centred on the scanner.
+
+    Transaxially the tangential bin size (``n_tangential`` voxels; for data that are not
+    arc-corrected the scanner's default bin size); axially half the ring spacing, one plane per
+    segment-0 sinogram (``2·n_rings − 1`` for span 1), as STIR's
+    ``VoxelsOnCartesianGrid(ProjDataInfo, ...)`` constructor does.
+    """
+    d = _description(sino)
+    g = _StirGeometry(d)
+    if not g.bin_size:
+        raise InputError("the header gives no bin size ('Default bin size (cm)'); pass a grid")
+    zero = next(s for s in g.segments if s["min_ring_difference"] + s["max_ring_difference"] == 0)
+    n_z = int(zero["n_axial"])
+    return ImageGrid((n_z, g.n_tang, g.n_tang), (g.ring_spacing / 2.0, g.bin_size, g.bin_size))
+
+
+def stir_sinogram_model(
+    sino: PetSinogram, grid: ImageGrid | None = None, lors: str = "detectors", **model_kwargs: Any
+) -> Any:
+    """A :class:`recon.PetLorSinogramModel` for a STIR sinogram (data shape = ``sino.data``).
+
+    ``grid`` defaults to :func:`stir_default_grid`; ``model_kwargs`` go to the model (mu_map,
+    normalization, randoms, scatter, isotope, frame timing, calibration, device).
+    """
+    from recon.pet.lor_model import PetLorSinogramModel
+
+    xstart, xend = stir_lor_endpoints(sino, lors=lors)
+    return PetLorSinogramModel(
+        xstart, xend, stir_default_grid(sino) if grid is None else grid, **model_kwargs
+    )
+
+
+def stir_sinogram_to_layout(
+    sino: PetSinogram, scanner: PetScanner | None = None
+) -> tuple[np.ndarray, SinogramLayout]:
+    """Move a span-1 STIR sinogram that is not arc-corrected into a :class:`SinogramLayout`.
+
+    Each bin's detector pair (see the module docstring) becomes recon crystal ids: STIR detector
+    ``d`` at ψ = 2π·d/N + offset is recon crystal index ``(d − N/4 + offset·N/2π) mod N`` (recon
+    measures angles from +x; STIR's ψ from −y), and STIR ring ``r`` is recon ring
+    ``n_rings − 1 − r`` (STIR z runs towards the feet).
+
+    Parameters
+    ----------
+    sino : PetSinogram
+        Span 1, not arc-corrected.
+    scanner : PetScanner, optional
+        Default: the scanner the header describes (``sino.description["pet_scanner"]``).
+
+    Returns
+    -------
+    data : float32 ndarray of ``layout.shape``
+        The sinogram in recon's layout (bins STIR does not store are 0).
+    layout : SinogramLayout
+        All ring differences the file holds, and enough radial bins for its tangential range.
+
+    Raises
+    ------
+    InputError, GeometryError
+        Arc-corrected or span > 1 data, a detector count not divisible by 4, a view offset that
+        is not a whole number of detectors, or a scanner that does not match the header.
+    """
+    if not isinstance(sino, PetSinogram):
+        raise InputError("expected a PetSinogram from recon.io.read_interfile_sinogram")
+    d = sino.description
+    g = _StirGeometry(d)
+    if g.arc_corrected:
+        raise GeometryError(
+            "arc-corrected bins are not crystal pairs; reconstruct them with "
+            "recon.io.stir_sinogram_model (explicit LORs) instead"
+        )
+    if not d.get("span1"):
+        raise GeometryError(
+            "segments that hold several ring differences (span > 1) are not crystal pairs; use "
+            "recon.io.stir_sinogram_model instead"
+        )
+    n = g.n_detectors
+    shift = g.view_offset * n / (2 * math.pi)
+    if n % 4 or abs(shift - round(shift)) > 1e-6:
+        raise GeometryError(
+            f"STIR detector angles (N = {n}, view offset {math.degrees(g.view_offset)}°) do not "
+            "fall on recon crystal angles (N divisible by 4 and an offset of whole detectors "
+            "needed); use recon.io.stir_sinogram_model instead"
+        )
+    scanner = d.get("pet_scanner") if scanner is None else scanner
+    if not isinstance(scanner, PetScanner):
+        raise InputError("no PetScanner given and the header describes none")
+    if (scanner.n_rings, scanner.crystals_per_ring) != (g.n_rings, n):
+        raise GeometryError(
+            f"scanner {scanner.name!r} has {scanner.n_rings} rings of "
+            f"{scanner.crystals_per_ring} crystals; the file has {g.n_rings} of {n}"
+        )
+    t = g.tangential_indices
+    v = np.arange(g.n_views)
+    det1 = (v[:, None] + np.floor_divide(t, 2)[None, :]) % n
+    det2 = (v[:, None] - np.floor_divide(t + 1, 2)[None, :] + n // 2) % n
+    offset = n // 4 - int(round(shift))
+    index1 = (det1 - offset) % n
+    index2 = (det2 - offset) % n
+    rings = np.asarray(d["plane_rings"], dtype=np.int64)
+    ring1 = g.n_rings - 1 - rings[:, 0]
+    ring2 = g.n_rings - 1 - rings[:, 1]
+    crystal_a = ring1[:, None, None] * n + index1[None]
+    crystal_b = ring2[:, None, None] * n + index2[None]
+    max_rd = int(np.abs(rings[:, 1] - rings[:, 0]).max())
+    n_radial = min(2 * int(np.abs(t).max()) + 1, n - 1)
+    layout = SinogramLayout(scanner, max_ring_difference=max_rd, n_radial=n_radial)
+    plane, view, radial, _, valid = layout.bins_of(crystal_a, crystal_b)
+    out = np.zeros(layout.shape, dtype=np.float32)
+    values = np.asarray(sino.data)
+    out[plane[valid], view[valid], radial[valid]] = values[valid]
+    return out, layout
