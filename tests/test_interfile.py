@@ -496,7 +496,7 @@ def test_missing_required_key_is_named(tmp_path, key):
         ({}, ("angular step := 7",), FileFormatError, "angular step.*contradicts"),
         ({}, ("number of projections := 13",), FileFormatError, "2 times"),
         ({}, ("first projection angle in data set := 10",), FileFormatError, "contradicts"),
-        ({}, ("!total number of images := 24",), FileFormatError, "contradicts"),
+        ({"total number of images": 24}, (), FileFormatError, "contradicts"),
         ({"time per projection (sec)": 3}, (), FileFormatError, "contradicts"),
         ({"extent of rotation": 0}, (), GeometryError, "extent"),
         ({"extent of rotation": 720}, (), GeometryError, "repeats view angles"),

@@ -38,6 +38,21 @@ Images (``.hv`` + ``.v``)
     patient LPI"). So x and y are LPS already and z is flipped: recon's slice ``k`` is STIR plane
     ``n_z − 1 − k``, and LPS z = −(STIR z). Without offsets the grid is centred on the isocentre.
 
+CASToR
+    CASToR (3.1.1, ``oInterfileIO.cc``) reads images and projections with its own rules: keys
+    lower-cased without blanks, ``number format`` matched case-sensitively (we write ``float``),
+    only ``LITTLEENDIAN`` is little-endian, the data file next to the header, offsets ignored
+    (every image is centred on the scanner), and projection data hold ``!total number of
+    images`` projections (default 1), which the SPECT writer therefore writes. Headers CASToR
+    writes (``.hdr/.img``; ``!version of keys := CASToRv…`` or ``CASToR version``) are read with
+    its conventions: the grid is centred and ``first pixel offset`` (CASToR's FOV offset) is
+    reported as ``info["castor_fov_offset_mm"]``; ``data rescale slope`` × a numeric
+    ``quantification units`` + ``data rescale intercept`` rescale the values; what CASToR appends
+    after ``!END OF INTERFILE`` is not read. CASToR's source ties its axes to no patient
+    orientation; its files are taken in the STIR dialect's order, so an image that goes to CASToR
+    and comes back keeps its orientation. Dynamic CASToR output is read frame by frame (its
+    default one header per frame); a metaheader (``.mhd``) is named as such.
+
 Validation happens before anything is allocated: missing or contradictory keys (named in the
 message with the fix), an unknown number format, a declared size larger than the data file, a data
 file outside the header's folder, impossible angles, a radius list of the wrong length. Every
@@ -219,6 +234,8 @@ def parse_interfile_header(
         key = _normalise_key(raw_key)
         if key:
             entries.append((key, raw_key.strip(), value.strip(), number))
+        if key == "end of interfile":
+            break  # CASToR appends a copy of its data-file header after the end
     if not entries or entries[0][0] != "interfile":
         raise FileFormatError(
             f"{where} does not start with '!INTERFILE :=': not an Interfile header"
@@ -444,6 +461,7 @@ def _read_data(
     slopes = {}
     for key in (
         "data rescale slope",
+        "rescale slope",
         "data rescale factor",
         "image scaling factor [1]",
         "image scaling factor",
@@ -454,7 +472,20 @@ def _read_data(
     if len(set(slopes.values())) > 1:
         raise FileFormatError(f"{where}: contradictory scaling factors {slopes}; keep one key")
     slope = next(iter(slopes.values()), 1.0)
-    intercept = _float(h, "data rescale offset", required=False, default=0.0)
+    # CASToR multiplies by a numeric 'quantification units' too (STIR writes 1 or a unit name).
+    units = _scalar_text(h, "quantification units")
+    try:
+        slope *= float(units) if units is not None else 1.0
+    except ValueError:
+        pass
+    intercepts = {}
+    for key in ("data rescale offset", "data rescale intercept", "rescale intercept"):
+        value = _float(h, key, required=False)
+        if value is not None:
+            intercepts[key] = value
+    if len(set(intercepts.values())) > 1:
+        raise FileFormatError(f"{where}: contradictory intercepts {intercepts}; keep one key")
+    intercept = next(iter(intercepts.values()), 0.0)
     try:
         raw = np.fromfile(path, dtype=dtype, count=count, offset=offset)
     except (OSError, ValueError) as exc:
@@ -587,7 +618,20 @@ def _design_angles_to_stir(angles_deg: np.ndarray) -> tuple[float, str, float]:
 
 
 # ================================================================================ readers
+def _is_castor(h: InterfileHeader) -> bool:
+    """True for a header CASToR wrote (it names its version)."""
+    version = (h.get("version of keys") or "").strip().lower()
+    return "castor version" in h or version.startswith("castor")
+
+
 def _kind(h: InterfileHeader) -> str:
+    if "total number of data sets" in h:
+        sets = [v for k, _, v, _ in h.entries if k.startswith("data set [")]
+        raise FileFormatError(
+            f"{h._where()} is a metaheader listing {len(sets)} data set(s) "
+            f"({', '.join(sets[:3])}{' ...' if len(sets) > 3 else ''}); read each data set's "
+            "own header (e.g. CASToR's <name>_fr<i>.hdr, one per frame)"
+        )
     labels = {_word(h, f"matrix axis label [{i}]", "") for i in range(1, 6)}
     data_type = _word(h, "type of data", "")
     if "segment" in labels:
@@ -829,7 +873,8 @@ def _read_image(h: InterfileHeader, path: Path, assume_hfs: bool, *, centre_z: b
     if dims != 3 or frames > 1:
         raise FileFormatError(
             f"{where}: only single-frame 3-D images are supported (number of dimensions := "
-            f"{dims}, number of time frames := {frames})"
+            f"{dims}, number of time frames := {frames}); write one header per frame (CASToR's "
+            "default split mode, <name>_fr<i>.hdr)"
         )
     sizes, voxel, offsets = [], [], []
     for index, axis in ((1, "x"), (2, "y"), (3, "z")):
@@ -845,6 +890,12 @@ def _read_image(h: InterfileHeader, path: Path, assume_hfs: bool, *, centre_z: b
             )
         )
         offsets.append(_float(h, f"first pixel offset (mm) [{index}]", required=False))
+    castor = _is_castor(h)
+    if castor:
+        # CASToR centres every image on the scanner and writes its FOV offset (its -off option,
+        # normally 0) under 'first pixel offset', not the first voxel's position.
+        castor_offsets = tuple(0.0 if o is None else o for o in offsets)
+        offsets = [None, None, None]
     nx, ny, nz = sizes
     raw, info = _read_data(h, path, (nz, ny, nx))
     dx, dy, dz = voxel
@@ -858,6 +909,8 @@ def _read_image(h: InterfileHeader, path: Path, assume_hfs: bool, *, centre_z: b
     )
     grid = ImageGrid(shape=(nz, ny, nx), voxel_size=(dz, dy, dx), origin=origin)
     data = np.ascontiguousarray(raw[::-1])  # STIR plane 0 is the deepest (superior for HFS)
+    if castor:
+        info["castor_fov_offset_mm"] = castor_offsets
     info.update(
         source="interfile",
         header_path=str(path.resolve()),
@@ -1250,6 +1303,8 @@ def _write_spect(
         f"!matrix size [1] := {geometry.n_u}",
         f"!scaling factor (mm/pixel) [1] := {_fmt(pixel_u)}",
         f"!number of projections := {geometry.n_views}",
+        # CASToR reads this many projections (its default is 1); STIR takes it as information.
+        f"!total number of images := {geometry.n_views}",
         f"!extent of rotation := {_fmt(extent)}",
     ]
     durations = geometry.durations_s
