@@ -330,3 +330,43 @@ def test_cli_reconstructs_a_stir_sinogram(tmp_path: Path, capsys: pytest.Capture
     np.testing.assert_allclose(np.asarray(image), np.load(out / "image.npy"), rtol=1e-6)
     assert main(["pet", str(_smalllong()), "-o", str(out), "--frames", "2x10"]) == 2
     assert "applies to listmode" in capsys.readouterr().err
+
+
+def test_recon_sinogram_to_stir_file_and_back(tmp_path: Path) -> None:
+    """A recon span-1 sinogram written as STIR projection data reads back bin for bin, and the
+    file's LORs (by STIR's conventions) are the layout's LORs."""
+    from recon.io import layout_to_stir_sinogram, write_interfile
+
+    scanner = recon.PetScanner(n_rings=4, crystals_per_ring=64, radius_mm=150.0,
+                               ring_spacing_mm=8.0, crystal_depth_mm=10.0)  # fmt: skip
+    layout = recon.SinogramLayout(scanner, max_ring_difference=2, n_radial=31)
+    data = np.random.default_rng(5).random(layout.shape).astype(np.float32)
+    header = write_interfile(tmp_path / "recon.hs", layout_to_stir_sinogram(data, layout))
+    sino = read_interfile_sinogram(header)
+    assert [s["min_ring_difference"] for s in sino.description["segments"]] == [0, 1, -1, 2, -2]
+    back, back_layout = stir_sinogram_to_layout(sino)
+    assert back_layout.shape == layout.shape
+    np.testing.assert_array_equal(back, data)
+    # Bin for bin, the file's chords are the layout's (up to the order of the two ends).
+    xs, xe = stir_lor_endpoints(sino)
+    numbered = np.arange(1, xs[..., 0].size + 1, dtype=np.float32).reshape(xs.shape[:3])
+    where, _ = stir_sinogram_to_layout(PetSinogram(numbered, sino.description))
+    order = np.argsort(where.ravel())  # layout bins in order of their STIR bin
+    ls, le = (e.reshape(-1, 3)[order] for e in layout.endpoints())
+    fs, fe = xs.reshape(-1, 3), xe.reshape(-1, 3)
+    same = np.minimum(np.abs(fs - ls).max(1) + np.abs(fe - le).max(1),
+                      np.abs(fs - le).max(1) + np.abs(fe - ls).max(1))  # fmt: skip
+    assert same.max() < 1e-3
+    with pytest.raises(InputError, match="TOF"):
+        layout_to_stir_sinogram(data[..., None], layout)
+
+
+def test_info_describes_a_stir_sinogram(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["info", str(_smalllong())]) == 0
+    text = capsys.readouterr().out
+    assert "-8..8 (27)" in text and "14 x 112" in text
+    assert "explicit LORs only (arc-corrected bins are not crystal pairs)" in text
+    header = _write_stir(tmp_path, None, n_rings=2, n_det=64, n_views=32, n_tang=21,
+                         segments=[(0, 0, 2), (1, 1, 1), (-1, -1, 1)])  # fmt: skip
+    assert main(["info", str(header)]) == 0
+    assert "crystal pairs (recon SinogramLayout)" in capsys.readouterr().out

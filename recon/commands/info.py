@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             {"item": "isotope", "value": data.isotope},
             {"item": "TOF", "value": data.scanner.tof},
         ]
-    elif suffix in (".hs", ".hv", ".h33", ".hdr"):
+    elif suffix in (".hs", ".hv", ".h33", ".hdr", ".mhd"):
         from recon.io.interfile import read_interfile
 
         result = read_interfile(path)
@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
             rows = [{"item": "kind", "value": "image"}, {"item": "grid", "value": result.grid},
                     {"item": "units", "value": result.units}]  # fmt: skip
         else:
-            rows = [{"item": "kind", "value": "PET sinogram"},
-                    {"item": "shape", "value": result.data.shape}]  # fmt: skip
+            rows = _sinogram_rows(result)
     else:
         from recon.io.dicom_nm import read_nm_projections
 
@@ -85,3 +84,37 @@ def run(args: argparse.Namespace) -> int:
         rows = _spect_rows(counts, geometry, metadata)
     print_table(rows, ["item", "value"])
     return 0
+
+
+def _sinogram_rows(sino: Any) -> list[dict[str, Any]]:
+    """What the STIR sinogram reader understood, and how its bins become LORs."""
+    from recon.errors import ReconError
+    from recon.io.stir_geometry import stir_default_grid, stir_sinogram_to_layout
+
+    d = sino.description
+    scanner = d["scanner"]
+    segments = ", ".join(
+        f"{s['min_ring_difference']}..{s['max_ring_difference']} ({s['n_axial']})"
+        for s in d["segments"]
+    )
+    rows = [
+        {"item": "kind", "value": "PET sinogram (STIR projection data)"},
+        {"item": "shape (plane, view, tangential)", "value": sino.data.shape},
+        {"item": "segments: ring differences (axial)", "value": segments},
+        {"item": "arc-corrected", "value": d["arc_corrected"]},
+        {"item": "bin size (mm)", "value": d["bin_size_mm"]},
+        {
+            "item": "rings x detectors",
+            "value": f"{scanner['n_rings']} x {scanner['detectors_per_ring']}",
+        },
+        {"item": "view offset (deg)", "value": scanner.get("view_offset_deg")},
+        {"item": "negative bins", "value": int((sino.data < 0).sum())},
+    ]
+    try:
+        rows.append({"item": "default image grid", "value": stir_default_grid(sino)})
+        stir_sinogram_to_layout(sino)
+        lors = "crystal pairs (recon SinogramLayout) or explicit LORs"
+    except ReconError as exc:
+        lors = f"explicit LORs only ({str(exc).split(';')[0]})"
+    rows.append({"item": "reconstructed on", "value": lors})
+    return rows

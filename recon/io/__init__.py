@@ -26,6 +26,7 @@ from recon.io.listmode_file import ListmodeFile, read_listmode, write_listmode
 from recon.io.nifti import grid_affine_ras, read_voi_mask, write_nifti
 from recon.io.petsird import read_petsird
 from recon.io.stir_geometry import (
+    layout_to_stir_sinogram,
     stir_default_grid,
     stir_lor_endpoints,
     stir_sinogram_model,
@@ -41,6 +42,7 @@ __all__ = [
     "SpectProjections",
     "effective_ct_energy_kev",
     "grid_affine_ras",
+    "layout_to_stir_sinogram",
     "hu_to_mu",
     "parse_interfile_header",
     "read_ct_mu_map",

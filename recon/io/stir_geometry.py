@@ -65,6 +65,7 @@ from recon.pet.scanner import PetScanner
 from recon.pet.sinogram import SinogramLayout
 
 __all__ = [
+    "layout_to_stir_sinogram",
     "stir_default_grid",
     "stir_lor_endpoints",
     "stir_sinogram_model",
@@ -250,6 +251,58 @@ def stir_sinogram_model(
     )
 
 
+def _layout_bins(
+    description: dict[str, Any], scanner: PetScanner | None
+) -> tuple[SinogramLayout, tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """recon layout bin ``(plane, view, radial)`` of every STIR bin; which STIR bins have one."""
+    g = _StirGeometry(description)
+    if g.arc_corrected:
+        raise GeometryError(
+            "arc-corrected bins are not crystal pairs; reconstruct them with "
+            "recon.io.stir_sinogram_model (explicit LORs) instead"
+        )
+    if not description.get("span1"):
+        raise GeometryError(
+            "segments that hold several ring differences (span > 1) are not crystal pairs; use "
+            "recon.io.stir_sinogram_model instead"
+        )
+    n = g.n_detectors
+    shift = g.view_offset * n / (2 * math.pi)
+    if n % 4 or abs(shift - round(shift)) > 1e-6:
+        raise GeometryError(
+            f"STIR detector angles (N = {n}, view offset {math.degrees(g.view_offset)}°) do not "
+            "fall on recon crystal angles (N divisible by 4 and an offset of whole detectors "
+            "needed); use recon.io.stir_sinogram_model instead"
+        )
+    scanner = description.get("pet_scanner") if scanner is None else scanner
+    if not isinstance(scanner, PetScanner):
+        raise InputError("no PetScanner given and the header describes none")
+    if (scanner.n_rings, scanner.crystals_per_ring) != (g.n_rings, n):
+        raise GeometryError(
+            f"scanner {scanner.name!r} has {scanner.n_rings} rings of "
+            f"{scanner.crystals_per_ring} crystals; the file has {g.n_rings} of {n}"
+        )
+    t = g.tangential_indices
+    v = np.arange(g.n_views)
+    det1 = (v[:, None] + np.floor_divide(t, 2)[None, :]) % n
+    det2 = (v[:, None] - np.floor_divide(t + 1, 2)[None, :] + n // 2) % n
+    # recon crystal index i sits at 2π·i/N from +x; STIR detector d at ψ = 2π·d/N + offset from
+    # −y (towards +x), i.e. at ψ − π/2 from +x: i = d − N/4 + offset·N/2π.
+    offset = n // 4 - int(round(shift))
+    index1 = (det1 - offset) % n
+    index2 = (det2 - offset) % n
+    rings = np.asarray(description["plane_rings"], dtype=np.int64)
+    ring1 = g.n_rings - 1 - rings[:, 0]  # STIR ring 0 is the deep end: recon's last ring
+    ring2 = g.n_rings - 1 - rings[:, 1]
+    crystal_a = ring1[:, None, None] * n + index1[None]
+    crystal_b = ring2[:, None, None] * n + index2[None]
+    max_rd = int(np.abs(rings[:, 1] - rings[:, 0]).max())
+    n_radial = min(2 * int(np.abs(t).max()) + 1, n - 1)
+    layout = SinogramLayout(scanner, max_ring_difference=max_rd, n_radial=n_radial)
+    plane, view, radial, _, valid = layout.bins_of(crystal_a, crystal_b)
+    return layout, (plane, view, radial), valid
+
+
 def stir_sinogram_to_layout(
     sino: PetSinogram, scanner: PetScanner | None = None
 ) -> tuple[np.ndarray, SinogramLayout]:
@@ -282,51 +335,87 @@ def stir_sinogram_to_layout(
     """
     if not isinstance(sino, PetSinogram):
         raise InputError("expected a PetSinogram from recon.io.read_interfile_sinogram")
-    d = sino.description
-    g = _StirGeometry(d)
-    if g.arc_corrected:
-        raise GeometryError(
-            "arc-corrected bins are not crystal pairs; reconstruct them with "
-            "recon.io.stir_sinogram_model (explicit LORs) instead"
-        )
-    if not d.get("span1"):
-        raise GeometryError(
-            "segments that hold several ring differences (span > 1) are not crystal pairs; use "
-            "recon.io.stir_sinogram_model instead"
-        )
-    n = g.n_detectors
-    shift = g.view_offset * n / (2 * math.pi)
-    if n % 4 or abs(shift - round(shift)) > 1e-6:
-        raise GeometryError(
-            f"STIR detector angles (N = {n}, view offset {math.degrees(g.view_offset)}°) do not "
-            "fall on recon crystal angles (N divisible by 4 and an offset of whole detectors "
-            "needed); use recon.io.stir_sinogram_model instead"
-        )
-    scanner = d.get("pet_scanner") if scanner is None else scanner
-    if not isinstance(scanner, PetScanner):
-        raise InputError("no PetScanner given and the header describes none")
-    if (scanner.n_rings, scanner.crystals_per_ring) != (g.n_rings, n):
-        raise GeometryError(
-            f"scanner {scanner.name!r} has {scanner.n_rings} rings of "
-            f"{scanner.crystals_per_ring} crystals; the file has {g.n_rings} of {n}"
-        )
-    t = g.tangential_indices
-    v = np.arange(g.n_views)
-    det1 = (v[:, None] + np.floor_divide(t, 2)[None, :]) % n
-    det2 = (v[:, None] - np.floor_divide(t + 1, 2)[None, :] + n // 2) % n
-    offset = n // 4 - int(round(shift))
-    index1 = (det1 - offset) % n
-    index2 = (det2 - offset) % n
-    rings = np.asarray(d["plane_rings"], dtype=np.int64)
-    ring1 = g.n_rings - 1 - rings[:, 0]
-    ring2 = g.n_rings - 1 - rings[:, 1]
-    crystal_a = ring1[:, None, None] * n + index1[None]
-    crystal_b = ring2[:, None, None] * n + index2[None]
-    max_rd = int(np.abs(rings[:, 1] - rings[:, 0]).max())
-    n_radial = min(2 * int(np.abs(t).max()) + 1, n - 1)
-    layout = SinogramLayout(scanner, max_ring_difference=max_rd, n_radial=n_radial)
-    plane, view, radial, _, valid = layout.bins_of(crystal_a, crystal_b)
+    layout, (plane, view, radial), valid = _layout_bins(sino.description, scanner)
+    values = np.asarray(sino.data, dtype=np.float32)
+    if values.shape != plane.shape:
+        raise InputError(f"sinogram data have shape {values.shape}, expected {plane.shape}")
     out = np.zeros(layout.shape, dtype=np.float32)
-    values = np.asarray(sino.data)
     out[plane[valid], view[valid], radial[valid]] = values[valid]
     return out, layout
+
+
+def layout_to_stir_sinogram(data: Any, layout: SinogramLayout) -> PetSinogram:
+    """A recon span-1 sinogram as STIR projection data, ready for :func:`write_interfile`.
+
+    The inverse of :func:`stir_sinogram_to_layout`: STIR segments 0, +1, −1, … up to the
+    layout's ring difference, ``N/2`` views (no mashing, view offset 0), ``n_radial`` tangential
+    positions, not arc-corrected, with a STIR scanner block (``Scanner type := Unknown``; the
+    crystal radius as inner ring radius and no depth of interaction).
+
+    Parameters
+    ----------
+    data : array of ``layout.shape``
+        Non-TOF sinogram (sum a TOF sinogram over its last axis first).
+    layout : SinogramLayout
+
+    Returns
+    -------
+    PetSinogram
+        STIR-ordered data ``(plane, view, tangential)`` and its description.
+    """
+    if not isinstance(layout, SinogramLayout):
+        raise InputError("layout must be a recon.SinogramLayout")
+    values = np.asarray(data, dtype=np.float32)
+    if values.shape != tuple(layout.shape):
+        raise InputError(
+            f"sinogram has shape {values.shape}, expected the layout's {tuple(layout.shape)} "
+            "(sum the TOF axis first)"
+        )
+    scanner = layout.scanner
+    n, n_rings = scanner.crystals_per_ring, scanner.n_rings
+    radius = scanner.crystal_radius_mm
+    segments, plane_rings, first = [], [], 0
+    for delta in [
+        0,
+        *[sign * m for m in range(1, layout.max_ring_difference + 1) for sign in (1, -1)],
+    ]:
+        n_axial = n_rings - abs(delta)
+        segments.append({
+            "segment_number": delta, "min_ring_difference": delta,
+            "max_ring_difference": delta, "n_axial": n_axial, "first_plane": first,
+        })  # fmt: skip
+        for axial in range(n_axial):
+            ring1 = axial + max(0, -delta)
+            plane_rings.append((ring1, ring1 + delta))
+        first += n_axial
+    bin_mm = math.pi * radius / n  # half the crystal pitch: STIR's default arc-corrected bin
+    scanner_block = {
+        "n_rings": n_rings, "detectors_per_ring": n, "inner_ring_diameter_mm": 2 * radius,
+        "average_depth_of_interaction_mm": 0.0, "ring_spacing_mm": scanner.ring_spacing_mm,
+        "default_bin_size_mm": bin_mm, "view_offset_deg": 0.0, "type": "Unknown",
+    }  # fmt: skip
+    scanner_keys = [
+        ("Scanner type", "Unknown"),
+        ("Number of rings", str(n_rings)),
+        ("Number of detectors per ring", str(n)),
+        ("Inner ring diameter (cm)", f"{2 * radius / 10:.6g}"),
+        ("Average depth of interaction (cm)", "0"),
+        ("Distance between rings (cm)", f"{scanner.ring_spacing_mm / 10:.6g}"),
+        ("Default bin size (cm)", f"{bin_mm / 10:.6g}"),
+        ("View offset (degrees)", "0"),
+        ("Maximum number of non-arc-corrected bins", str(layout.n_radial)),
+        ("Default number of arc-corrected bins", str(layout.n_radial)),
+    ]
+    description: dict[str, Any] = {
+        "kind": "pet_sinogram", "axes": ("plane", "view", "tangential"),
+        "storage_order": "view", "segments": segments, "n_views": n // 2,
+        "n_tangential": int(layout.n_radial), "span1": True,
+        "plane_rings": np.asarray(plane_rings, dtype=np.int32), "arc_corrected": False,
+        "applied_corrections": [], "bin_size_mm": None, "pet_data_type": "Emission",
+        "originating_system": "recon", "scanner": scanner_block, "scanner_keys": scanner_keys,
+        "pet_scanner": scanner, "layout": None,
+    }  # fmt: skip
+    _, (plane, view, radial), valid = _layout_bins(description, scanner)
+    out = np.zeros(plane.shape, dtype=np.float32)
+    out[valid] = values[plane[valid], view[valid], radial[valid]]
+    return PetSinogram(out, description)
