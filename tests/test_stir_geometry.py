@@ -286,6 +286,21 @@ def test_layout_mapping_refuses_what_is_not_a_crystal_pair(tmp_path: Path) -> No
         stir_lor_endpoints(arc, lors="parallel")
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"doi_cm": -20.0}, "depth of interaction"),
+        ({"n_tang": 40}, "tangential positions"),
+        ({"arc_bin_mm": 200.0}, "beyond the ring radius"),
+    ],
+)
+def test_impossible_geometries_are_refused(tmp_path: Path, change: dict, message: str) -> None:
+    kwargs = dict(n_rings=2, n_det=32, n_views=16, n_tang=11, segments=[(0, 0, 2)])
+    kwargs.update(change)
+    with pytest.raises(GeometryError, match=message):
+        stir_lor_endpoints(read_interfile_sinogram(_write_stir(tmp_path, None, **kwargs)))
+
+
 def test_header_without_scanner_block_is_refused(tmp_path: Path) -> None:
     header = _write_stir(tmp_path, None, n_rings=2, n_det=64, n_views=32, n_tang=21,
                          segments=[(0, 0, 2)])  # fmt: skip
@@ -370,3 +385,52 @@ def test_info_describes_a_stir_sinogram(tmp_path: Path, capsys: pytest.CaptureFi
                          segments=[(0, 0, 2), (1, 1, 1), (-1, -1, 1)])  # fmt: skip
     assert main(["info", str(header)]) == 0
     assert "crystal pairs (recon SinogramLayout)" in capsys.readouterr().out
+
+
+def test_fuzzed_scanner_blocks_give_lors_on_the_ring_or_a_recon_error(tmp_path: Path) -> None:
+    """Mutated sizes and scanner parameters: only recon's errors come out, and every LOR that
+    comes out ends on the effective ring radius, inside the scanner's axial extent."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = pytest.importorskip("hypothesis.strategies")
+    from recon.errors import ReconError
+
+    header = _write_stir(tmp_path, None, n_rings=3, n_det=32, n_views=16, n_tang=11,
+                         segments=_span1_segments(3, 1), doi_cm=0.5)  # fmt: skip
+    lines = header.read_text().splitlines()
+    keys = [i for i, line in enumerate(lines) if ":=" in line and not line.startswith("!INTER")]
+    value = st.one_of(
+        st.integers(-3, 300).map(str),
+        st.floats(-100, 1000, allow_nan=False).map(lambda f: f"{f:.3f}"),
+        st.sampled_from(["{arc correction}", "nan", "inf", "{1,2}", "", "-0"]),
+    )
+
+    @hypothesis.settings(max_examples=150, deadline=None, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))  # fmt: skip
+    @hypothesis.given(data=st.data())
+    def run(data):
+        mutated = list(lines)
+        for _ in range(data.draw(st.integers(1, 3))):
+            i = data.draw(st.sampled_from(keys))
+            mutated[i] = mutated[i].split(":=")[0] + ":= " + data.draw(value)
+        target = tmp_path / "fuzz.hs"
+        target.write_text("\n".join(mutated) + "\n")
+        try:
+            sino = read_interfile_sinogram(target)
+            xs, xe = stir_lor_endpoints(sino)
+            try:
+                stir_sinogram_to_layout(sino)
+            except ReconError:
+                pass
+        except ReconError:
+            return
+        scanner = sino.description["scanner"]
+        radius = scanner["inner_ring_diameter_mm"] / 2 + (
+            scanner["average_depth_of_interaction_mm"] or 0.0
+        )
+        half_length = (scanner["n_rings"] - 1) / 2 * scanner["ring_spacing_mm"]
+        for end in (xs, xe):
+            assert np.all(np.isfinite(end))
+            np.testing.assert_allclose(np.hypot(end[..., 0], end[..., 1]), radius, rtol=1e-4)
+            assert np.all(np.abs(end[..., 2]) <= half_length * (1 + 1e-5) + 1e-3)
+
+    run()

@@ -93,6 +93,8 @@ class _StirGeometry:
         self.n_detectors = int(scanner["detectors_per_ring"])
         self.ring_spacing = float(scanner["ring_spacing_mm"])
         doi = float(scanner.get("average_depth_of_interaction_mm") or 0.0)
+        if not doi >= 0:
+            raise GeometryError(f"the average depth of interaction must be >= 0, got {doi} mm")
         self.radius = float(scanner["inner_ring_diameter_mm"]) / 2.0 + doi
         self.view_offset = math.radians(float(scanner.get("view_offset_deg") or 0.0))
         self.n_views = int(description["n_views"])
@@ -111,6 +113,11 @@ class _StirGeometry:
                     "arc-corrected data need their bin size: add 'effective central bin size "
                     "(cm)' or the scanner's 'Default bin size (cm)'"
                 )
+        elif self.n_tang > self.n_detectors - 1:
+            raise GeometryError(
+                f"{self.n_tang} tangential positions for a {self.n_detectors}-detector ring: at "
+                f"most {self.n_detectors - 1} (beyond that a bin's two detectors coincide)"
+            )
         elif self.n_views != self.n_detectors // 2:
             raise GeometryError(
                 f"{self.n_views} views of a {self.n_detectors}-detector ring: data that are not "
