@@ -58,7 +58,7 @@ class Isotope:
         Half-life in seconds.
     photons : tuple of Photon
         Photon lines useful for imaging (for positron emitters: the 511 keV annihilation line first,
-        then the main prompt gammas).
+        then the main gamma lines).
     positron_fraction : float
         Positron (β+) branching ratio, positrons per decay, in [0, 1].
     """
@@ -98,7 +98,8 @@ class Isotope:
         """The photon line with the highest yield per decay.
 
         For most positron emitters this is the 511 keV annihilation line; for Zr-89, I-124 and
-        Mn-52 a prompt gamma is more abundant than the annihilation photons.
+        Mn-52 a gamma line is more abundant than the annihilation photons (Zr-89's 909 keV
+        gamma follows the 15.7 s Y-89m isomer, so it is not prompt in coincidence terms).
         """
         return max(self.photons, key=lambda p: p.yield_per_decay)
 
@@ -122,10 +123,12 @@ def _spect(name: str, half_life_s: float, *lines: tuple[float, float]) -> Isotop
 # NNDC NuDat 3 (https://www.nndc.bnl.gov/nudat3/), i.e. the ENSDF evaluations, except where a line
 # says [DDEP] (LNHB/DDEP "Table de Radionucléides", http://www.lnhb.fr/nuclear-data/). Only the
 # lines that matter for imaging are listed: the main gammas/x-rays of single-photon emitters, and
-# for β+ emitters the 511 keV annihilation line plus the main prompt gammas (which add background
+# for β+ emitters the 511 keV annihilation line plus the main gamma lines (which add background
 # and can dominate the photon count). Values are written to the precision their source was known
-# to; the half-lives, β+ fractions and main lines were transcribed without an online re-check, so
-# compare against NuDat before relying on the minor (few-per-cent) lines.
+# to. Re-checked on 2026-11-25 against the ENSDF evaluations (NuDat 3 and an ENSDF-derived table):
+# half-lives, β+ fractions and the main lines agree within the evaluations' uncertainties (Lu-177
+# and the I-123 yield were updated then). Not re-checked: the Tl-201 Hg K x-ray yields and the
+# minor (few-per-cent) lines; compare those against NuDat before relying on them.
 ISOTOPES: dict[str, Isotope] = {
     iso.name: iso
     for iso in (
@@ -133,7 +136,7 @@ ISOTOPES: dict[str, Isotope] = {
         # [DDEP] half-life 6.0067 h and the 140.511 keV yield 0.885.
         _spect("Tc-99m", 6.0067 * _HOUR, (140.511, 0.885)),
         _spect("In-111", 2.8047 * _DAY, (171.28, 0.9066), (245.35, 0.9409)),
-        _spect("I-123", 13.2235 * _HOUR, (158.97, 0.833)),
+        _spect("I-123", 13.2235 * _HOUR, (158.97, 0.836)),
         _spect(
             "I-131",
             8.0252 * _DAY,
@@ -143,7 +146,7 @@ ISOTOPES: dict[str, Isotope] = {
             (636.989, 0.0716),
             (722.911, 0.0177),
         ),
-        _spect("Lu-177", 6.647 * _DAY, (112.95, 0.0620), (208.37, 0.1036)),
+        _spect("Lu-177", 6.6443 * _DAY, (112.95, 0.0623), (208.37, 0.1041)),
         _spect(
             "Ga-67",
             3.2617 * _DAY,
@@ -161,7 +164,7 @@ ISOTOPES: dict[str, Isotope] = {
             (135.34, 0.026),
             (167.43, 0.100),
         ),
-        # ---- positron emitters: 511 keV line (yield 2·β+) and the main prompt gammas ----------
+        # ---- positron emitters: 511 keV line (yield 2·β+) and the main gamma lines ----------
         _pet("F-18", 109.77 * _MINUTE, 0.9673),
         _pet("C-11", 20.364 * _MINUTE, 0.9976),
         _pet("N-13", 9.965 * _MINUTE, 0.9980),
