@@ -356,8 +356,16 @@ def test_recon_sinogram_to_stir_file_and_back(tmp_path: Path) -> None:
                                ring_spacing_mm=8.0, crystal_depth_mm=10.0)  # fmt: skip
     layout = recon.SinogramLayout(scanner, max_ring_difference=2, n_radial=31)
     data = np.random.default_rng(5).random(layout.shape).astype(np.float32)
-    header = write_interfile(tmp_path / "recon.hs", layout_to_stir_sinogram(data, layout))
+    stir = layout_to_stir_sinogram(data, layout, frame_start_s=60.0, frame_duration_s=300.0)
+    header = write_interfile(tmp_path / "recon.hs", stir)
     sino = read_interfile_sinogram(header)
+    assert (sino.description["frame_start_s"], sino.description["frame_duration_s"]) == (60, 300)
+    text = header.read_text()
+    assert "image duration (sec)[1] := 300" in text
+    header.write_text(text.replace("number of time frames := 1", "number of time frames := 2"))
+    with pytest.raises(InputError, match="2 time frames"):
+        read_interfile_sinogram(header)
+    header.write_text(text)
     assert [s["min_ring_difference"] for s in sino.description["segments"]] == [0, 1, -1, 2, -2]
     back, back_layout = stir_sinogram_to_layout(sino)
     assert back_layout.shape == layout.shape

@@ -32,7 +32,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--scanner",
         help="scanner preset name, or a JSON file of PetScanner fields (overrides the file)",
     )
-    p.add_argument("--mu", help="attenuation map at 511 keV (.npy, 1/mm, image grid)")
+    p.add_argument(
+        "--mu", help="attenuation map at 511 keV (.npy, 1/mm) on the image grid (see --shape)"
+    )
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument("--voxel-mm", type=float, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument("--frames", help="'start:stop,...' in s or 'NxSECONDS' (default: one frame)")
@@ -176,9 +178,13 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
     n_negative = int(np.count_nonzero(counts < 0))
     if n_negative:
         counts = np.clip(counts, 0.0, None)
+    # The frame's timing from the header (STIR's image relative start time / image duration);
+    # without it the image is per second of acquisition.
+    start_s = sino.description.get("frame_start_s") or 0.0
+    duration_s = sino.description.get("frame_duration_s")
     model = stir_sinogram_model(
         sino, grid, mu_map=mu, isotope=args.isotope, calibration=args.calibration,
-        device=args.device,
+        frame_start_s=start_s, frame_duration_s=duration_s or 1.0, device=args.device,
     )  # fmt: skip
     out = output_folder(args.output, [source])
     image = osem(model, counts, iterations=args.iterations or 3, subsets=args.subsets or 8)
@@ -193,6 +199,7 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
         "segments": len(sino.description["segments"]), "isotope": args.isotope,
         "units": image.units, "iterations": image.info["iterations"],
         "subsets": image.info["subsets"], "negative_bins_set_to_0": n_negative,
+        "frame_start_s": start_s, "frame_duration_s": duration_s,
         "counts": float(counts.sum()), "relative_residual": residual,
         "image_total": float(values.sum()),
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm, "origin_mm": grid.origin},

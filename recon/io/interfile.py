@@ -1028,6 +1028,7 @@ def _read_sinogram(h: InterfileHeader, path: Path) -> PetSinogram:
         c.lower() for c in _split_list(h.get("applied corrections", "") or "", "", where)
     ]
     bin_cm = _float(h, "effective central bin size (cm)", required=False, positive=True)
+    frame_start, frame_duration = _frame_timing(h)
     description = {
         "kind": "pet_sinogram",
         "axes": ("plane", "view", "tangential"),
@@ -1041,6 +1042,8 @@ def _read_sinogram(h: InterfileHeader, path: Path) -> PetSinogram:
         "applied_corrections": corrections,
         "bin_size_mm": None if bin_cm is None else bin_cm * 10.0,
         "pet_data_type": h.get("pet data type"),
+        "frame_start_s": frame_start,
+        "frame_duration_s": frame_duration,
         "originating_system": h.get("originating system"),
         "scanner": scanner,
         "scanner_keys": scanner_keys,
@@ -1051,6 +1054,28 @@ def _read_sinogram(h: InterfileHeader, path: Path) -> PetSinogram:
         **info,
     }
     return PetSinogram(data, description)
+
+
+def _frame_timing(h: InterfileHeader) -> tuple[float | None, float | None]:
+    """STIR's time frame of projection data: ``image relative start time (sec)[1]`` and
+    ``image duration (sec)[1]`` (None when the header does not say)."""
+    frames = _int(h, "number of time frames", required=False, default=1, minimum=0)
+    if frames > 1:
+        raise FileFormatError(
+            f"{h._where()}: {frames} time frames; only single-frame sinograms are read"
+        )
+    values = []
+    for key in ("image relative start time (sec)", "image duration (sec)"):
+        found = {k: _float(h, k, required=False) for k in (f"{key} [1]", key) if _scalar_text(h, k)}
+        if len(set(found.values())) > 1:
+            raise FileFormatError(f"{h._where()}: contradictory values {found}; keep one key")
+        values.append(next(iter(found.values()), None))
+    start, duration = values
+    if duration is not None and not duration > 0:
+        raise FileFormatError(f"{h._where()}: 'image duration (sec)' must be positive")
+    if start is not None and not math.isfinite(start):
+        raise FileFormatError(f"{h._where()}: 'image relative start time (sec)' must be finite")
+    return start, duration
 
 
 _SCANNER_KEYS = {
@@ -1447,8 +1472,12 @@ def _write_sinogram(path: str | os.PathLike[str], sino: PetSinogram, data_name: 
         lines.append("end scanner parameters:=")
     if d.get("bin_size_mm"):
         lines.append(f"effective central bin size (cm) := {_fmt(float(d['bin_size_mm']) / 10.0)}")
+    lines.append("number of time frames := 1")
+    if d.get("frame_start_s") is not None:
+        lines.append(f"image relative start time (sec)[1] := {_fmt(float(d['frame_start_s']))}")
+    if d.get("frame_duration_s") is not None:
+        lines.append(f"image duration (sec)[1] := {_fmt(float(d['frame_duration_s']))}")
     lines += [
-        "number of time frames := 1",
         "data offset in bytes [1] := 0",
         "!END OF INTERFILE :=",
     ]

@@ -351,7 +351,12 @@ def stir_sinogram_to_layout(
     return out, layout
 
 
-def layout_to_stir_sinogram(data: Any, layout: SinogramLayout) -> PetSinogram:
+def layout_to_stir_sinogram(
+    data: Any,
+    layout: SinogramLayout,
+    frame_start_s: float | None = None,
+    frame_duration_s: float | None = None,
+) -> PetSinogram:
     """A recon span-1 sinogram as STIR projection data, ready for :func:`write_interfile`.
 
     The inverse of :func:`stir_sinogram_to_layout`: STIR segments 0, +1, −1, … up to the
@@ -364,6 +369,9 @@ def layout_to_stir_sinogram(data: Any, layout: SinogramLayout) -> PetSinogram:
     data : array of ``layout.shape``
         Non-TOF sinogram (sum a TOF sinogram over its last axis first).
     layout : SinogramLayout
+    frame_start_s, frame_duration_s : float, optional
+        The frame's start (s from scan start) and duration, written as STIR's ``image relative
+        start time (sec)[1]`` and ``image duration (sec)[1]``.
 
     Returns
     -------
@@ -419,6 +427,7 @@ def layout_to_stir_sinogram(data: Any, layout: SinogramLayout) -> PetSinogram:
         "n_tangential": int(layout.n_radial), "span1": True,
         "plane_rings": np.asarray(plane_rings, dtype=np.int32), "arc_corrected": False,
         "applied_corrections": [], "bin_size_mm": None, "pet_data_type": "Emission",
+        "frame_start_s": frame_start_s, "frame_duration_s": frame_duration_s,
         "originating_system": "recon", "scanner": scanner_block, "scanner_keys": scanner_keys,
         "pet_scanner": scanner, "layout": None,
     }  # fmt: skip
