@@ -45,6 +45,14 @@ Axial
     ring pairs: ring1 = a + max(0, −Δ), ring2 = ring1 + Δ, ring ``r`` at
     z = (r − (n_rings − 1)/2)·d.
 
+Images
+    STIR's projectors place an image so that its middle plane is at the scanner's axial centre,
+    whatever its ``first pixel offset (mm) [3]`` (``ProjMatrixByBinUsingRayTracing``: gantry
+    z = (k − (k_min + k_max)/2)·Δz + origin z, origin 0 by default). To compare a STIR
+    reconstruction with recon's reconstruction of the same sinogram, read it with
+    ``recon.io.read_interfile_image(path, centre_z=True)``; transaxially both are centred on the
+    axis already.
+
 Not covered: view mashing (views must be N/2 for data that are not arc-corrected), TOF
 projection data, non-cylindrical (block) geometries, and STIR builds with
 ``STIR_LEGACY_IGNORE_VIEW_OFFSET``. The sign of vendor view offsets has changed in STIR's history
