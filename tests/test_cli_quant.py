@@ -341,3 +341,49 @@ def test_rising_curve_has_no_effective_half_life_and_a_physical_tail():
     assert kin.tia_bq_h_per_ml == pytest.approx(trapezoid + 300.0 / LAM_H, rel=1e-9)
     assert kin.tail_fraction == pytest.approx(300.0 / LAM_H / kin.tia_bq_h_per_ml, rel=1e-9)
     assert kin.tia_bq_h is None and kin.residence_time_h is None
+
+
+def test_dicom_time_points_and_their_decay_reference(tmp_path, capsys):
+    """Time points read from DICOM NM series (as recon spect writes them): values at scan time
+    (Decay Correction START) and corrected to the administration (ADMIN), and a mode that
+    contradicts the file's Decay Correction is refused."""
+    from recon.io import write_dicom
+
+    injection = {"datetime": INJECTION, "activity_bq": A0}
+    for hours, decay in ((24.0, "START"), (48.0, "ADMIN")):
+        acquired = INJECTION + timedelta(hours=hours)
+        at_scan = image(phantom(hours)).with_data(phantom(hours), reference_time_s=0.0)
+        write_dicom(
+            at_scan, tmp_path / f"tp{hours:.0f}h", "NM",
+            acquisition_datetime=acquired, injection=injection, decay_correction=decay,
+        )  # fmt: skip
+    body = f"""
+[study]
+isotope = "In-111"
+injection_time = {INJECTION.isoformat()}
+
+[[timepoints]]
+image = "tp24h"
+hours_after_injection = 24
+
+[[timepoints]]
+image = "tp48h"
+hours_after_injection = 48
+mode = "decay_corrected_to_injection"
+
+[[vois]]
+name = "lesion"
+sphere = {{ centre_mm = [20, 0, 0], diameter_mm = {VOI_D} }}
+"""
+    (tmp_path / "study.toml").write_text(body, encoding="utf-8")
+    code, _, err = run(capsys, tmp_path / "study.toml", "-o", tmp_path / "report")
+    assert code == 0, err
+    stats = read_csv(tmp_path / "report" / "voi_stats.csv")
+    for label, hours in (("24h", 24.0), ("48h", 48.0)):
+        lesion = by(stats, voi="lesion", timepoint=label)
+        assert lesion["mean"] == pytest.approx(lesion_at(hours), rel=1e-3)  # 16-bit storage
+    wrong = body.replace('mode = "decay_corrected_to_injection"\n', "")
+    (tmp_path / "wrong.toml").write_text(wrong, encoding="utf-8")
+    code, _, err = run(capsys, tmp_path / "wrong.toml", "-o", tmp_path / "report2")
+    assert code == 2
+    assert 'Decay Correction ADMIN); set mode = "decay_corrected_to_injection"' in err

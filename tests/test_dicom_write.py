@@ -542,3 +542,14 @@ def test_simpleitk_reads_the_same_grid_and_values(tmp_path, grid, modality):
     np.testing.assert_allclose(values, expected, rtol=0, atol=1e-4 * expected.max())
     hot = volume.TransformIndexToPhysicalPoint([int(i) for i in BRIGHT[::-1]])
     np.testing.assert_allclose(hot, grid.index_to_world(np.array(BRIGHT)), atol=1e-6)
+
+
+def test_nm_total_dose_is_in_megabecquerel(tmp_path, grid):
+    """PS3.3 C.8.4.10.1.7: the NM Isotope Module's Radionuclide Total Dose is in MBq (the PET
+    one is in Bq, checked above)."""
+    injection = {"datetime": ACQ - timedelta(hours=2), "activity_bq": 7.4e8}
+    files = write_dicom(
+        _image(grid), tmp_path / "nm", "NM", acquisition_datetime=ACQ, injection=injection
+    )
+    drug = pydicom.dcmread(files[0]).RadiopharmaceuticalInformationSequence[0]
+    assert float(drug.RadionuclideTotalDose) == pytest.approx(740.0)

@@ -77,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
                     {"item": "units", "value": result.units}]  # fmt: skip
         else:
             rows = _sinogram_rows(result)
+    elif _is_dicom_image(path):
+        from recon.io.dicom_image import read_dicom_image
+
+        result = read_dicom_image(path)
+        rows = _dicom_image_rows(result if isinstance(result, list) else [result])
     else:
         from recon.io.dicom_nm import read_nm_projections
 
@@ -118,3 +123,44 @@ def _sinogram_rows(sino: Any) -> list[dict[str, Any]]:
         lors = f"explicit LORs only ({str(exc).split(';')[0]})"
     rows.append({"item": "reconstructed on", "value": lors})
     return rows
+
+
+def _is_dicom_image(path: Path) -> bool:
+    """A folder (of a PET or NM image series) or a reconstructed PET/NM DICOM image file."""
+    if path.is_dir():
+        return True
+    import pydicom
+
+    from recon.io.dicom_write import NM_IMAGE_STORAGE, PET_IMAGE_STORAGE
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # not DICOM (or unreadable): the NM reader reports it in one line
+        return False
+    sop = str(ds.get("SOPClassUID", ""))
+    kind = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    return sop == PET_IMAGE_STORAGE or (sop == NM_IMAGE_STORAGE and "RECON TOMO" in kind)
+
+
+def _dicom_image_rows(images: list[Any]) -> list[dict[str, Any]]:
+    """What the DICOM image reader understood: grid, units, isotope, times, frames."""
+    first = images[0]
+    info = first.info
+    rows = [
+        ("kind", f"{info.get('modality')} image series" + (
+            f", {len(images)} frames" if len(images) > 1 else "")),
+        ("grid", first.grid),
+        ("units", first.units),
+        ("isotope", first.isotope),
+        ("decay correction", info.get("decay_correction")),
+        ("reference time (s from start)", first.reference_time_s),
+    ]  # fmt: skip
+    for key in ("acquisition_datetime", "injection_datetime", "injected_activity_bq",
+                "patient_weight_kg", "frame_of_reference_uid"):  # fmt: skip
+        if info.get(key) is not None:
+            rows.append((key, info[key]))
+    if len(images) > 1:
+        starts = [im.info.get("frame_start_s") for im in images]
+        rows.append(("frame starts (s)", ", ".join(f"{s:g}" for s in starts if s is not None)))
+    rows.append(("max value", float(np.max(np.asarray(first)))))
+    return [{"item": k, "value": v} for k, v in rows]

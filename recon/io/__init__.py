@@ -7,6 +7,7 @@ from recon.io.ct import (
     read_ct_mu_map,
     read_ct_series,
 )
+from recon.io.dicom_image import read_dicom_image
 from recon.io.dicom_nm import read_nm_projections, scatter_estimate, select_scatter_windows
 from recon.io.dicom_seg import read_seg_vois
 from recon.io.dicom_write import write_dicom
@@ -47,6 +48,7 @@ __all__ = [
     "parse_interfile_header",
     "read_ct_mu_map",
     "read_ct_series",
+    "read_dicom_image",
     "read_interfile",
     "read_interfile_image",
     "read_interfile_sinogram",

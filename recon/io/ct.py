@@ -38,13 +38,13 @@ import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
 from scipy.ndimage import map_coordinates
 from scipy.optimize import brentq
 
 from recon.errors import GeometryError, InputError, PhysicsError
 from recon.grid import ImageGrid
 from recon.image import Image
+from recon.io._dicom import rescaled_pixels as _pixels
 from recon.io._guard import malformed_input_is_input_error
 
 __all__ = [
@@ -320,31 +320,6 @@ def _load(ct_dir_or_files: Any) -> list[tuple[Dataset, str]]:
     if not out:
         raise InputError("no CT slices were given")
     return out
-
-
-def _pixels(ds: Dataset, source: str) -> np.ndarray:
-    file_meta = getattr(ds, "file_meta", None)
-    syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
-    if syntax is not None and UID(str(syntax)).is_compressed:
-        from pydicom.pixels import get_decoder
-
-        try:
-            available = get_decoder(UID(str(syntax))).is_available
-        except NotImplementedError:
-            available = False
-        if not available:
-            raise InputError(
-                f"{source}: pixel data are compressed with {UID(str(syntax)).name} and no decoder "
-                "is installed; install one: `pip install pylibjpeg pylibjpeg-libjpeg "
-                "pylibjpeg-openjpeg` or `pip install python-gdcm`"
-            )
-    try:
-        arr = np.asarray(ds.pixel_array, dtype=np.float32)
-    except (AttributeError, RuntimeError, ValueError, NotImplementedError) as exc:
-        raise InputError(f"{source}: could not read the pixel data ({exc})") from exc
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return arr * np.float32(slope) + np.float32(intercept)
 
 
 @malformed_input_is_input_error("CT series")

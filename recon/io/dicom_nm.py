@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import math
 import os
-import re
-from collections.abc import Sequence as _SequenceABC
 from typing import Any
 
 import numpy as np
@@ -36,7 +33,15 @@ from pydicom.uid import UID, ExplicitVRBigEndian
 from scipy.ndimage import shift as _shift
 
 from recon.errors import GeometryError, InputError, PhysicsError
+from recon.io._dicom import MBQ_PLAUSIBLE_MAX as _MBQ_PLAUSIBLE_MAX
+from recon.io._dicom import as_list as _as_list
+from recon.io._dicom import combine_datetime as _combine
 from recon.io._dicom import load_dataset
+from recon.io._dicom import number as _number
+from recon.io._dicom import numbers as _numbers
+from recon.io._dicom import parse_date as _parse_date
+from recon.io._dicom import parse_datetime as _parse_datetime
+from recon.io._dicom import parse_time as _parse_time
 from recon.io._dicom import tag_label as _tag
 from recon.io._dicom import tag_value as _value
 from recon.io._guard import malformed_input_is_input_error
@@ -64,10 +69,6 @@ _VECTORS = {
     0x00540050: "RotationVector",
     0x00540090: "AngularViewVector",
 }
-# Patient Radionuclide Total Dose is in MBq in the NM Isotope Module (PS3.3 C.8.4.10) but in Bq in
-# the PET Isotope Module; some NM writers use Bq. No administered activity reaches 1e5 MBq
-# (100 GBq), so a larger value can only be in Bq.
-_MBQ_PLAUSIBLE_MAX = 1e5
 # Windows overlapping the photopeak by more than this fraction of its width are not its neighbours.
 _ADJACENT_OVERLAP = 0.1
 # A scatter window further from the photopeak than this fraction of its width is not adjacent.
@@ -75,35 +76,6 @@ _ADJACENT_GAP = 0.5
 
 
 # ---------------------------------------------------------------------------------- tag helpers
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple, _SequenceABC)) and not isinstance(value, (str, bytes)):
-        return list(value)
-    return [value]
-
-
-def _numbers(ds: Dataset, keyword: str, where: str, error: type = GeometryError) -> list[float]:
-    """All values of a numeric element (possibly multi-valued); empty list when absent."""
-    value = _value(ds, keyword)
-    if value is None:
-        return []
-    try:
-        out = [float(v) for v in _as_list(value)]
-    except (TypeError, ValueError) as exc:
-        raise error(f"{_tag(keyword)}{where} is not numeric: {value!r}") from exc
-    if not all(math.isfinite(v) for v in out):
-        raise error(f"{_tag(keyword)}{where} holds NaN or infinite values: {value!r}")
-    return out
-
-
-def _number(ds: Dataset, keyword: str, where: str, error: type = GeometryError) -> float | None:
-    values = _numbers(ds, keyword, where, error)
-    if not values:
-        return None
-    if len(values) != 1:
-        raise error(f"{_tag(keyword)}{where} must hold one value, got {len(values)}")
-    return values[0]
-
-
 def _required(ds: Dataset, keyword: str, where: str, error: type = GeometryError) -> float:
     value = _number(ds, keyword, where, error)
     if value is None:
@@ -569,53 +541,6 @@ def scatter_estimate(
 
 
 # ---------------------------------------------------------------------------------- isotope, times
-_DA = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
-_TM = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?$")
-
-
-def _parse_date(value: Any) -> _dt.date | None:
-    if value is None:
-        return None
-    match = _DA.match(str(value).strip().replace(".", "").replace("-", ""))
-    if not match:
-        return None
-    try:
-        return _dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
-    except ValueError:
-        return None
-
-
-def _parse_time(value: Any) -> _dt.time | None:
-    if value is None:
-        return None
-    match = _TM.match(str(value).strip().replace(":", ""))
-    if not match:
-        return None
-    hh, mm, ss, frac = match.groups()
-    micro = int((frac or "0").ljust(6, "0"))
-    try:
-        return _dt.time(int(hh), int(mm or 0), int(ss or 0), micro)
-    except ValueError:
-        return None
-
-
-def _parse_datetime(value: Any) -> _dt.datetime | None:
-    """DICOM DT ``YYYYMMDDHHMMSS.FFFFFF&ZZXX`` as a naive (recorded local) datetime."""
-    if value is None:
-        return None
-    text = re.split(r"[+\-&]", str(value).strip(), maxsplit=1)[0]
-    date = _parse_date(text[:8])
-    if date is None:
-        return None
-    time = _parse_time(text[8:]) if len(text) > 8 else _dt.time()
-    return None if time is None else _dt.datetime.combine(date, time)
-
-
-def _combine(date: Any, time: Any) -> _dt.datetime | None:
-    d, t = _parse_date(date), _parse_time(time)
-    return _dt.datetime.combine(d, t) if d is not None and t is not None else None
-
-
 def _acquisition_datetime(ds: Dataset) -> tuple[_dt.datetime | None, str | None]:
     for source, value in (
         ("AcquisitionDate/AcquisitionTime", _combine(

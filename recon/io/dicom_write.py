@@ -755,7 +755,9 @@ def _radiopharmaceutical_item(inj: dict[str, Any], pet: bool) -> Any:
         item.RadiopharmaceuticalStartTime = _tm(inj["datetime"])
         item.RadiopharmaceuticalStartDateTime = _dt(inj["datetime"])
     if inj.get("activity_bq") is not None:
-        item.RadionuclideTotalDose = _ds(inj["activity_bq"])
+        # Bq in the PET Isotope Module (PS3.3 C.8.9.2), MBq in the NM one (C.8.4.10.1.7).
+        scale = 1.0 if pet else 1e-6
+        item.RadionuclideTotalDose = _ds(inj["activity_bq"] * scale)
     if pet and iso is not None:
         item.RadionuclideHalfLife = _ds(iso.half_life_s)
         item.RadionuclidePositronFraction = _ds(iso.positron_fraction)

@@ -39,7 +39,9 @@ silently.
     plots = true                          # PNG plots (need matplotlib)
 
     [[timepoints]]                        # one table per scan, at least one
-    image = "tp1h/image.hv"               # Interfile .hv, NumPy .npy or NIfTI .nii/.nii.gz
+    image = "tp1h/image.hv"               # Interfile .hv, NumPy .npy, NIfTI .nii/.nii.gz, or
+                                          # a DICOM PET/NM image series (folder or .dcm file)
+    frame = 2                             # DICOM dynamic series only: the frame (0-based)
     time = 2026-03-01T10:00:00            # time the values refer to (the image's reference
                                           # time, usually the acquisition start), or:
     hours_after_injection = 1
@@ -64,6 +66,8 @@ silently.
     #                                     # (drawn on the reference time point)
 
 Images must be in Bq/mL (``recon spect --sensitivity``) or be made so by ``calibration_factor``.
+A DICOM image states what its values refer to (Decay Correction): ``START`` and ``NONE`` need
+``mode = "activity_at_scan_time"``, ``ADMIN`` needs ``mode = "decay_corrected_to_injection"``.
 Sphere and cylinder VOIs must lie wholly inside the reference image, and every VOI must be
 carried wholly (at least 90 % of its volume) into each time point's image.
 
@@ -155,7 +159,7 @@ _STUDY_KEYS = (
 _ANALYSIS_KEYS = ("quantity", "fit_terms", "fit_from", "percent_id", "plots")
 _TIMEPOINT_KEYS = (
     "image", "time", "hours_after_injection", "mode", "label", "voxel_mm", "origin_mm",
-    "calibration_factor", "transform",
+    "calibration_factor", "transform", "frame",
 )  # fmt: skip
 _VOI_KEYS = ("name", "role", "sphere", "cylinder", "mask", "label", "iso_contour")
 _VOI_KINDS = ("sphere", "cylinder", "mask", "iso_contour")
@@ -440,10 +444,32 @@ def _read_nifti_image(path: Path) -> Image:
     return Image(array, grid, info={"source": "nifti", "path": str(path)})
 
 
+def _read_dicom(path: Path, entry: dict[str, Any]) -> Image:
+    """A DICOM PET/NM image series (a folder or one file); ``frame`` picks a dynamic frame."""
+    from recon.io.dicom_image import read_dicom_image  # noqa: PLC0415
+
+    frame = entry.get("frame")
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int)):
+        raise InputError(f"frame must be a whole number (0 = first frame), got {frame!r}")
+    image = read_dicom_image(path, frame=frame)
+    if isinstance(image, list):
+        raise InputError(
+            f"{path.name} is a dynamic series of {len(image)} frames; give frame = N "
+            "(0-based) for this time point"
+        )
+    return image
+
+
 def _read_image(path: Path, entry: dict[str, Any]) -> Image:
+    suffix = _suffix(path)
+    if path.is_dir() or suffix in (".dcm", ".ima"):
+        if not path.exists():
+            raise InputError(f"image {path} does not exist")
+        return _read_dicom(path, entry)
+    if "frame" in entry:
+        raise InputError(f"frame is for DICOM series only; {path.name} holds one volume")
     if not path.is_file():
         raise InputError(f"image {path} does not exist")
-    suffix = _suffix(path)
     has_grid_keys = [k for k in ("voxel_mm", "origin_mm") if k in entry]
     if suffix != ".npy" and has_grid_keys:
         raise InputError(
@@ -466,8 +492,8 @@ def _read_image(path: Path, entry: dict[str, Any]) -> Image:
         grid = ImageGrid(array.shape, voxel, origin=origin)
         return Image(array.astype(np.float32), grid, info={"source": "npy", "path": str(path)})
     raise InputError(
-        f"{path.name}: unknown image format {suffix!r}; use Interfile (.hv), NumPy (.npy) or "
-        "NIfTI (.nii, .nii.gz)"
+        f"{path.name}: unknown image format {suffix!r}; use Interfile (.hv), NumPy (.npy), "
+        "NIfTI (.nii, .nii.gz) or a DICOM PET/NM series (a folder or a .dcm file)"
     )
 
 
@@ -485,6 +511,20 @@ def _calibrated(image: Image, factor: float, isotope: str) -> Image:
     if not np.all(np.isfinite(data)):
         raise InputError("the image contains NaN or infinite values")
     return image.with_data(data.astype(np.float32), units="Bq/mL", isotope=isotope)
+
+
+def _check_decay_mode(image: Image, mode: str) -> None:
+    """A DICOM image says what its values refer to; the time point's mode must agree."""
+    declared = image.info.get("decay_correction")
+    if declared is None:
+        return
+    expected = "decay_corrected_to_injection" if declared == "ADMIN" else "activity_at_scan_time"
+    if mode != expected:
+        to = "the administration" if declared == "ADMIN" else "the scan"
+        raise InputError(
+            f"the DICOM image is decay-corrected to {to} "
+            f'(Decay Correction {declared}); set mode = "{expected}" for this time point'
+        )
 
 
 def _timepoint(
@@ -534,7 +574,9 @@ def _timepoint(
             transform = np.asarray(entry["transform"], dtype=np.float64)
         except (TypeError, ValueError):
             raise InputError("transform must be a 4×4 matrix of numbers (rows)") from None
-    image = _calibrated(_read_image(path, entry), factor, isotope)
+    image = _read_image(path, entry)
+    _check_decay_mode(image, mode)
+    image = _calibrated(image, factor, isotope)
     tp = StudyTimepoint(label, image, seconds, mode, str(path), transform)
     tp.time_point()  # validates the transform (rigid, 4×4)
     return tp, path
