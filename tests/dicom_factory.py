@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DSfloat
 
+from recon.grid import ImageGrid
+from recon.image import Image
 from recon.io.synthetic import (
     CT_IMAGE_STORAGE,
     NM_IMAGE_STORAGE,
@@ -25,6 +28,8 @@ from recon.io.synthetic import (
 from recon.io.synthetic import write_series as _write_series
 
 __all__ = [
+    "asymmetric_grid",
+    "reconstruction",
     "CT_IMAGE_STORAGE",
     "NM_IMAGE_STORAGE",
     "ct_series",
@@ -46,3 +51,31 @@ def write_series(datasets: Sequence[Dataset], directory: str | Path) -> list[Pat
     """Write each dataset to ``directory`` (named in reverse order, so listing order is not slice
     order) and return the paths."""
     return _write_series(datasets, directory, reverse_names=True)
+
+
+def asymmetric_grid() -> ImageGrid:
+    """Anisotropic voxels, odd sizes and an off-centre origin, so that any swapped or flipped axis
+    moves an off-centre voxel somewhere else."""
+    return ImageGrid((5, 6, 7), (3.0, 2.5, 2.0), origin=(-10.5, 20.25, -30.0))
+
+
+def reconstruction(
+    grid: ImageGrid,
+    bright: tuple[int, int, int],
+    *,
+    units: str = "Bq/mL",
+    isotope: str | None = "F-18",
+    reference_time_s: float | None = 0.0,
+    info: dict | None = None,
+    scale: float = 1000.0,
+    floor: float = 0.0,
+    bright_factor: float = 100.0,
+    seed: int = 0,
+) -> Image:
+    """A reconstruction-like Image: uniform noise in [floor, 1)·scale and one bright voxel."""
+    data = np.random.default_rng(seed).uniform(floor, 1.0, grid.shape) * scale
+    data[bright] = bright_factor * scale
+    return Image(
+        data.astype(np.float32), grid, units=units, isotope=isotope,
+        reference_time_s=reference_time_s, info=dict(info or {}),
+    )  # fmt: skip

@@ -24,7 +24,15 @@ from recon.io.dicom_image import read_dicom_image
 from recon.io.dicom_write import PET_IMAGE_STORAGE, write_dicom
 from recon.physics.decay import activity_at, decay_correction_factor
 from recon.physics.isotopes import get_isotope
-from tests.dicom_factory import ct_series, ds_value, nm_tomo_dataset, save, write_series
+from tests.dicom_factory import (
+    asymmetric_grid,
+    ct_series,
+    ds_value,
+    nm_tomo_dataset,
+    reconstruction,
+    save,
+    write_series,
+)
 
 ACQ = datetime(2024, 5, 6, 10, 30, 0)
 F18 = get_isotope("F-18")
@@ -33,8 +41,7 @@ BRIGHT = (3, 1, 5)  # (z, y, x): off-centre on every axis, so any flipped axis m
 
 @pytest.fixture
 def grid() -> ImageGrid:
-    # Non-cubic voxels, odd sizes, an off-centre origin.
-    return ImageGrid((5, 6, 7), (3.0, 2.5, 2.0), origin=(-10.5, 20.25, -30.0))
+    return asymmetric_grid()
 
 
 def _image(
@@ -46,14 +53,12 @@ def _image(
     scale: float = 1000.0,
     seed: int = 0,
 ) -> Image:
-    rng = np.random.default_rng(seed)
-    data = rng.uniform(0.1, 1.0, grid.shape) * scale
-    data[BRIGHT] = 50.0 * scale
-    data[0, 0, 0] = 20.0 * scale  # a distinct corner
-    return Image(
-        data.astype(np.float32), grid, units=units, isotope=isotope,
-        reference_time_s=reference_time_s,
+    image = reconstruction(
+        grid, BRIGHT, units=units, isotope=isotope, reference_time_s=reference_time_s,
+        scale=scale, floor=0.1, bright_factor=50.0, seed=seed,
     )  # fmt: skip
+    image.data[0, 0, 0] = 20.0 * scale  # a distinct corner
+    return image
 
 
 def _assert_values(read: Image, expected: np.ndarray) -> None:

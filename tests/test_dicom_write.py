@@ -25,6 +25,7 @@ from recon.io.dicom_write import (
 )
 from recon.physics.decay import decay_correction_factor, mean_activity_fraction
 from recon.physics.isotopes import get_isotope
+from tests.dicom_factory import asymmetric_grid, reconstruction
 
 BRIGHT = (3, 1, 5)  # (z, y, x) index of the hot voxel: off-centre on every axis
 ACQ = datetime(2024, 5, 6, 10, 30, 0)
@@ -34,9 +35,7 @@ LAMBDA = math.log(2.0) / F18.half_life_s
 
 @pytest.fixture
 def grid() -> ImageGrid:
-    # Anisotropic voxels, odd sizes and an off-centre origin so that any swapped or flipped axis
-    # moves the bright voxel somewhere else.
-    return ImageGrid((5, 6, 7), (3.0, 2.5, 2.0), origin=(-10.5, 20.25, -30.0))
+    return asymmetric_grid()
 
 
 def _image(
@@ -50,15 +49,12 @@ def _image(
     scale: float = 1000.0,
     seed: int = 0,
 ) -> Image:
-    rng = np.random.default_rng(seed)
-    data = rng.uniform(0.0, 1.0, grid.shape) * scale
-    data[BRIGHT] = 100.0 * scale
     info: dict = {"algorithm": "OSEM", "iterations": 4, "subsets": 8}
     if start_s is not None:
         info.update(frame_start_s=start_s, frame_duration_s=duration_s)
-    return Image(
-        data.astype(np.float32), grid, units=units, isotope=isotope,
-        reference_time_s=reference_time_s, info=info,
+    return reconstruction(
+        grid, BRIGHT, units=units, isotope=isotope, reference_time_s=reference_time_s,
+        info=info, scale=scale, seed=seed,
     )  # fmt: skip
 
 
