@@ -18,14 +18,13 @@ from recon._validation import as_mu_map
 from recon.backend import Backend, resolve_backend
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
-from recon.image import Image
-from recon.pet.model import frame_time_factor
+from recon.pet.model import PetImageSide, frame_time_factor, validated_counts
 from recon.pet.projector import LorProjector
 
 __all__ = ["PetLorSinogramModel"]
 
 
-class PetLorSinogramModel:
+class PetLorSinogramModel(PetImageSide):
     r"""Sinogram model ``ȳ = m ⊙ (P x) + a`` whose bins are given as LOR endpoints.
 
     Data have shape ``(plane, view, tangential)``; bin ``[p, v, t]`` is the line from
@@ -130,43 +129,12 @@ class PetLorSinogramModel:
 
     # ------------------------------------------------------------------ interface
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.grid.shape
-
-    @property
-    def units(self) -> str:
-        return "Bq/mL" if self.calibration is not None else "counts/s (uncalibrated)"
-
-    @property
     def multiplicative(self) -> Any:
         """``m`` per bin (time factor × normalisation × attenuation), on the device."""
         return self._factor
 
-    def to_image(self, data: Any, **info: Any) -> Image:
-        return Image(
-            data=data,
-            grid=self.grid,
-            units=self.units,
-            isotope=self.isotope,
-            reference_time_s=self.reference_time_s if self.isotope else None,
-            info=info,
-        )
-
-    def validate_image(self, image: Any) -> Any:
-        from recon._validation import as_grid_array
-
-        return as_grid_array(image, self.grid, self.backend)
-
     def validate_data(self, data: Any, name: str = "counts") -> Any:
-        shape = tuple(getattr(data, "shape", np.shape(data)))
-        if shape != self.data_shape:
-            raise InputError(f"{name} has shape {shape}, expected {self.data_shape}")
-        arr = self.backend.asarray(data)
-        if not bool(self.xp.all(self.xp.isfinite(arr))) or float(arr.min()) < 0:
-            raise InputError(
-                f"{name} must be finite and non-negative (clip pre-corrected data at 0 first)"
-            )
-        return arr
+        return validated_counts(self.backend, data, self.data_shape, name)
 
     def subsets(self, n_subsets: int) -> list[np.ndarray]:
         n_views = self.data_shape[1]

@@ -59,7 +59,55 @@ def frame_time_factor(
     return factor
 
 
-class _PetCorrections:
+class PetImageSide:
+    """What every PET model says about its images: grid, units, isotope and reference time.
+
+    Subclasses set ``grid``, ``backend``, ``isotope``, ``reference_time_s`` and ``calibration``.
+    """
+
+    grid: ImageGrid
+    backend: Backend
+    isotope: str | None
+    reference_time_s: float
+    calibration: float | None
+
+    @property
+    def units(self) -> str:
+        return "Bq/mL" if self.calibration is not None else "counts/s (uncalibrated)"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.grid.shape
+
+    def to_image(self, data: Any, **info: Any) -> Image:
+        return Image(
+            data=data,
+            grid=self.grid,
+            units=self.units,
+            isotope=self.isotope,
+            reference_time_s=self.reference_time_s if self.isotope else None,
+            info=info,
+        )
+
+    def validate_image(self, image: Any) -> Any:
+        """``image`` as a float32 device array on the model grid (or a ReconError)."""
+        return as_grid_array(image, self.grid, self.backend)
+
+
+def validated_counts(backend: Backend, data: Any, shape: tuple[int, ...], name: str) -> Any:
+    """``data`` of ``shape`` as a device array, finite and non-negative (or an InputError)."""
+    found = tuple(getattr(data, "shape", np.shape(data)))
+    if found != tuple(shape):
+        raise InputError(f"{name} has shape {found}, expected {tuple(shape)}")
+    arr = backend.asarray(data)
+    if not bool(backend.xp.all(backend.xp.isfinite(arr))) or float(arr.min()) < 0:
+        raise InputError(
+            f"{name} must be finite and non-negative (clip pre-corrected data at 0 first)"
+        )
+    return arr
+
+
+class _PetCorrections(PetImageSide):
     """What sinogram and listmode models share: projector, mu-map, normalisation, time factors."""
 
     def __init__(
@@ -160,28 +208,6 @@ class _PetCorrections:
             start_s, duration_s, self.isotope, self.reference_time_s, self.calibration
         )
 
-    @property
-    def units(self) -> str:
-        return "Bq/mL" if self.calibration is not None else "counts/s (uncalibrated)"
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.grid.shape
-
-    def to_image(self, data: Any, **info: Any) -> Image:
-        return Image(
-            data=data,
-            grid=self.grid,
-            units=self.units,
-            isotope=self.isotope,
-            reference_time_s=self.reference_time_s if self.isotope else None,
-            info=info,
-        )
-
-    def validate_image(self, image: Any) -> Any:
-        """``image`` as a float32 device array on the model grid (or a ReconError)."""
-        return as_grid_array(image, self.grid, self.backend)
-
 
 class PetSinogramModel(_PetCorrections):
     r"""Span-1 sinogram model ``ȳ = m ⊙ (P x) + a`` with data ``(plane, view, radial[, tof])``.
@@ -257,13 +283,7 @@ class PetSinogramModel(_PetCorrections):
         return np.repeat(host[..., None] / self.tof.n_bins, self.tof.n_bins, axis=-1)
 
     def validate_data(self, data: Any, name: str = "counts") -> Any:
-        shape = tuple(getattr(data, "shape", np.shape(data)))
-        if shape != self.data_shape:
-            raise InputError(f"{name} has shape {shape}, expected {self.data_shape}")
-        arr = self.backend.asarray(data)
-        if not bool(self.xp.all(self.xp.isfinite(arr))) or float(arr.min()) < 0:
-            raise InputError(f"{name} must be finite and non-negative")
-        return arr
+        return validated_counts(self.backend, data, self.data_shape, name)
 
     def subsets(self, n_subsets: int) -> list[np.ndarray]:
         n_views = self.layout.shape[1]
