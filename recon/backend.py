@@ -7,6 +7,7 @@ when a model asks for a backend.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -60,10 +61,16 @@ class Backend:
     def is_gpu(self) -> bool:
         return self.name == "gpu"
 
+    def on_device(self) -> contextlib.AbstractContextManager:
+        """Context in which allocations and kernel launches go to this backend's device."""
+        if self.is_gpu:
+            return self.xp.cuda.Device(self.device_id)
+        return contextlib.nullcontext()
+
     def asarray(self, array: Any, dtype: Any = np.float32) -> Any:
         """``array`` on this device, C-contiguous, of ``dtype`` (copied only when needed)."""
         if self.is_gpu:
-            with self.xp.cuda.Device(self.device_id):
+            with self.on_device():
                 return self.xp.ascontiguousarray(self.xp.asarray(array, dtype=dtype))
         return np.ascontiguousarray(_to_numpy(array), dtype=dtype)
 

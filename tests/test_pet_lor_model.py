@@ -63,3 +63,47 @@ def test_bad_inputs_are_named(pair) -> None:
         PetLorSinogramModel(good, good, grid, normalization=np.ones((2, 3), np.float32))
     with pytest.raises(InputError, match="subsets"):
         model.subsets(0)
+
+
+def test_separable_lors_give_the_same_model(pair) -> None:
+    """The layout's LORs separate into (view, radial) transaxial ends and per-plane z: the
+    separable model (endpoints made per subset) equals the explicit one, attenuation included."""
+    reference, model, x = pair
+    xstart, xend = reference.layout.endpoints()
+    mu = np.full(model.grid.shape, 0.0096, np.float32)
+    separable = PetLorSinogramModel.separable(
+        xstart[0, :, :, :2], xend[0, :, :, :2], xstart[:, 0, 0, 2], xend[:, 0, 0, 2],
+        model.grid, mu_map=mu, isotope="F-18", frame_start_s=100.0, frame_duration_s=600.0,
+        device="cpu", chunk_lors=5000,  # several chunks for the attenuation factors
+    )  # fmt: skip
+    assert separable.data_shape == model.data_shape
+    np.testing.assert_allclose(separable.multiplicative, model.multiplicative, rtol=1e-6)
+    subset = model.subsets(3)[2]
+    np.testing.assert_allclose(separable.forward(x, subset), model.forward(x, subset), rtol=1e-6)
+    y = np.random.default_rng(3).random(model.data_shape).astype(np.float32)
+    np.testing.assert_allclose(separable.back(y), model.back(y), rtol=1e-5, atol=1e-4)
+    with pytest.raises(InputError, match="unknown options"):
+        PetLorSinogramModel.separable(
+            xstart[0, :, :, :2], xend[0, :, :, :2], xstart[:, 0, 0, 2], xend[:, 0, 0, 2],
+            model.grid, mu=mu,
+        )  # fmt: skip
+    with pytest.raises(GeometryError, match="view, tangential, 2"):
+        PetLorSinogramModel.separable(
+            xstart[0], xend[0], xstart[:, 0, 0, 2], xend[:, 0, 0, 2], model.grid
+        )
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu(pair, to_numpy) -> None:
+    """The separable model on the GPU (endpoints made on the device) equals the CPU one."""
+    reference, model, x = pair
+    xstart, xend = reference.layout.endpoints()
+    mu = np.full(model.grid.shape, 0.0096, np.float32)
+    parts = (xstart[0, :, :, :2], xend[0, :, :, :2], xstart[:, 0, 0, 2], xend[:, 0, 0, 2])
+    cpu = PetLorSinogramModel.separable(*parts, model.grid, mu_map=mu, device="cpu")
+    gpu = PetLorSinogramModel.separable(*parts, model.grid, mu_map=mu, device="gpu")
+    assert gpu.backend.is_gpu
+    y = np.random.default_rng(4).random(model.data_shape).astype(np.float32)
+    for a, b in ((gpu.forward(x), cpu.forward(x)), (gpu.back(y), cpu.back(y))):
+        a = to_numpy(a)
+        assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-5

@@ -168,6 +168,44 @@ def _description(sino: PetSinogram | dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _lor_parts(
+    sino: PetSinogram | dict[str, Any], lors: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Transaxial ends ``(view, tangential, 2)`` and axial ends ``(plane,)`` of every LOR, in
+    recon's world frame (the LORs of a cylindrical sinogram separate into the two)."""
+    g = _StirGeometry(_description(sino))
+    lors = _check_lors(lors)
+    t = g.tangential_indices
+    v = np.arange(g.n_views)
+    R = g.radius
+    if g.arc_corrected or lors == "stir":
+        phi = v[:, None] * (math.pi / g.n_views) + g.view_offset
+        if g.arc_corrected:
+            s = t * g.bin_size
+        else:
+            s = R * np.sin(t * math.pi / g.n_detectors)
+        if np.any(np.abs(s) >= R):
+            raise GeometryError(
+                f"tangential positions reach {np.abs(s).max():.1f} mm, beyond the ring radius "
+                f"{R:.1f} mm: check the bin size and the scanner block"
+            )
+        beta = np.arcsin(s / R)[None, :]
+        psi1 = np.broadcast_to(phi + beta, (g.n_views, g.n_tang))
+        psi2 = np.broadcast_to(phi - beta + math.pi, (g.n_views, g.n_tang))
+    else:
+        n = g.n_detectors
+        det1 = (v[:, None] + np.floor_divide(t, 2)[None, :]) % n
+        det2 = (v[:, None] - np.floor_divide(t + 1, 2)[None, :] + n // 2) % n
+        psi1 = det1 * (2 * math.pi / n) + g.view_offset
+        psi2 = det2 * (2 * math.pi / n) + g.view_offset
+    xy1 = np.stack([R * np.sin(psi1), -R * np.cos(psi1)], axis=-1)
+    xy2 = np.stack([R * np.sin(psi2), -R * np.cos(psi2)], axis=-1)
+    m, delta = g.plane_axial()
+    half = delta * g.ring_spacing / 2.0
+    # STIR z runs towards the feet (HFS): recon z = −STIR z.
+    return xy1, xy2, -(m - half), -(m + half)
+
+
 def stir_lor_endpoints(
     sino: PetSinogram | dict[str, Any], lors: str = "detectors"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -195,41 +233,14 @@ def stir_lor_endpoints(
         Scanner parameters missing, a bin beyond the ring (arc-corrected |s| ≥ R) or views that
         do not match the detectors.
     """
-    g = _StirGeometry(_description(sino))
-    lors = _check_lors(lors)
-    t = g.tangential_indices
-    v = np.arange(g.n_views)
-    R = g.radius
-    if g.arc_corrected or lors == "stir":
-        phi = v[:, None] * (math.pi / g.n_views) + g.view_offset
-        if g.arc_corrected:
-            s = t * g.bin_size
-        else:
-            s = R * np.sin(t * math.pi / g.n_detectors)
-        if np.any(np.abs(s) >= R):
-            raise GeometryError(
-                f"tangential positions reach {np.abs(s).max():.1f} mm, beyond the ring radius "
-                f"{R:.1f} mm: check the bin size and the scanner block"
-            )
-        beta = np.arcsin(s / R)[None, :]
-        psi1 = np.broadcast_to(phi + beta, (g.n_views, g.n_tang))
-        psi2 = np.broadcast_to(phi - beta + math.pi, (g.n_views, g.n_tang))
-    else:
-        n = g.n_detectors
-        det1 = (v[:, None] + np.floor_divide(t, 2)[None, :]) % n
-        det2 = (v[:, None] - np.floor_divide(t + 1, 2)[None, :] + n // 2) % n
-        psi1 = det1 * (2 * math.pi / n) + g.view_offset
-        psi2 = det2 * (2 * math.pi / n) + g.view_offset
-    m, delta = g.plane_axial()
-    half = delta * g.ring_spacing / 2.0
-    shape = (m.size, g.n_views, g.n_tang, 3)
+    xy1, xy2, z1, z2 = _lor_parts(sino, lors)
+    shape = (z1.size, *xy1.shape[:2], 3)
     ends = []
-    for psi, z_stir in ((psi1, m - half), (psi2, m + half)):
-        pts = np.empty(shape, dtype=np.float64)
-        pts[..., 0] = (R * np.sin(psi))[None]
-        pts[..., 1] = (-R * np.cos(psi))[None]
-        pts[..., 2] = -z_stir[:, None, None]  # STIR z runs towards the feet: recon z = −STIR z
-        ends.append(pts.astype(np.float32))
+    for xy, z in ((xy1, z1), (xy2, z2)):
+        pts = np.empty(shape, dtype=np.float32)
+        pts[..., :2] = xy[None]
+        pts[..., 2] = z[:, None, None]
+        ends.append(pts)
     return ends[0], ends[1]
 
 
@@ -260,9 +271,14 @@ def stir_sinogram_model(
     """
     from recon.pet.lor_model import PetLorSinogramModel
 
-    xstart, xend = stir_lor_endpoints(sino, lors=lors)
-    return PetLorSinogramModel(
-        xstart, xend, stir_default_grid(sino) if grid is None else grid, **model_kwargs
+    xy_start, xy_end, z_start, z_end = _lor_parts(sino, lors)
+    return PetLorSinogramModel.separable(
+        xy_start,
+        xy_end,
+        z_start,
+        z_end,
+        stir_default_grid(sino) if grid is None else grid,
+        **model_kwargs,
     )
 
 

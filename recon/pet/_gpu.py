@@ -31,7 +31,7 @@ class GpuKernels:
     def _launch(self, name: str, n: int, args: tuple) -> None:
         if n == 0:
             return
-        with self.backend.xp.cuda.Device(self.backend.device_id):
+        with self.backend.on_device():
             get_kernel(self.backend, _SOURCE, name)((_blocks(n),), (_THREADS,), args)
 
     def _lors(self, proj: Any, data: Any, data_name: str, data_shape: tuple, xs: Any, xe: Any):

@@ -6,6 +6,12 @@ crystal pair per bin). Data written by other software come in other layouts: arc
 tangential numbering. :class:`PetLorSinogramModel` takes the world coordinates of each bin's LOR
 instead (e.g. from :func:`recon.io.stir_lor_endpoints`), so any such sinogram is reconstructed by
 the same projector, corrections and algorithms.
+
+The LORs of a cylindrical scanner's sinogram are *separable*: the transaxial ends of a bin depend
+on its (view, tangential) position only and the axial ends on its plane only.
+:meth:`PetLorSinogramModel.separable` keeps just those two small tables on the device and makes
+the endpoints of one subset at a time, so the memory does not grow with planes × views × bins × 6
+(a span-1 sinogram of a long scanner has billions of bins).
 """
 
 from __future__ import annotations
@@ -24,11 +30,81 @@ from recon.pet.projector import LorProjector
 __all__ = ["PetLorSinogramModel"]
 
 
+class _ExplicitLors:
+    """Endpoint arrays ``(plane, view, tangential, 3)`` kept on the device."""
+
+    def __init__(self, xstart: Any, xend: Any) -> None:
+        start = np.asarray(xstart, dtype=np.float32)
+        end = np.asarray(xend, dtype=np.float32)
+        if start.ndim != 4 or start.shape[-1] != 3 or start.shape != end.shape:
+            raise GeometryError(
+                "xstart and xend must both have shape (plane, view, tangential, 3), got "
+                f"{start.shape} and {end.shape}"
+            )
+        _check_finite(start, end)
+        self.shape: tuple[int, int, int] = tuple(start.shape[:3])  # type: ignore[assignment]
+        self._host = (start, end)
+
+    def to(self, backend: Backend) -> None:
+        self._start, self._end = (backend.asarray(a) for a in self._host)
+        del self._host
+
+    def endpoints(self, views: Any, xp: Any) -> tuple[Any, Any]:
+        """Ends of the LORs of ``views`` (device int array), each ``(n, 3)``."""
+        return (
+            xp.ascontiguousarray(self._start[:, views]).reshape(-1, 3),
+            xp.ascontiguousarray(self._end[:, views]).reshape(-1, 3),
+        )
+
+
+class _SeparableLors:
+    """Transaxial ends per (view, tangential) and axial ends per plane, combined on demand."""
+
+    def __init__(self, xy_start: Any, xy_end: Any, z_start: Any, z_end: Any) -> None:
+        xy1 = np.asarray(xy_start, dtype=np.float32)
+        xy2 = np.asarray(xy_end, dtype=np.float32)
+        z1 = np.asarray(z_start, dtype=np.float32)
+        z2 = np.asarray(z_end, dtype=np.float32)
+        if xy1.ndim != 3 or xy1.shape[-1] != 2 or xy1.shape != xy2.shape:
+            raise GeometryError(
+                "xy_start and xy_end must both have shape (view, tangential, 2), got "
+                f"{xy1.shape} and {xy2.shape}"
+            )
+        if z1.ndim != 1 or z1.shape != z2.shape or z1.size == 0:
+            raise GeometryError(
+                f"z_start and z_end must both have shape (plane,), got {z1.shape} and {z2.shape}"
+            )
+        _check_finite(xy1, xy2, z1, z2)
+        self.shape: tuple[int, int, int] = (z1.size, *xy1.shape[:2])  # type: ignore[assignment]
+        self._host = (xy1, xy2, z1, z2)
+
+    def to(self, backend: Backend) -> None:
+        self._xy1, self._xy2, self._z1, self._z2 = (backend.asarray(a) for a in self._host)
+        del self._host
+
+    def endpoints(self, views: Any, xp: Any) -> tuple[Any, Any]:
+        """Ends of the LORs of ``views`` (device int array), each ``(n, 3)``."""
+        shape = (self.shape[0], int(views.shape[0]), self.shape[2], 3)
+        out = []
+        for xy, z in ((self._xy1, self._z1), (self._xy2, self._z2)):
+            pts = xp.empty(shape, dtype=np.float32)
+            pts[..., :2] = xy[views][None]
+            pts[..., 2] = z[:, None, None]
+            out.append(pts.reshape(-1, 3))
+        return out[0], out[1]
+
+
+def _check_finite(*arrays: np.ndarray) -> None:
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        raise GeometryError("LOR endpoints contain NaN or infinite values")
+
+
 class PetLorSinogramModel(PetImageSide):
     r"""Sinogram model ``ȳ = m ⊙ (P x) + a`` whose bins are given as LOR endpoints.
 
     Data have shape ``(plane, view, tangential)``; bin ``[p, v, t]`` is the line from
-    ``xstart[p, v, t]`` to ``xend[p, v, t]``. Ordered subsets take every ``n``-th view.
+    ``xstart[p, v, t]`` to ``xend[p, v, t]``. Ordered subsets take every ``n``-th view. For a
+    cylindrical geometry, :meth:`separable` needs far less memory.
 
     Parameters
     ----------
@@ -77,25 +153,77 @@ class PetLorSinogramModel(PetImageSide):
         device: str | Backend | None = None,
         chunk_lors: int = 2**20,
     ) -> None:
+        self._setup(
+            _ExplicitLors(xstart, xend), grid, mu_map, normalization, randoms, scatter, isotope,
+            frame_start_s, frame_duration_s, reference_time_s, calibration, device, chunk_lors,
+        )  # fmt: skip
+
+    @classmethod
+    def separable(
+        cls,
+        xy_start: Any,
+        xy_end: Any,
+        z_start: Any,
+        z_end: Any,
+        grid: ImageGrid,
+        **kwargs: Any,
+    ) -> PetLorSinogramModel:
+        """The model of a sinogram whose LOR ends separate into transaxial and axial parts.
+
+        Bin ``[p, v, t]`` runs from ``(xy_start[v, t], z_start[p])`` to
+        ``(xy_end[v, t], z_end[p])``; the endpoints of a subset are made on the device when
+        needed.
+
+        Parameters
+        ----------
+        xy_start, xy_end : float arrays of shape (view, tangential, 2)
+            World (x, y) in mm of the two ends.
+        z_start, z_end : float arrays of shape (plane,)
+            World z in mm of the two ends.
+        grid : ImageGrid
+        **kwargs
+            As for the constructor (mu_map, normalization, randoms, scatter, isotope, frame
+            timing, calibration, device, chunk_lors).
+        """
+        model = cls.__new__(cls)
+        options = dict(
+            mu_map=None, normalization=None, randoms=None, scatter=None, isotope=None,
+            frame_start_s=0.0, frame_duration_s=1.0, reference_time_s=0.0, calibration=None,
+            device=None, chunk_lors=2**20,
+        )  # fmt: skip
+        unknown = set(kwargs) - set(options)
+        if unknown:
+            raise InputError(f"unknown options {sorted(unknown)}")
+        options.update(kwargs)
+        model._setup(_SeparableLors(xy_start, xy_end, z_start, z_end), grid, *options.values())
+        return model
+
+    def _setup(
+        self,
+        lors: _ExplicitLors | _SeparableLors,
+        grid: ImageGrid,
+        mu_map: Any,
+        normalization: Any,
+        randoms: Any,
+        scatter: Any,
+        isotope: str | None,
+        frame_start_s: float,
+        frame_duration_s: float,
+        reference_time_s: float,
+        calibration: float | None,
+        device: str | Backend | None,
+        chunk_lors: int,
+    ) -> None:
         if not isinstance(grid, ImageGrid):
             raise GeometryError("grid must be an ImageGrid")
-        start = np.asarray(xstart, dtype=np.float32)
-        end = np.asarray(xend, dtype=np.float32)
-        if start.ndim != 4 or start.shape[-1] != 3 or start.shape != end.shape:
-            raise GeometryError(
-                "xstart and xend must both have shape (plane, view, tangential, 3), got "
-                f"{start.shape} and {end.shape}"
-            )
-        if not (np.all(np.isfinite(start)) and np.all(np.isfinite(end))):
-            raise GeometryError("LOR endpoints contain NaN or infinite values")
         if calibration is not None and not calibration > 0:
             raise InputError("calibration must be a positive factor (counts per Bq·s per mL)")
         self.grid = grid
         self.backend = resolve_backend(device)
         self.xp = self.backend.xp
-        self.data_shape: tuple[int, int, int] = tuple(start.shape[:3])  # type: ignore[assignment]
-        self._xstart = self.backend.asarray(start)
-        self._xend = self.backend.asarray(end)
+        self.data_shape = lors.shape
+        lors.to(self.backend)
+        self._lors = lors
         self.projector = LorProjector(grid, tof=None, device=self.backend, chunk_lors=chunk_lors)
         self.isotope = isotope
         self.reference_time_s = float(reference_time_s)
@@ -110,10 +238,15 @@ class PetLorSinogramModel(PetImageSide):
             factor *= self.validate_data(normalization, "normalization")
         if mu_map is not None:
             mu = as_mu_map(mu_map, grid, self.backend, max_per_mm=0.5, water="0.0096/mm at 511 keV")
-            line = self.projector.forward(
-                mu, self._xstart.reshape(-1, 3), self._xend.reshape(-1, 3), checked=False
-            )
-            factor *= self.xp.exp(-line).reshape(self.data_shape).astype(np.float32)
+            # A few views at a time, so that endpoints never exist for the whole sinogram.
+            per_view = self.data_shape[0] * self.data_shape[2]
+            step = max(1, chunk_lors // max(per_view, 1))
+            for first in range(0, self.data_shape[1], step):
+                views = self.xp.arange(first, min(first + step, self.data_shape[1]))
+                xs, xe = lors.endpoints(views, self.xp)
+                line = self.projector.forward(mu, xs, xe, checked=False)
+                shape = (self.data_shape[0], int(views.shape[0]), self.data_shape[2])
+                factor[:, views] *= self.xp.exp(-line).reshape(shape).astype(np.float32)
         self._factor = factor
         self._sensitivity_cache: dict[tuple[int, ...], Any] = {}
         self.additive = None
@@ -151,8 +284,7 @@ class PetLorSinogramModel(PetImageSide):
 
     def _geometry(self, subset: Any) -> tuple[Any, Any, Any]:
         views = self._views(subset)
-        xs = self.xp.ascontiguousarray(self._xstart[:, views]).reshape(-1, 3)
-        xe = self.xp.ascontiguousarray(self._xend[:, views]).reshape(-1, 3)
+        xs, xe = self._lors.endpoints(views, self.xp)
         return xs, xe, self._factor[:, views]
 
     def forward(self, image: Any, subset: Any = None) -> Any:

@@ -11,6 +11,7 @@ So the launchers in ``recon/*/_gpu.py`` are executed and checked in CI.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import re
 from dataclasses import dataclass
@@ -168,6 +169,9 @@ class FakeGpuBackend(Backend):
 
     def to_host(self, array: Any) -> np.ndarray:
         return np.asarray(array)
+
+    def on_device(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
 
     def owns(self, array: Any) -> bool:
         return isinstance(array, np.ndarray)
