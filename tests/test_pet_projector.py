@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -440,7 +439,11 @@ class _HostBackend:
 
     device_id = 0
     is_gpu = True
-    xp = SimpleNamespace(cuda=SimpleNamespace(Device=lambda _id: contextlib.nullcontext()))
+    xp = np
+
+    @staticmethod
+    def on_device() -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
 
     @staticmethod
     def owns(array: object) -> bool:
