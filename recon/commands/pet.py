@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="scanner preset name, or a JSON file of PetScanner fields (overrides the file)",
     )
     p.add_argument(
-        "--mu", help="attenuation map at 511 keV (.npy, 1/mm) on the image grid (see --shape)"
+        "--mu",
+        help="attenuation map at 511 keV: .npy (1/mm, on the image grid, see --shape), "
+        "Interfile .hv (1/cm, as STIR and CASToR write them) or NIfTI; resampled onto the grid",
     )
+    p.add_argument("--mu-units", choices=("1/mm", "1/cm"), help="unit of the --mu file's values")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument("--voxel-mm", type=float, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument("--frames", help="'start:stop,...' in s or 'NxSECONDS' (default: one frame)")
@@ -90,6 +94,15 @@ def _scanner(spec: str) -> PetScanner:
         raise InputError(f"{path}: not a scanner description ({exc})") from None
 
 
+def _mu_map(args: argparse.Namespace, grid: ImageGrid) -> Any:
+    """The --mu file on the reconstruction grid in 1/mm, or None."""
+    if not args.mu:
+        return None
+    from recon.io.mu_map import read_mu_map
+
+    return read_mu_map(args.mu, grid, units=args.mu_units)
+
+
 def run(args: argparse.Namespace) -> int:
     source = Path(args.listmode)
     if source.suffix.lower() in (".hs", ".h33"):
@@ -109,9 +122,7 @@ def run(args: argparse.Namespace) -> int:
         grid = ImageGrid(
             tuple(args.shape or grid.shape), tuple(args.voxel_mm or grid.voxel_size_mm)
         )
-    mu = None
-    if args.mu:
-        mu = np.load(args.mu, allow_pickle=False)
+    mu = _mu_map(args, grid)
     duration_s = float(events.time_ms[-1]) / 1000.0 if events.n_events else 0.0
     if duration_s <= 0:
         raise InputError(f"{source}: events span no time; cannot define a frame")
@@ -172,7 +183,7 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
         grid = ImageGrid(
             tuple(args.shape or grid.shape), tuple(args.voxel_mm or grid.voxel_size_mm)
         )
-    mu = np.load(args.mu, allow_pickle=False) if args.mu else None
+    mu = _mu_map(args, grid)
     counts = np.asarray(sino.data, dtype=np.float32)
     # Pre-corrected sinograms hold small negative values; the Poisson model needs counts >= 0.
     n_negative = int(np.count_nonzero(counts < 0))

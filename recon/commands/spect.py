@@ -30,7 +30,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder")
     mu = p.add_mutually_exclusive_group()
     mu.add_argument("--ct", help="folder of the CT series for attenuation correction")
-    mu.add_argument("--mu", help="attenuation map (.npy, 1/mm) on the reconstruction grid")
+    mu.add_argument(
+        "--mu",
+        help="attenuation map at the photon energy: .npy (1/mm, on the reconstruction grid), "
+        "Interfile .hv (1/cm, as STIR and CASToR write them) or NIfTI; resampled onto the grid",
+    )
+    p.add_argument("--mu-units", choices=("1/mm", "1/cm"), help="unit of the --mu file's values")
     p.add_argument("--scatter", choices=("tew", "dew", "none"))
     p.add_argument("--no-psf", action="store_true", default=None, help="no collimator response")
     p.add_argument("--collimator", help="collimator preset (LEHR, LEGP, ME, HE); default by energy")
@@ -163,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
         )
         inputs.append(Path(args.ct))
     elif args.mu:
-        mu = np.load(args.mu, allow_pickle=False)
+        from recon.io.mu_map import read_mu_map
+
+        mu = read_mu_map(args.mu, grid, units=args.mu_units)
         inputs.append(Path(args.mu))
     scatter = None
     method = args.scatter or ("tew" if metadata.get("windows") else "none")

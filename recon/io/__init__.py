@@ -24,7 +24,8 @@ from recon.io.interfile import (
     write_interfile,
 )
 from recon.io.listmode_file import ListmodeFile, read_listmode, write_listmode
-from recon.io.nifti import grid_affine_ras, read_voi_mask, write_nifti
+from recon.io.mu_map import read_mu_map
+from recon.io.nifti import grid_affine_ras, read_nifti_image, read_voi_mask, write_nifti
 from recon.io.petsird import read_petsird
 from recon.io.stir_geometry import (
     layout_to_stir_sinogram,
@@ -54,7 +55,9 @@ __all__ = [
     "read_interfile_sinogram",
     "read_interfile_spect",
     "read_listmode",
+    "read_mu_map",
     "read_nm_projections",
+    "read_nifti_image",
     "read_petsird",
     "read_seg_vois",
     "read_voi_mask",

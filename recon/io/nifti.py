@@ -1,4 +1,4 @@
-"""NIfTI-1 export of images and import of VOI masks (nibabel, an optional dependency).
+"""NIfTI-1 export of images and import of images and VOI masks (nibabel, an optional dependency).
 
 NIfTI world coordinates are RAS+ (+x right, +y anterior, +z superior), ours are DICOM LPS (DESIGN.md
 §3), so ``x_RAS = −x_LPS``, ``y_RAS = −y_LPS``, ``z_RAS = z_LPS``. A NIfTI array is indexed
@@ -26,7 +26,7 @@ from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
 from recon.image import Image
 
-__all__ = ["grid_affine_ras", "read_voi_mask", "write_nifti"]
+__all__ = ["grid_affine_ras", "read_nifti_image", "read_voi_mask", "write_nifti"]
 
 # NIFTI_XFORM_SCANNER_ANAT: coordinates are the scanner's (here: the DICOM patient frame).
 _XFORM_SCANNER_ANAT = 1
@@ -184,3 +184,61 @@ def read_voi_mask(
             f"the VOI in {path.name} does not overlap the image grid; was it drawn on this study?"
         )
     return out
+
+
+def read_nifti_image(path: str | os.PathLike[str]) -> Image:
+    """Read a NIfTI volume as an :class:`~recon.Image` on its own grid (world LPS mm).
+
+    Parameters
+    ----------
+    path : path-like
+        NIfTI-1/2 file (``.nii`` or ``.nii.gz``) holding a 3-D volume (a trailing axis of length
+        1 is allowed) whose affine is axis-aligned; axes running backwards are flipped.
+
+    Returns
+    -------
+    Image
+        float32 values ``(z, y, x)``; units are not stored in NIfTI, so they are left unset
+        (``info["source"] == "nifti"``).
+
+    Raises
+    ------
+    InputError
+        nibabel is missing, the file cannot be read, or it is not a 3-D volume.
+    GeometryError
+        An oblique or permuted affine, or a zero voxel size.
+    """
+    nib = _nibabel()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"NIfTI image {path} does not exist")
+    try:
+        nifti = nib.load(str(path))
+        data = np.asarray(nifti.dataobj, dtype=np.float64)
+    except Exception as exc:  # nibabel raises several unrelated types for unreadable files
+        raise InputError(f"cannot read {path.name} as NIfTI: {exc}") from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(f"{path.name} holds a {data.ndim}-D array; an image must be 3-D")
+    lps = _LPS_TO_RAS @ np.asarray(nifti.affine, dtype=np.float64)  # the matrix is its own inverse
+    rot = lps[:3, :3]
+    if not np.all(np.isfinite(lps)) or not np.allclose(
+        rot, np.diag(np.diag(rot)), atol=1e-4 * max(np.abs(rot).max(), 1e-12)
+    ):
+        raise GeometryError(
+            f"{path.name}: oblique or permuted NIfTI axes are not supported; resample the image "
+            "onto an axis-aligned grid"
+        )
+    steps = np.diag(rot).copy()
+    origin = lps[:3, 3].copy()  # world (x, y, z) of voxel (0, 0, 0)
+    for axis in range(3):
+        if steps[axis] < 0:
+            data = np.flip(data, axis=axis)
+            origin[axis] += (data.shape[axis] - 1) * steps[axis]
+            steps[axis] = -steps[axis]
+    if np.any(steps <= 0):
+        raise GeometryError(f"{path.name}: the NIfTI affine has a zero voxel size")
+    array = np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32)
+    grid = ImageGrid(array.shape, tuple(steps[::-1]), origin=tuple(origin[::-1]))
+    return Image(array, grid, info={"source": "nifti", "path": str(path)})

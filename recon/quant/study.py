@@ -405,45 +405,6 @@ def _read_npy(path: Path) -> np.ndarray:
         raise InputError(f"cannot read {path.name} as a .npy array: {exc}") from None
 
 
-def _read_nifti_image(path: Path) -> Image:
-    """A NIfTI volume as an Image; its affine must be axis-aligned (no oblique or permuted axes)."""
-    try:
-        import nibabel  # noqa: PLC0415  (optional dependency)
-    except ImportError:
-        raise InputError("NIfTI images need nibabel: pip install nibabel") from None
-    try:
-        nifti = nibabel.load(str(path))
-        data = np.asarray(nifti.dataobj, dtype=np.float64)
-    except Exception as exc:  # nibabel raises several unrelated types for unreadable files
-        raise InputError(f"cannot read {path.name} as NIfTI: {exc}") from None
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"{path.name} holds a {data.ndim}-D array; an image must be 3-D")
-    # RAS -> LPS (the inverse of recon.io.nifti.grid_affine_ras).
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(nifti.affine, dtype=np.float64)
-    rot = lps[:3, :3]
-    if not np.all(np.isfinite(lps)) or not np.allclose(
-        rot, np.diag(np.diag(rot)), atol=1e-4 * max(np.abs(rot).max(), 1e-12)
-    ):
-        raise GeometryError(
-            f"{path.name}: oblique or permuted NIfTI axes are not supported; resample the image "
-            "onto an axis-aligned grid"
-        )
-    steps = np.diag(rot).copy()
-    origin = lps[:3, 3].copy()  # world (x, y, z) of voxel (0, 0, 0)
-    for axis in range(3):
-        if steps[axis] < 0:
-            data = np.flip(data, axis=axis)
-            origin[axis] += (data.shape[axis] - 1) * steps[axis]
-            steps[axis] = -steps[axis]
-    if np.any(steps <= 0):
-        raise GeometryError(f"{path.name}: the NIfTI affine has a zero voxel size")
-    array = np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32)
-    grid = ImageGrid(array.shape, tuple(steps[::-1]), origin=tuple(origin[::-1]))
-    return Image(array, grid, info={"source": "nifti", "path": str(path)})
-
-
 def _read_dicom(path: Path, entry: dict[str, Any]) -> Image:
     """A DICOM PET/NM image series (a folder or one file); ``frame`` picks a dynamic frame."""
     from recon.io.dicom_image import read_dicom_image  # noqa: PLC0415
@@ -480,7 +441,9 @@ def _read_image(path: Path, entry: dict[str, Any]) -> Image:
 
         return read_interfile_image(path)
     if suffix in (".nii", ".nii.gz"):
-        return _read_nifti_image(path)
+        from recon.io.nifti import read_nifti_image  # noqa: PLC0415
+
+        return read_nifti_image(path)
     if suffix == ".npy":
         array = _read_npy(path)
         if array.ndim != 3 or not np.issubdtype(array.dtype, np.number):
