@@ -235,3 +235,17 @@ def test_castor_rules_reject_what_the_emulation_should(tmp_path: Path) -> None:
     header.write_text(text.replace("LITTLEENDIAN", "LITTLE_ENDIAN"))
     values, _ = _castor_read(header)  # read as big-endian: garbage, not the image
     assert not np.allclose(values, np.asarray(image)[::-1])
+
+
+def test_castor_written_spect_projections_are_refused(tmp_path: Path) -> None:
+    """CASToR's projection angles follow its own frame (iScannerSPECTConv), not STIR's keys'
+    meaning: reading them as STIR would mirror or rotate the reconstruction."""
+    geometry = recon.SpectGeometry.circular(
+        n_views=12, arc_deg=360, radius_mm=200, n_u=16, n_v=8, pixel_size_mm=4.0
+    )
+    counts = np.ones(geometry.projection_shape, np.float32)
+    header = write_interfile(tmp_path / "proj.hs", counts, geometry)
+    text = header.read_text().replace("!version of keys := 3.3", "!version of keys := CASToRv3.1.1")
+    header.write_text(text)
+    with pytest.raises(FileFormatError, match="written by CASToR"):
+        read_interfile(header)

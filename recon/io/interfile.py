@@ -51,7 +51,8 @@ CASToR
     after ``!END OF INTERFILE`` is not read. CASToR's source ties its axes to no patient
     orientation; its files are taken in the STIR dialect's order, so an image that goes to CASToR
     and comes back keeps its orientation. Dynamic CASToR output is read frame by frame (its
-    default one header per frame); a metaheader (``.mhd``) is named as such.
+    default one header per frame); a metaheader (``.mhd``) is named as such. SPECT projections
+    written by CASToR are refused: its angles follow its own scanner frame, not STIR's.
 
 Validation happens before anything is allocated: missing or contradictory keys (named in the
 message with the fix), an unknown number format, a declared size larger than the data file, a data
@@ -727,6 +728,14 @@ def read_interfile_image(
 
 def _read_spect(h: InterfileHeader, path: Path, assume_hfs: bool) -> SpectProjections:
     where = h._where()
+    if _is_castor(h):
+        # CASToR measures projection angles in its own frame (iScannerSPECTConv: detector at +y
+        # for angle 0), whose tie to the patient is not documented; guessing would mirror.
+        raise FileFormatError(
+            f"{where} holds SPECT projections written by CASToR, whose angle convention is not "
+            "STIR's; convert them to DICOM NM or STIR Interfile with known start angle and "
+            "direction first"
+        )
     position = _check_orientation(h, assume_hfs)
     status = _word(h, "process status", "acquired")
     if status != "acquired":
