@@ -39,6 +39,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "Interfile .hv (1/cm, as STIR and CASToR write them) or NIfTI; resampled onto the grid",
     )
     p.add_argument("--mu-units", choices=("1/mm", "1/cm"), help="unit of the --mu file's values")
+    p.add_argument(
+        "--multiplicative",
+        help="sinograms only: per-bin factors m of the model m*(P x) + a, as a sinogram file of "
+        "the data's shape (e.g. detection efficiency times exp(-line integral of mu); SIRF's "
+        "'multiplicative factors')",
+    )
+    p.add_argument(
+        "--additive",
+        help="sinograms only: expected additive counts a per bin (randoms + scatter), as a "
+        "sinogram file of the data's shape",
+    )
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument("--voxel-mm", type=float, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument("--frames", help="'start:stop,...' in s or 'NxSECONDS' (default: one frame)")
@@ -107,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.listmode)
     if source.suffix.lower() in (".hs", ".h33"):
         return _run_sinogram(args, source)
+    for option in ("multiplicative", "additive"):
+        if getattr(args, option):
+            raise InputError(f"{source}: --{option} applies to sinograms, not to listmode")
     given = _scanner(args.scanner) if args.scanner else None
     if source.suffix.lower() == ".npz":
         data = read_listmode(source)
@@ -178,6 +192,8 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
             flag = "--" + option.replace("_", "-")
             raise InputError(f"{source}: {flag} applies to listmode, not to a sinogram")
     sino = read_interfile_sinogram(source)
+    multiplicative = _companion_sinogram(args.multiplicative, sino, "--multiplicative")
+    additive = _companion_sinogram(args.additive, sino, "--additive")
     grid = stir_default_grid(sino)
     if args.shape or args.voxel_mm:
         grid = ImageGrid(
@@ -194,13 +210,17 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
     start_s = sino.description.get("frame_start_s") or 0.0
     duration_s = sino.description.get("frame_duration_s")
     model = stir_sinogram_model(
-        sino, grid, mu_map=mu, isotope=args.isotope, calibration=args.calibration,
-        frame_start_s=start_s, frame_duration_s=duration_s or 1.0, device=args.device,
+        sino, grid, mu_map=mu, normalization=multiplicative, scatter=additive,
+        isotope=args.isotope, calibration=args.calibration, frame_start_s=start_s,
+        frame_duration_s=duration_s or 1.0, device=args.device,
     )  # fmt: skip
-    out = output_folder(args.output, [source])
+    inputs = [Path(p) for p in (source, args.mu, args.multiplicative, args.additive) if p]
+    out = output_folder(args.output, inputs)
     image = osem(model, counts, iterations=args.iterations or 3, subsets=args.subsets or 8)
     values = np.asarray(image)
     fit = np.asarray(model.backend.to_host(model.forward(image)))
+    if additive is not None:
+        fit = fit + additive
     residual = float(np.linalg.norm(fit - counts) / max(np.linalg.norm(counts), 1e-30))
     save_npy_atomic(out / "image.npy", values)
     write_interfile(out / "image.hv", image)
@@ -211,6 +231,7 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
         "units": image.units, "iterations": image.info["iterations"],
         "subsets": image.info["subsets"], "negative_bins_set_to_0": n_negative,
         "frame_start_s": start_s, "frame_duration_s": duration_s,
+        "multiplicative": args.multiplicative, "additive": args.additive,
         "counts": float(counts.sum()), "relative_residual": residual,
         "image_total": float(values.sum()),
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm, "origin_mm": grid.origin},
@@ -220,3 +241,20 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
                 ["item", "value"])  # fmt: skip
     print(f"wrote image.npy, image.hv/.v, image.png and summary.json to {out}")
     return 0
+
+
+def _companion_sinogram(path: str | None, sino: Any, flag: str) -> np.ndarray | None:
+    """A sinogram file that goes with the data (factors or additive counts), checked."""
+    if path is None:
+        return None
+    from recon.io.interfile import read_interfile_sinogram
+
+    other = read_interfile_sinogram(path)
+    if other.data.shape != sino.data.shape:
+        raise InputError(
+            f"{flag} {path} has shape {other.data.shape}; the data have {sino.data.shape}"
+        )
+    values = np.asarray(other.data, dtype=np.float32)
+    if not np.all(np.isfinite(values)) or values.min() < 0:
+        raise InputError(f"{flag} {path} must hold finite, non-negative values")
+    return values
