@@ -211,7 +211,9 @@ def _gather(path: Any) -> list[_Item]:
             if file.name.startswith("."):
                 continue  # partial or hidden files, e.g. a writer's temporary file
             try:
-                ds = pydicom.dcmread(file)
+                # Large elements (pixel data) stay on disk until used: a folder exported from a
+                # PET/CT may also hold hundreds of CT slices that are only skipped.
+                ds = pydicom.dcmread(file, defer_size="64 KB")
             except (InvalidDicomError, EOFError, OSError, ValueError):
                 continue  # not DICOM (notes, thumbnails): a folder may hold anything
             sop = _sop(ds)
