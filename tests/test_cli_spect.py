@@ -93,6 +93,25 @@ def test_spect_command_end_to_end(study, tmp_path, capsys):
     assert "tew" in capsys.readouterr().out
 
 
+def test_spect_with_a_stir_style_mu_map(study, tmp_path, capsys):
+    """--mu with an Interfile map in 1/cm on its own (finer, shifted) grid, as STIR and CASToR
+    write them: resampled onto the reconstruction grid, it corrects attenuation like the CT."""
+    nm_path, _, grid = study
+    fine = recon.ImageGrid((40, 70, 70), 2.0, origin=(-39.0, -69.0, -69.0))
+    mu_cm = 0.154 * (uniform_cylinder(fine, radius_mm=60, length_mm=72) > 0.5)
+    mu_path = recon.io.write_interfile(tmp_path / "mu.hv", recon.Image(mu_cm, fine))
+    out = tmp_path / "out"
+    args = ["spect", str(nm_path), "--mu", str(mu_path), "--iterations", "3", "-o", str(out),
+            "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads((out / "summary.json").read_text())["attenuation"] is True
+    image = np.load(out / "image.npy")
+    background = image[sphere_mask(grid, (-36.0, 0.0, 0.0), 24.0)].mean()
+    assert background == pytest.approx(2.0, rel=0.1)  # as with the CT (test above)
+    assert main([*args[:-4], "--mu-units", "1/mm", "-o", str(tmp_path / "x")]) == 2
+    assert "--mu-units 1/cm" in capsys.readouterr().err
+
+
 def test_info_describes_the_acquisition(study, capsys):
     nm_path, _, _ = study
     assert main(["info", str(nm_path)]) == 0
