@@ -42,8 +42,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--multiplicative",
         help="sinograms only: per-bin factors m of the model m*(P x) + a, as a sinogram file of "
-        "the data's shape (e.g. detection efficiency times exp(-line integral of mu); SIRF's "
-        "'multiplicative factors')",
+        "the data's shape (detection efficiency times exp(-line integral of mu), not its inverse "
+        "correction factors)",
     )
     p.add_argument(
         "--additive",
