@@ -42,8 +42,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--multiplicative",
         help="sinograms only: per-bin factors m of the model m*(P x) + a, as a sinogram file of "
-        "the data's shape (detection efficiency times exp(-line integral of mu), not its inverse "
-        "correction factors)",
+        "the data's shape: detection efficiencies, times the attenuation exp(-line integral of mu) "
+        "unless --mu is given (factors, not their inverse correction factors)",
     )
     p.add_argument(
         "--additive",
