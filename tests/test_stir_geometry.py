@@ -306,7 +306,7 @@ def test_header_without_scanner_block_is_refused(tmp_path: Path) -> None:
                          segments=[(0, 0, 2)])  # fmt: skip
     text = header.read_text().replace("Number of rings := 2\n", "")
     header.write_text(text)
-    with pytest.raises(InputError, match="number of rings|n_rings"):
+    with pytest.raises(InputError, match="lacks the scanner parameters .Number of rings."):
         stir_lor_endpoints(read_interfile_sinogram(header))
 
 
@@ -490,3 +490,13 @@ def test_cli_models_multiplicative_and_additive_sinograms(tmp_path: Path) -> Non
     wrong = layout_to_stir_sinogram(np.ones(fewer.shape, np.float32), fewer)
     write_interfile(tmp_path / "wrong.hs", wrong)
     assert main([*base, "--additive", str(tmp_path / "wrong.hs"), "-o", str(tmp_path / "x")]) == 2
+
+
+def test_info_on_a_sinogram_without_scanner_block(tmp_path: Path, capsys) -> None:
+    header = _write_stir(tmp_path, None, n_rings=2, n_det=64, n_views=32, n_tang=21,
+                         segments=[(0, 0, 2)])  # fmt: skip
+    header.write_text(header.read_text().replace("Number of detectors per ring := 64\n", ""))
+    assert main(["info", str(header)]) == 0
+    assert "nothing: " in capsys.readouterr().out
+    assert main(["pet", str(header), "-o", str(tmp_path / "out")]) == 2
+    assert "'Number of detectors per ring'" in capsys.readouterr().err

@@ -117,6 +117,10 @@ def _sinogram_rows(sino: Any) -> list[dict[str, Any]]:
     ]
     try:
         rows.append({"item": "default image grid", "value": stir_default_grid(sino)})
+    except ReconError as exc:
+        rows.append({"item": "reconstructed on", "value": f"nothing: {exc}"})
+        return rows
+    try:
         stir_sinogram_to_layout(sino)
         lors = "crystal pairs (recon SinogramLayout) or explicit LORs"
     except ReconError as exc:

@@ -88,14 +88,18 @@ class _StirGeometry:
 
     def __init__(self, description: dict[str, Any]) -> None:
         scanner = description.get("scanner") or {}
-        needed = ("n_rings", "detectors_per_ring", "inner_ring_diameter_mm", "ring_spacing_mm")
-        missing = [key for key in needed if scanner.get(key) is None]
+        needed = {
+            "n_rings": "Number of rings",
+            "detectors_per_ring": "Number of detectors per ring",
+            "inner_ring_diameter_mm": "Inner ring diameter (cm)",
+            "ring_spacing_mm": "Distance between rings (cm)",
+        }
+        missing = [key for name, key in needed.items() if scanner.get(name) is None]
         if missing:
+            where = description.get("header_path") or "the sinogram header"
             raise InputError(
-                "the sinogram header lacks the scanner parameters "
-                f"{', '.join(missing)}; add STIR's 'Scanner parameters' block (number of rings, "
-                "number of detectors per ring, inner ring diameter (cm), distance between rings "
-                "(cm))"
+                f"{where} lacks the scanner parameters {', '.join(repr(k) for k in missing)}; "
+                "add them in STIR's 'Scanner parameters' block"
             )
         self.n_rings = int(scanner["n_rings"])
         self.n_detectors = int(scanner["detectors_per_ring"])
