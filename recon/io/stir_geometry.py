@@ -23,7 +23,10 @@ Cylinder
     (``find_cartesian_coordinates_given_scanner_coordinates``) plus the scanner's "View offset
     (degrees)" (its intrinsic azimuthal tilt, added to every angle).
 Views and tangential positions
-    φ(v) = v·π/n_views + view offset. Tangential index ``t`` runs from ``−(n_t // 2)``
+    φ(v) = v·π/n_views + view offset, plus (2π/N)·(m − 1)/2 for a view-mashing factor
+    m = N/(2·n_views) > 1 (``ProjDataInfoCylindrical`` constructor: mashed view v sums detector
+    views m·v … m·v + m − 1; for mashed data that are not arc-corrected each bin is then
+    represented by STIR's line at the mean angle). Tangential index ``t`` runs from ``−(n_t // 2)``
     (``ProjDataInfo::set_num_tangential_poss``); s = t·bin size for arc-corrected data
     (``ProjDataInfoCylindricalArcCorr::get_s``) and s = R·sin(t·π/N) otherwise
     (``ProjDataInfoCylindricalNoArcCorr::get_s``). The LOR is the line x cos φ + y sin φ = s,
@@ -53,14 +56,14 @@ Images
     ``recon.io.read_interfile_image(path, centre_z=True)``; transaxially both are centred on the
     axis already.
 
-Not covered: view mashing (views must be N/2 for data that are not arc-corrected), TOF
-projection data, non-cylindrical (block) geometries, and STIR builds with
+Not covered: TOF projection data, non-cylindrical (block) geometries, and STIR builds with
 ``STIR_LEGACY_IGNORE_VIEW_OFFSET``. The sign of vendor view offsets has changed in STIR's history
 (UCL/STIR PR #1514 flipped the ECAT ones); check a phantom when the offset is not 0.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -81,6 +84,7 @@ __all__ = [
 ]
 
 _LOR_MODELS = ("detectors", "stir")
+log = logging.getLogger("recon")
 
 
 class _StirGeometry:
@@ -130,12 +134,22 @@ class _StirGeometry:
                 f"{self.n_tang} tangential positions for a {self.n_detectors}-detector ring: at "
                 f"most {self.n_detectors - 1} (beyond that a bin's two detectors coincide)"
             )
-        elif self.n_views != self.n_detectors // 2:
+        elif self.n_views < 1 or self.n_detectors % (2 * self.n_views):
             raise GeometryError(
                 f"{self.n_views} views of a {self.n_detectors}-detector ring: data that are not "
-                f"arc-corrected must have {self.n_detectors // 2} views (mashed views are not "
-                "supported)"
+                f"arc-corrected have {self.n_detectors // 2} views divided by a whole view-mashing "
+                "factor"
             )
+        # View mashing (ProjDataInfoCylindrical's constructor): when 2·views divides N, view v
+        # sums the m = N/(2·views) detector views m·v … m·v + m − 1, whose mean angle is
+        # (2π/N)·(m − 1)/2 past v·π/views. Otherwise (e.g. arc-corrected data resampled to
+        # other views) STIR adds nothing.
+        self.mashing = 1
+        if self.n_views >= 1 and self.n_detectors % (2 * self.n_views) == 0:
+            self.mashing = self.n_detectors // (2 * self.n_views)
+        self.phi_offset = self.view_offset + (
+            2 * math.pi / self.n_detectors * (self.mashing - 1) / 2.0
+        )
 
     @property
     def tangential_indices(self) -> np.ndarray:
@@ -182,8 +196,14 @@ def _lor_parts(
     t = g.tangential_indices
     v = np.arange(g.n_views)
     R = g.radius
+    if g.mashing > 1 and lors == "detectors" and not g.arc_corrected:
+        log.info(
+            "view-mashing factor %d: each bin sums %d detector pairs; using their mean line "
+            "(STIR's own sinogram model)", g.mashing, g.mashing,
+        )  # fmt: skip
+        lors = "stir"
     if g.arc_corrected or lors == "stir":
-        phi = v[:, None] * (math.pi / g.n_views) + g.view_offset
+        phi = v[:, None] * (math.pi / g.n_views) + g.phi_offset
         if g.arc_corrected:
             s = t * g.bin_size
         else:
@@ -222,7 +242,7 @@ def stir_lor_endpoints(
     lors : {"detectors", "stir"}
         For data that are not arc-corrected: the chord between the bin's two detectors
         (default), or STIR's (φ, s) line that ignores the half-view interleaving of odd
-        tangential positions. Arc-corrected data always use STIR's line.
+        tangential positions. Arc-corrected and view-mashed data always use STIR's line.
 
     Returns
     -------
@@ -294,6 +314,11 @@ def _layout_bins(
     if g.arc_corrected:
         raise GeometryError(
             "arc-corrected bins are not crystal pairs; reconstruct them with "
+            "recon.io.stir_sinogram_model (explicit LORs) instead"
+        )
+    if g.mashing > 1:
+        raise GeometryError(
+            f"with view mashing (factor {g.mashing}) a bin sums several crystal pairs; use "
             "recon.io.stir_sinogram_model (explicit LORs) instead"
         )
     if not description.get("span1"):
