@@ -393,7 +393,7 @@ def test_recon_sinogram_to_stir_file_and_back(tmp_path: Path) -> None:
 def test_info_describes_a_stir_sinogram(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["info", str(_smalllong())]) == 0
     text = capsys.readouterr().out
-    assert "-8..8 (27)" in text and "14 x 112" in text
+    assert "-8..8 (27)" in text and "14 x 112" in text and "view mashing" in text
     assert "explicit LORs only (arc-corrected bins are not crystal pairs)" in text
     header = _write_stir(tmp_path, None, n_rings=2, n_det=64, n_views=32, n_tang=21,
                          segments=[(0, 0, 2), (1, 1, 1), (-1, -1, 1)])  # fmt: skip
@@ -535,3 +535,13 @@ def test_mashed_views_are_the_sum_of_detector_views(tmp_path: Path, arc: bool) -
     weights = np.where(near, image, 0.0)
     centroid = [float((weights * c).sum() / weights.sum()) for c in (x, y)]
     np.testing.assert_allclose(centroid, point[:2], atol=1.5)
+
+
+def test_geometry_summary_of_a_mashed_sinogram(tmp_path: Path) -> None:
+    from recon.io.stir_geometry import stir_geometry_summary
+
+    header = _write_stir(tmp_path, None, n_rings=2, n_det=64, n_views=8, n_tang=21,
+                         segments=[(0, 0, 2)], doi_cm=0.5, view_offset_deg=2.0)  # fmt: skip
+    summary = stir_geometry_summary(read_interfile_sinogram(header))
+    assert summary["view_mashing"] == 4 and summary["effective_radius_mm"] == 155.0
+    assert summary["view0_angle_deg"] == pytest.approx(2.0 + 360.0 / 64 * 3 / 2)

@@ -94,7 +94,11 @@ def run(args: argparse.Namespace) -> int:
 def _sinogram_rows(sino: Any) -> list[dict[str, Any]]:
     """What the STIR sinogram reader understood, and how its bins become LORs."""
     from recon.errors import ReconError
-    from recon.io.stir_geometry import stir_default_grid, stir_sinogram_to_layout
+    from recon.io.stir_geometry import (
+        stir_default_grid,
+        stir_geometry_summary,
+        stir_sinogram_to_layout,
+    )
 
     d = sino.description
     scanner = d["scanner"]
@@ -116,7 +120,13 @@ def _sinogram_rows(sino: Any) -> list[dict[str, Any]]:
         {"item": "negative bins", "value": int((sino.data < 0).sum())},
     ]
     try:
-        rows.append({"item": "default image grid", "value": stir_default_grid(sino)})
+        summary = stir_geometry_summary(sino)
+        rows += [
+            {"item": "effective ring radius (mm)", "value": summary["effective_radius_mm"]},
+            {"item": "view mashing", "value": summary["view_mashing"]},
+            {"item": "view 0 angle (deg)", "value": summary["view0_angle_deg"]},
+            {"item": "default image grid", "value": stir_default_grid(sino)},
+        ]
     except ReconError as exc:
         rows.append({"item": "reconstructed on", "value": f"nothing: {exc}"})
         return rows

@@ -78,6 +78,7 @@ from recon.pet.sinogram import SinogramLayout
 __all__ = [
     "layout_to_stir_sinogram",
     "stir_default_grid",
+    "stir_geometry_summary",
     "stir_lor_endpoints",
     "stir_sinogram_model",
     "stir_sinogram_to_layout",
@@ -266,6 +267,26 @@ def stir_lor_endpoints(
         pts[..., 2] = z[:, None, None]
         ends.append(pts)
     return ends[0], ends[1]
+
+
+def stir_geometry_summary(sino: PetSinogram | dict[str, Any]) -> dict[str, Any]:
+    """What fixes the LORs of a STIR sinogram: effective ring radius (mm), detectors per ring,
+    view-mashing factor, angle of view 0 (degrees, view offset plus the mashing offset) and
+    whether the bins are arc-corrected.
+
+    Raises
+    ------
+    InputError, GeometryError
+        As :func:`stir_lor_endpoints`.
+    """
+    g = _StirGeometry(_description(sino))
+    return {
+        "effective_radius_mm": g.radius,
+        "detectors_per_ring": g.n_detectors,
+        "view_mashing": g.mashing,
+        "view0_angle_deg": math.degrees(g.phi_offset),
+        "arc_corrected": g.arc_corrected,
+    }
 
 
 def stir_default_grid(sino: PetSinogram | dict[str, Any]) -> ImageGrid:
