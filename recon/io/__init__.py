@@ -30,6 +30,7 @@ from recon.io.petsird import read_petsird
 from recon.io.stir_geometry import (
     layout_to_stir_sinogram,
     stir_default_grid,
+    stir_geometry_summary,
     stir_lor_endpoints,
     stir_sinogram_model,
     stir_sinogram_to_layout,
@@ -64,6 +65,7 @@ __all__ = [
     "scatter_estimate",
     "select_scatter_windows",
     "stir_default_grid",
+    "stir_geometry_summary",
     "stir_lor_endpoints",
     "stir_sinogram_model",
     "stir_sinogram_to_layout",
