@@ -451,7 +451,7 @@ def _drug(ds: Dataset, zero: _dt.datetime | None, nm: bool) -> dict[str, Any]:
     if half_life is None or not half_life > 0:
         half_life = isotope.half_life_s if isotope is not None else None
     dose = _number(item, "RadionuclideTotalDose", "", InputError)
-    # PET gives Bq; the NM Isotope Module gives MBq, but some NM writers (write_dicom too) use Bq.
+    # PET gives Bq; the NM Isotope Module gives MBq, but some NM writers use Bq.
     if dose is not None and nm and dose < _MBQ_PLAUSIBLE_MAX:
         dose *= 1e6
     injection = _datetime(ds, item, "RadiopharmaceuticalStartDateTime")
