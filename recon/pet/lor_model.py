@@ -249,6 +249,7 @@ class PetLorSinogramModel(PetImageSide):
                 factor[:, views] *= self.xp.exp(-line).reshape(shape).astype(np.float32)
         self._factor = factor
         self._sensitivity_cache: dict[tuple[int, ...], Any] = {}
+        self._view_cache: dict[tuple[int, ...], Any] = {}
         self.additive = None
         parts = [p for p in (randoms, scatter) if p is not None]
         if parts:
@@ -276,8 +277,12 @@ class PetLorSinogramModel(PetImageSide):
         return [np.arange(s, n_views, int(n_subsets)) for s in range(int(n_subsets))]
 
     def _views(self, subset: Any) -> Any:
+        """Device array of the subset's views, made once per subset (no transfer per call)."""
         views = np.arange(self.data_shape[1]) if subset is None else np.asarray(subset, np.int64)
-        return self.backend.asarray(views, np.int64)
+        key = tuple(int(v) for v in views.reshape(-1))
+        if key not in self._view_cache:
+            self._view_cache[key] = self.backend.asarray(views, np.int64)
+        return self._view_cache[key]
 
     def take(self, data: Any, subset: Any) -> Any:
         return data if subset is None else data[:, self._views(subset)]
@@ -304,7 +309,8 @@ class PetLorSinogramModel(PetImageSide):
 
     def sensitivity(self, subset: Any = None) -> Any:
         """``Pᵀ m`` over the views of ``subset`` (cached)."""
-        key = tuple(int(v) for v in self.backend.to_host(self._views(subset)))
+        views = np.arange(self.data_shape[1]) if subset is None else np.asarray(subset, np.int64)
+        key = tuple(int(v) for v in views.reshape(-1))
         if key not in self._sensitivity_cache:
             xs, xe, factor = self._geometry(subset)
             self._sensitivity_cache[key] = self.projector.back(

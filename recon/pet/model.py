@@ -266,6 +266,7 @@ class PetSinogramModel(_PetCorrections):
         self.time_factor = self._time_factor(self.frame_start_s, self.frame_duration_s)
         self._factors: dict[tuple[int, ...], Any] = {}
         self._sensitivity_cache: dict[tuple[int, ...], Any] = {}
+        self._view_cache: dict[tuple[int, ...], Any] = {}
         self.additive = None
         parts = [p for p in (randoms, scatter) if p is not None]
         if parts:
@@ -295,20 +296,28 @@ class PetSinogramModel(_PetCorrections):
         n_views = self.layout.shape[1]
         return np.arange(n_views) if subset is None else np.asarray(subset, dtype=np.int64)
 
+    def _device_views(self, views: np.ndarray) -> Any:
+        """The views as a device index array, made once per subset (no transfer per call)."""
+        key = tuple(int(v) for v in views)
+        if key not in self._view_cache:
+            self._view_cache[key] = self.backend.asarray(views, np.int64)
+        return self._view_cache[key]
+
     def take(self, data: Any, subset: Any) -> Any:
         if subset is None:
             return data
-        return data[:, self.backend.asarray(self._views(subset), np.int64)]
+        return data[:, self._device_views(self._views(subset))]
 
     def _subset_geometry(self, views: np.ndarray) -> tuple[Any, Any, Any]:
         """LOR endpoints of the views (made on the device) and their multiplicative factors."""
         key = tuple(int(v) for v in views)
-        xstart, xend = self.layout.endpoints(views, xp=self.xp)
+        device_views = self._device_views(views)
+        xstart, xend = self.layout.endpoints(device_views, xp=self.xp, checked=False)
         if key not in self._factors:
             ca, cb = self._layout_crystals(views)
             factor = self._lor_factors(ca, cb, xstart, xend) * np.float32(self.time_factor)
             if self._bin_norm is not None:
-                factor *= self._bin_norm[:, self.backend.asarray(views, np.int64)]
+                factor *= self._bin_norm[:, device_views]
             self._factors[key] = factor
         return xstart, xend, self._factors[key]
 
@@ -336,9 +345,12 @@ class PetSinogramModel(_PetCorrections):
         weighted = y * (factor[..., None] if self.tof is not None else factor)
         n = int(np.prod(factor.shape))
         flat = weighted.reshape(n, -1) if self.tof is not None else weighted.reshape(n)
+        # Trusted path (the endpoints are the layout's; OSEM's ratios are finite): no per-chunk
+        # validation, which would wait for the device.
         return self.projector.back(
-            self.xp.ascontiguousarray(flat), xstart.reshape(-1, 3), xend.reshape(-1, 3)
-        )
+            self.xp.ascontiguousarray(flat), xstart.reshape(-1, 3), xend.reshape(-1, 3),
+            checked=False,
+        )  # fmt: skip
 
     def sensitivity(self, subset: Any = None) -> Any:
         """``Pᵀ m`` over the views of ``subset`` (non-TOF: TOF bins sum to the non-TOF LOR)."""

@@ -102,6 +102,7 @@ class SinogramLayout:
     n_radial: int | None = None
     plane_rings: np.ndarray = field(init=False, repr=False)
     plane_of_rings: np.ndarray = field(init=False, repr=False)
+    _device_tables: dict = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.scanner, PetScanner):
@@ -281,7 +282,22 @@ class SinogramLayout:
         radial = xp.where(invalid, -1, radial).astype(xp.int32)
         return plane, view, radial, swapped & valid, valid
 
-    def endpoints(self, views: Any = None, xp: ModuleType | None = None) -> tuple[Any, Any]:
+    def _tables(self, xp: ModuleType) -> tuple[Any, Any, Any]:
+        """Crystal positions, ring z and plane rings on ``xp``'s device, copied there once."""
+        key = xp.__name__
+        if xp is not np:
+            key += f":{xp.cuda.runtime.getDevice()}"
+        if key not in self._device_tables:
+            self._device_tables[key] = (
+                xp.asarray(self.scanner.transaxial_positions_mm),
+                xp.asarray(self.scanner.ring_z_mm),
+                xp.asarray(self.plane_rings, dtype=xp.int64),
+            )
+        return self._device_tables[key]
+
+    def endpoints(
+        self, views: Any = None, xp: ModuleType | None = None, *, checked: bool = True
+    ) -> tuple[Any, Any]:
         """World coordinates of the two crystals of every LOR, in the canonical order.
 
         Generated on ``xp``'s device from the scanner's small crystal-position tables, so a whole
@@ -293,6 +309,9 @@ class SinogramLayout:
             The views to generate (e.g. one subset); all views by default.
         xp : module, optional
             ``numpy`` or ``cupy``; inferred from ``views`` by default (numpy for None or a slice).
+        checked : bool
+            Check that the views are in range (a wait for the device when they live there);
+            models that made the views themselves pass False.
 
         Returns
         -------
@@ -305,14 +324,16 @@ class SinogramLayout:
         elif isinstance(views, slice):
             view_idx = xp.arange(self.n_views, dtype=xp.int64)[views]
         else:
-            view_idx = xp.asarray(views).astype(xp.int64).reshape(-1)
-            if view_idx.size and bool(xp.any((view_idx < 0) | (view_idx >= self.n_views))):
+            view_idx = xp.asarray(views).astype(xp.int64, copy=False).reshape(-1)
+            if (
+                checked
+                and view_idx.size
+                and bool(xp.any((view_idx < 0) | (view_idx >= self.n_views)))
+            ):
                 raise InputError(f"views must lie in [0, {self.n_views})")
         radial = xp.arange(self.n_radial, dtype=xp.int64)
         a, b = self._transaxial_pairs(view_idx[:, None], radial[None, :])
-        xy = xp.asarray(self.scanner.transaxial_positions_mm)
-        ring_z = xp.asarray(self.scanner.ring_z_mm)
-        rings = xp.asarray(self.plane_rings, dtype=xp.int64)
+        xy, ring_z, rings = self._tables(xp)
         shape = (self.n_planes, int(view_idx.shape[0]), int(self.n_radial), 3)  # type: ignore[arg-type]
         out = []
         for end, idx in ((0, a), (1, b)):
