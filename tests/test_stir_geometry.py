@@ -263,33 +263,32 @@ def test_detector_pairs_map_onto_the_sinogram_layout(tmp_path: Path) -> None:
     np.testing.assert_allclose(mapped, reference, rtol=1e-5, atol=1e-4)
 
 
-def test_layout_mapping_refuses_what_is_not_a_crystal_pair(tmp_path: Path) -> None:
-    arc = read_interfile_sinogram(_write_stir(
-        tmp_path, None, name="arc", n_rings=2, n_det=64, n_views=32, n_tang=21,
-        segments=[(0, 0, 2)], arc_bin_mm=4.0,
+@pytest.mark.parametrize(
+    ("change", "function", "message"),
+    [
+        ({"arc_bin_mm": 4.0}, stir_sinogram_to_layout, "arc-corrected"),
+        ({"view_offset_deg": 1.0}, stir_sinogram_to_layout, "whole detectors"),
+        ({"n_views": 16}, stir_sinogram_to_layout, "view mashing"),
+        ({"n_views": 20}, stir_lor_endpoints, "whole view-mashing factor"),
+    ],
+    ids=["arc-corrected", "tilted", "mashed", "odd views"],
+)
+def test_layout_mapping_refuses_what_is_not_a_crystal_pair(
+    tmp_path: Path, change: dict, function, message: str
+) -> None:
+    kwargs = dict(n_rings=2, n_det=64, n_views=32, n_tang=21, segments=[(0, 0, 2)])
+    kwargs.update(change)
+    sino = read_interfile_sinogram(_write_stir(tmp_path, None, **kwargs))
+    with pytest.raises(GeometryError, match=message):
+        function(sino)
+
+
+def test_unknown_lor_model_is_refused(tmp_path: Path) -> None:
+    sino = read_interfile_sinogram(_write_stir(
+        tmp_path, None, n_rings=2, n_det=64, n_views=32, n_tang=21, segments=[(0, 0, 2)],
     ))  # fmt: skip
-    with pytest.raises(GeometryError, match="arc-corrected"):
-        stir_sinogram_to_layout(arc)
-    tilted = read_interfile_sinogram(_write_stir(
-        tmp_path, None, name="tilt", n_rings=2, n_det=64, n_views=32, n_tang=21,
-        segments=[(0, 0, 2)], view_offset_deg=1.0,
-    ))  # fmt: skip
-    with pytest.raises(GeometryError, match="whole detectors"):
-        stir_sinogram_to_layout(tilted)
-    mashed = read_interfile_sinogram(_write_stir(
-        tmp_path, None, name="mash", n_rings=2, n_det=64, n_views=16, n_tang=21,
-        segments=[(0, 0, 2)],
-    ))  # fmt: skip
-    with pytest.raises(GeometryError, match="view mashing"):
-        stir_sinogram_to_layout(mashed)
-    odd = read_interfile_sinogram(_write_stir(
-        tmp_path, None, name="odd", n_rings=2, n_det=64, n_views=20, n_tang=21,
-        segments=[(0, 0, 2)],
-    ))  # fmt: skip
-    with pytest.raises(GeometryError, match="whole view-mashing factor"):
-        stir_lor_endpoints(odd)
     with pytest.raises(InputError, match="lors"):
-        stir_lor_endpoints(arc, lors="parallel")
+        stir_lor_endpoints(sino, lors="parallel")
 
 
 @pytest.mark.parametrize(
