@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import numpy as np
 from recon.errors import InputError
 
 __all__ = [
+    "create_temporary_file",
     "load_toml",
     "save_npy_atomic",
     "write_atomically",
@@ -22,18 +23,35 @@ __all__ = [
 ]
 
 
+def create_temporary_file(target: Path) -> tuple[int, Path]:
+    """Create a new, empty temporary file next to ``target``; returns ``(fd, path)``.
+
+    Unlike :func:`tempfile.mkstemp` (mode 0600), the file is created with mode 0666 filtered by
+    the process umask, so once renamed it has the permissions of any ordinary new file (0644
+    under the usual umask 022).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+    raise OSError(f"cannot create a temporary file next to {target}")  # pragma: no cover
+
+
 def write_atomically(path: Path, write: object) -> Path:
     """Call ``write(handle)`` on a temporary file next to ``path``, then rename it to ``path``."""
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = create_temporary_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)  # type: ignore[operator]
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

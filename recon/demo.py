@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from recon._files import save_npy_atomic, write_text_atomic
+from recon._output import OutputFolder
 from recon._png import montage_slices_mip, write_png
 from recon.algorithms import osem
 from recon.errors import InputError
@@ -78,6 +79,7 @@ def run_spect_demo(
     seed: int = 20261125,
     progress: bool | None = None,
     print_fn: object = print,
+    overwrite: bool = False,
 ) -> DemoResult:
     """Simulate and reconstruct the demo study; write the image (.npy, PNG) and a JSON summary.
 
@@ -85,21 +87,28 @@ def run_spect_demo(
     ----------
     output_dir : path
         Folder for ``spect_demo.npy`` (Bq/mL, (z, y, x)), ``spect_demo.png`` (transverse, coronal,
-        sagittal slices and a coronal MIP) and ``spect_demo.json`` (recovery coefficients).
+        sagittal slices and a coronal MIP) and ``spect_demo.json`` (recovery coefficients). It
+        must be new or empty, unless ``overwrite``; it is written all at once at the end
+        (:class:`recon._output.OutputFolder`), so a failed run leaves nothing.
     iterations, subsets : int
         OSEM settings.
     device : {"auto", "cpu", "gpu"}, optional
         Where to compute.
     seed : int
         Seed of the Poisson noise.
+    progress : bool, optional
+        Progress bar (default: when stderr is a terminal).
+    print_fn : callable or None
+        Where the report lines go (default ``print``; None prints nothing).
+    overwrite : bool
+        Replace the files an earlier run wrote in ``output_dir`` (only those).
     """
     if int(iterations) < 1 or int(subsets) < 1 or int(subsets) > 120:
         raise InputError(
             f"iterations must be >= 1 and subsets between 1 and 120 (the number of views), "
             f"got iterations={iterations}, subsets={subsets}"
         )
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    target = OutputFolder(output_dir, overwrite=overwrite, command="recon demo")
     say = print_fn if callable(print_fn) else (lambda *_: None)
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -158,9 +167,6 @@ def run_spect_demo(
     )
     background_ratio = float(values[background_voi].mean() / background_bq_ml)
 
-    save_npy_atomic(out / "spect_demo.npy", values)
-    montage = montage_slices_mip(values)
-    write_png(out / "spect_demo.png", np.kron(montage, np.ones((3, 3), np.uint8)))  # 3x for viewing
     seconds = time.perf_counter() - start
     summary = {
         "units": image.units,
@@ -173,7 +179,12 @@ def run_spect_demo(
         "photopeak_counts": total,
         "seconds": seconds,
     }
-    write_text_atomic(out / "spect_demo.json", json.dumps(summary, indent=2))
+    with target.writing() as folder:
+        save_npy_atomic(folder / "spect_demo.npy", values)
+        montage = montage_slices_mip(values)
+        write_png(folder / "spect_demo.png", np.kron(montage, np.ones((3, 3), np.uint8)))
+        write_text_atomic(folder / "spect_demo.json", json.dumps(summary, indent=2))
+    out = Path(output_dir)
 
     say("")
     say(f"{'sphere':>12} {'diameter':>9} {'recovery':>9}")

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from recon._files import save_npy_atomic, write_text_atomic
+from recon._output import OutputFolder
 from recon._png import montage_slices_mip, write_png
 from recon.algorithms.listmode import lm_osem
 from recon.demo import DemoResult
@@ -53,12 +54,12 @@ def run_pet_demo(
     seed: int = 20261125,
     progress: bool | None = None,
     print_fn: object = print,
+    overwrite: bool = False,
 ) -> DemoResult:
     """Simulate and reconstruct the PET demo; writes ``pet_demo.npy``/``.png``/``.json``."""
     if int(iterations) < 1 or int(subsets) < 1:
         raise InputError(f"iterations and subsets must be >= 1, got {iterations}, {subsets}")
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    target = OutputFolder(output_dir, overwrite=overwrite, command="recon demo")
     say = print_fn if callable(print_fn) else (lambda *_: None)
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -121,15 +122,18 @@ def run_pet_demo(
     voi = far & (np.hypot(x, y) > 45) & (activity >= 0.999 * background) & (np.abs(z) < 20)
     background_ratio = float(values[voi].mean() / background)
 
-    save_npy_atomic(out / "pet_demo.npy", values)
-    write_png(out / "pet_demo.png", np.kron(montage_slices_mip(values), np.ones((3, 3), np.uint8)))
     seconds = time.perf_counter() - start
     summary = {
         "units": image.units, "isotope": image.isotope, "iterations": iterations,
         "subsets": subsets, "device": model.backend.name, "recovery_coefficients": recovery,
         "background_ratio": background_ratio, "prompts": n_prompts, "seconds": seconds,
     }  # fmt: skip
-    write_text_atomic(out / "pet_demo.json", json.dumps(summary, indent=2))
+    with target.writing() as folder:
+        save_npy_atomic(folder / "pet_demo.npy", values)
+        montage = montage_slices_mip(values)
+        write_png(folder / "pet_demo.png", np.kron(montage, np.ones((3, 3), np.uint8)))
+        write_text_atomic(folder / "pet_demo.json", json.dumps(summary, indent=2))
+    out = Path(output_dir)
     say("")
     say(f"{'sphere':>12} {'diameter':>9} {'recovery':>9}")
     for s in spheres:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,7 +79,18 @@ class ImageGrid:
     @property
     def n_voxels(self) -> int:
         """Total number of voxels."""
-        return int(np.prod(self.shape))
+        return math.prod(self.shape)
+
+    def check_memory(self, copies: int, what: str = "the reconstruction") -> None:
+        """Refuse (InputError) a grid whose ``copies`` float32 images do not fit in memory."""
+        from recon._memory import check_memory
+
+        nz, ny, nx = self.shape
+        check_memory(
+            4.0 * copies * self.n_voxels,
+            f"{what} on a {nz} x {ny} x {nx} grid",
+            "use a smaller grid or larger voxels",
+        )
 
     def axis_mm(self, axis: int) -> np.ndarray:
         """World coordinates in mm of voxel centres along ``axis`` (0 = z, 1 = y, 2 = x)."""

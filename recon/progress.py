@@ -9,7 +9,7 @@ from typing import TextIO
 
 __all__ = ["Progress"]
 
-log = logging.getLogger("recon")
+log = logging.getLogger("recon.progress")
 
 
 class Progress:

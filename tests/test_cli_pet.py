@@ -91,5 +91,6 @@ def test_petsird_input(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"][0]["prompts"] > 0
     # The file's crystals are 20 mm deep, so the "small" preset (no depth) does not match them.
-    assert main(["pet", str(path), "-o", str(out), "--scanner", "small", *args]) == 2
+    other = tmp_path / "out2"
+    assert main(["pet", str(path), "-o", str(other), "--scanner", "small", *args]) == 2
     assert "does not match the given scanner" in capsys.readouterr().err

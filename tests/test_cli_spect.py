@@ -123,7 +123,7 @@ def test_info_describes_the_acquisition(study, capsys):
 def test_spect_refuses_to_write_over_its_input(study, capsys):
     nm_path, _, _ = study
     assert main(["spect", str(nm_path), "-o", str(nm_path), "--device", "cpu"]) == 2
-    assert "is an input" in capsys.readouterr().err
+    assert "is the input" in capsys.readouterr().err
 
 
 def test_spect_with_missing_file_is_one_line(tmp_path, capsys):

@@ -104,7 +104,8 @@ def test_cli_reads_a_stir_mu_map_and_reports_a_bad_one(tmp_path, capsys) -> None
     out = tmp_path / "out"
     args = ["pet", str(header), "-o", str(out), "--iterations", "1", "--subsets", "2"]
     assert main([*args, "--mu", str(mu_path)]) == 0
+    capsys.readouterr()
     np.save(tmp_path / "bad.npy", np.zeros((3, 3, 3)))
-    assert main([*args, "--mu", str(tmp_path / "bad.npy")]) == 2
+    assert main([*args, "--overwrite", "--mu", str(tmp_path / "bad.npy")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.npy has shape (3, 3, 3)" in err[0]

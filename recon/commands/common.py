@@ -1,76 +1,104 @@
-"""Helpers shared by the subcommands: configuration files, frame lists, output folders."""
+"""Helpers shared by the subcommands: frame lists, tables, notes, output folders, common options."""
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from recon._files import load_toml, write_summary
+from recon._files import write_summary
+from recon._output import OutputFolder
+from recon.commands.options import Option
 from recon.errors import InputError
 
-__all__ = ["apply_config", "output_folder", "parse_frames", "print_table", "write_summary"]
+__all__ = [
+    "DEVICE",
+    "OUTPUT",
+    "OVERWRITE",
+    "OutputFolder",
+    "config_option",
+    "existing_file",
+    "note",
+    "parse_frames",
+    "print_table",
+    "write_summary",
+]
+
+OUTPUT = Option(
+    "output", "path", "output folder: a new or empty folder, never one that holds an input",
+    short="-o", in_config=False, required=True, metavar="OUT",
+)  # fmt: skip
+OVERWRITE = Option(
+    "overwrite", "flag",
+    "write into a non-empty output folder, replacing only files an earlier recon run wrote there "
+    "(listed in its recon-manifest.json); other files are left alone",
+    in_config=False,
+)  # fmt: skip
+DEVICE = Option(
+    "device", "str", "where to compute", choices=("auto", "cpu", "gpu"),
+    default_text="$RECON_DEVICE, else auto: the GPU when CuPy sees one",
+)  # fmt: skip
 
 
-def apply_config(args: argparse.Namespace, section: str) -> argparse.Namespace:
-    """Fill options left unset on the command line from ``[section]`` of ``--config FILE``.
+def config_option(section: str) -> Option:
+    """``--config FILE``: options from the ``[section]`` table of a TOML file."""
+    return Option(
+        "config", "path",
+        f"TOML file whose [{section}] table supplies options (keys are the long option names; "
+        "paths relative to the file; the command line wins)",
+        in_config=False, metavar="TOML",
+    )  # fmt: skip
 
-    Keys use the long option names with dashes or underscores (``iterations``, ``ref-time``).
-    Unknown keys are an error, so a typo does not pass silently.
-    """
-    if getattr(args, "config", None) is None:
-        return args
-    table = load_toml(Path(args.config)).get(section, {})
-    if not isinstance(table, dict):
-        raise InputError(f"{args.config}: [{section}] must be a table")
-    for key, value in table.items():
-        dest = key.replace("-", "_")
-        if not hasattr(args, dest) or dest in ("command", "config"):
-            raise InputError(f"{args.config}: unknown option {key!r} in [{section}]")
-        if getattr(args, dest) is None:
-            setattr(args, dest, value)
-    return args
+
+def note(message: str) -> None:
+    """Tell the user about a choice made for them (a default or a fallback), on stderr."""
+    print(f"recon: note: {message}", file=sys.stderr)
+
+
+def existing_file(path: str | Path, what: str) -> Path:
+    """``path`` as a Path, refused unless it is an existing file."""
+    source = Path(path)
+    if not source.exists():
+        raise InputError(f"{source}: no such file (a {what} was expected)")
+    if not source.is_file():
+        raise InputError(f"{source}: not a file (a {what} is expected)")
+    return source
 
 
 def parse_frames(spec: str | None, duration_s: float) -> list[tuple[float, float]]:
     """Frames from ``"0:60,60:120"`` (start:stop in s) or ``"6x10"`` (6 frames of 10 s).
 
-    ``None`` gives one frame over the whole acquisition.
+    ``None`` gives one frame over the whole acquisition. Frames that start at or after
+    ``duration_s`` (the end of the data) are refused, naming the data's length.
     """
     if spec is None:
         return [(0.0, duration_s)]
-    spec = str(spec).strip()
+    text = str(spec).strip()
     try:
-        if "x" in spec and ":" not in spec:
-            count, length = spec.split("x")
+        if "x" in text and ":" not in text:
+            count, length = text.split("x")
             n, step = int(count), float(length)
+            if not 1 <= n <= 100_000:
+                raise ValueError
             frames = [(i * step, step) for i in range(n)]
         else:
             frames = []
-            for part in spec.split(","):
+            for part in text.split(","):
                 start, stop = (float(v) for v in part.split(":"))
                 frames.append((start, stop - start))
     except ValueError:
         raise InputError(
-            f"frames {spec!r}: use 'start:stop,start:stop' in s, or 'NxSECONDS'"
+            f"--frames {text!r}: use 'start:stop,start:stop' in s, or 'NxSECONDS' (e.g. 6x300)"
         ) from None
     for start, length in frames:
-        if start < 0 or length <= 0:
-            raise InputError(f"frames {spec!r}: frames need start >= 0 and stop > start")
+        if not (start >= 0 and length > 0 and start + length < float("inf")):
+            raise InputError(f"--frames {text!r}: frames need start >= 0 and stop > start (in s)")
+        if start >= duration_s:
+            raise InputError(
+                f"--frames {text!r}: a frame starts at {start:g} s but the data end at "
+                f"{duration_s:g} s; shorten the frame list"
+            )
     return frames
-
-
-def output_folder(path: str | Path, inputs: list[Path]) -> Path:
-    """Create the output folder; refuse one that is (or contains) an input file."""
-    out = Path(path)
-    for item in inputs:
-        resolved = item.resolve()
-        if resolved == out.resolve():
-            raise InputError(f"output {out} is an input; choose another output folder")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:

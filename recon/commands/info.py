@@ -19,14 +19,33 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("file")
 
 
+def describe_orbit(angles_deg: np.ndarray) -> str:
+    """Start, step, direction and arc of view angles (DESIGN.md §3: θ = 0 anterior, 90° the
+    patient's left, so increasing θ is clockwise seen from the feet)."""
+    angles = np.mod(np.asarray(angles_deg, dtype=np.float64), 360.0)
+    if angles.size < 2:
+        return f"{angles[0]:.2f} deg (one view)"
+    # Steps across the 0/360 wrap are taken the short way round.
+    steps = np.mod(np.diff(angles) + 180.0, 360.0) - 180.0
+    step = float(np.median(steps))
+    regular = bool(np.allclose(steps, step, atol=1e-3))
+    direction = "clockwise" if step > 0 else "counter-clockwise"
+    arc = abs(step) * angles.size
+    text = (
+        f"start {angles[0]:.2f}, step {abs(step):.3f} {direction} seen from the feet, "
+        f"{angles.size} views over {arc:.1f}"
+    )
+    return text if regular else text + " (steps vary: several heads or an irregular orbit)"
+
+
 def _spect_rows(counts: np.ndarray, geometry: Any, metadata: dict[str, Any]) -> list[dict]:
-    angles = geometry.angles_deg
+    from recon.commands.spect import default_grid
+
     rows = [
         ("kind", "SPECT projections"),
         ("shape (view, v, u)", counts.shape),
         ("total counts", float(counts.sum())),
-        ("angles (deg)", f"{angles[0]:.2f} .. {angles[-1]:.2f}, step {np.diff(angles).mean():.3f}"
-         if angles.size > 1 else f"{angles[0]:.2f}"),
+        ("orbit (deg; 0 = anterior)", describe_orbit(geometry.angles_deg)),
         ("radius (mm)", f"{geometry.radii_mm.min():.1f} .. {geometry.radii_mm.max():.1f}"),
         ("pixel (v, u) mm", geometry.pixel_size_mm),
         ("COR offset (mm)", geometry.cor_offset_mm),
@@ -41,15 +60,50 @@ def _spect_rows(counts: np.ndarray, geometry: Any, metadata: dict[str, Any]) -> 
     for name, (window, _) in (metadata.get("windows") or {}).items():
         limits = f"{window.lower_kev:.1f}-{window.upper_kev:.1f} keV" if window else "?"
         rows.append((f"window {name}", limits))
+    rows.append(("recon spect grid (z, y, x)", _grid_text(default_grid(geometry))))
     return [{"item": k, "value": v} for k, v in rows]
+
+
+def _grid_text(grid: Any) -> str:
+    """Shape, voxel size and extent of a grid, as a --mu .npy must match it."""
+    (oz, oy, ox), (dz, dy, dx) = grid.origin, grid.voxel_size_mm
+    nz, ny, nx = grid.shape
+    return (
+        f"{nz} x {ny} x {nx} voxels of {dz:g} x {dy:g} x {dx:g} mm, voxel centres "
+        f"z {oz:g}..{oz + (nz - 1) * dz:g}, y {oy:g}..{oy + (ny - 1) * dy:g}, "
+        f"x {ox:g}..{ox + (nx - 1) * dx:g} mm"
+    )
+
+
+# Data files of Interfile pairs, and the header suffixes that point at them.
+_DATA_SUFFIXES = {".s": (".hs",), ".v": (".hv",), ".img": (".hdr",), ".i33": (".h33",),
+                  ".a": (".h33", ".hs")}  # fmt: skip
+
+
+def _refuse_data_file(path: Path) -> None:
+    """An Interfile data file given instead of its header: name the header."""
+    for suffix in _DATA_SUFFIXES.get(path.suffix.lower(), ()):
+        for header in (path.with_suffix(suffix), path.with_suffix(suffix.upper())):
+            if header.is_file():
+                raise InputError(
+                    f"{path} is the data file of the Interfile header {header.name}; "
+                    f"run 'recon info {header}'"
+                )
+    if path.suffix.lower() in _DATA_SUFFIXES:
+        raise InputError(
+            f"{path} looks like the raw data file of an Interfile pair; give its header "
+            "(.hs for projections and sinograms, .hv for images)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    _refuse_data_file(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
+        from recon.commands.pet import default_grid as pet_grid
         from recon.io.listmode_file import read_listmode
 
         data = read_listmode(path)
@@ -62,9 +116,13 @@ def run(args: argparse.Namespace) -> int:
                 "item": "prompts / delayeds",
                 "value": f"{ev.prompts().n_events} / {ev.delayeds().n_events}",
             },
-            {"item": "time span (s)", "value": float(ev.time_ms[-1] - ev.time_ms[0]) / 1000.0},
+            {
+                "item": "time span (s)",
+                "value": float(ev.time_ms[-1] - ev.time_ms[0]) / 1000.0 if ev.n_events else 0.0,
+            },
             {"item": "isotope", "value": data.isotope},
             {"item": "TOF", "value": data.scanner.tof},
+            {"item": "recon pet grid (z, y, x)", "value": _grid_text(pet_grid(data.scanner))},
         ]
     elif suffix in (".hs", ".hv", ".h33", ".hdr", ".mhd"):
         from recon.io.interfile import read_interfile
@@ -73,8 +131,12 @@ def run(args: argparse.Namespace) -> int:
         if hasattr(result, "geometry"):
             rows = _spect_rows(result.counts, result.geometry, dict(result.metadata))
         elif hasattr(result, "grid"):
-            rows = [{"item": "kind", "value": "image"}, {"item": "grid", "value": result.grid},
-                    {"item": "units", "value": result.units}]  # fmt: skip
+            rows = [
+                {"item": "kind", "value": f"image ({result.info.get('modality') or '?'})"},
+                {"item": "grid (z, y, x)", "value": _grid_text(result.grid)},
+                {"item": "units", "value": result.units},
+                {"item": "isotope", "value": result.isotope},
+            ]
         else:
             rows = _sinogram_rows(result)
     elif _is_dicom_image(path):
@@ -125,7 +187,7 @@ def _sinogram_rows(sino: Any) -> list[dict[str, Any]]:
             {"item": "effective ring radius (mm)", "value": summary["effective_radius_mm"]},
             {"item": "view mashing", "value": summary["view_mashing"]},
             {"item": "view 0 angle (deg)", "value": summary["view0_angle_deg"]},
-            {"item": "default image grid", "value": stir_default_grid(sino)},
+            {"item": "recon pet grid (z, y, x)", "value": _grid_text(stir_default_grid(sino))},
         ]
     except ReconError as exc:
         rows.append({"item": "reconstructed on", "value": f"nothing: {exc}"})

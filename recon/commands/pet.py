@@ -1,8 +1,9 @@
-"""`recon pet`: reconstruct a listmode file, as one frame or as a dynamic series."""
+"""`recon pet`: reconstruct a listmode file (one frame or a dynamic series) or a STIR sinogram."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -12,57 +13,88 @@ import numpy as np
 from recon._files import save_npy_atomic
 from recon._png import montage_slices_mip, write_png
 from recon.algorithms.listmode import reconstruct_frames
-from recon.commands.common import output_folder, parse_frames, print_table, write_summary
+from recon.commands.common import (
+    DEVICE,
+    OUTPUT,
+    OVERWRITE,
+    OutputFolder,
+    config_option,
+    existing_file,
+    note,
+    parse_frames,
+    print_table,
+    write_summary,
+)
+from recon.commands.options import Option, add_options, resolve
 from recon.errors import InputError
 from recon.grid import ImageGrid
 from recon.io.listmode_file import read_listmode
 from recon.pet import PetListmodeModel, PetScanner, randoms_from_delayeds
 
-__all__ = ["add_parser", "run"]
+__all__ = ["OPTIONS", "add_parser", "default_grid", "run"]
+
+_SINOGRAM_SUFFIXES = (".hs", ".h33")
+# A scanner description is a few hundred bytes; anything much larger is not one.
+_MAX_SCANNER_FILE_BYTES = 1 << 16
+
+OPTIONS = (
+    OUTPUT,
+    OVERWRITE,
+    Option("scanner", "str",
+           f"scanner preset ({', '.join(PetScanner.preset_names())}) or a JSON file of "
+           "PetScanner fields (overrides the file's)", default_text="the file's"),
+    Option("mu", "path",
+           "attenuation map at 511 keV: .npy (1/mm, on the image grid: see 'recon info' and "
+           "--shape), Interfile .hv (1/cm, as STIR and CASToR write them) or NIfTI; resampled "
+           "onto the grid", metavar="FILE"),
+    Option("mu-units", "str", "unit of the --mu file's values", choices=("1/mm", "1/cm"),
+           default_text="1/mm for .npy, 1/cm for Interfile; required for NIfTI"),
+    Option("multiplicative", "path",
+           "sinograms only: per-bin factors m of the model m*(P x) + a, as a sinogram file of "
+           "the data's shape: detection efficiencies, times the attenuation exp(-line integral "
+           "of mu) unless --mu is given (factors, not their inverse correction factors)",
+           metavar="HS"),
+    Option("additive", "path",
+           "sinograms only: expected additive counts a per bin (randoms + scatter), as a "
+           "sinogram file of the data's shape", metavar="HS"),
+    Option("shape", "ints3", "image grid in voxels", minimum=1, maximum=4096,
+           default_text="listmode: half a crystal pitch over 80% of the ring, 2 planes per "
+           "ring; sinogram: STIR's default grid ('recon info FILE' shows it)"),
+    Option("voxel-mm", "floats3", "voxel size in mm", minimum=0.0, above=True,
+           default_text="as for --shape"),
+    Option("frames", "str",
+           "listmode only: 'start:stop,...' in s or 'NxSECONDS'; frames must start before the "
+           "data end", default_text="one frame over the whole acquisition"),
+    Option("isotope", "str", "isotope (e.g. F-18, Zr-89) when the file names none",
+           default_text="the file's"),
+    Option("calibration", "float",
+           "counts per (Bq/mL·s·mm) of the scanner, for images in Bq/mL (without it the image is "
+           "in counts/s, uncalibrated)", minimum=0.0, above=True),
+    Option("no-tof", "flag", "ignore TOF information"),
+    Option("iterations", "int", "OSEM / LM-OSEM iterations", default=3, minimum=1,
+           maximum=10_000),
+    Option("subsets", "int", "subsets (sinogram views, or listmode event subsets)", default=8,
+           minimum=1, maximum=100_000),
+    DEVICE,
+    config_option("pet"),
+)  # fmt: skip
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "pet", help="reconstruct PET listmode (recon .npz or PETSIRD) or a STIR sinogram (.hs)"
-    )
+        "pet", help="reconstruct PET listmode (recon .npz or PETSIRD) or a STIR sinogram (.hs)",
+        description="LM-OSEM of listmode data (one frame, or dynamic frames each decay-corrected "
+        "to the scan start), or OSEM of a STIR Interfile sinogram on its own lines of response. "
+        "Writes frame_NNN.npy (listmode) or image.npy/.hv/.v (sinogram), a PNG and summary.json "
+        "into a new output folder.",
+    )  # fmt: skip
     p.add_argument(
         "listmode", help="recon listmode file (.npz), a PETSIRD file or a STIR Interfile sinogram"
     )
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument(
-        "--scanner",
-        help="scanner preset name, or a JSON file of PetScanner fields (overrides the file)",
-    )
-    p.add_argument(
-        "--mu",
-        help="attenuation map at 511 keV: .npy (1/mm, on the image grid, see --shape), "
-        "Interfile .hv (1/cm, as STIR and CASToR write them) or NIfTI; resampled onto the grid",
-    )
-    p.add_argument("--mu-units", choices=("1/mm", "1/cm"), help="unit of the --mu file's values")
-    p.add_argument(
-        "--multiplicative",
-        help="sinograms only: per-bin factors m of the model m*(P x) + a, as a sinogram file of "
-        "the data's shape: detection efficiencies, times the attenuation exp(-line integral of mu) "
-        "unless --mu is given (factors, not their inverse correction factors)",
-    )
-    p.add_argument(
-        "--additive",
-        help="sinograms only: expected additive counts a per bin (randoms + scatter), as a "
-        "sinogram file of the data's shape",
-    )
-    p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"))
-    p.add_argument("--voxel-mm", type=float, nargs=3, metavar=("Z", "Y", "X"))
-    p.add_argument("--frames", help="'start:stop,...' in s or 'NxSECONDS' (default: one frame)")
-    p.add_argument("--isotope", help="isotope, if the file does not name one")
-    p.add_argument("--calibration", type=float, help="counts per (Bq/mL·s·mm): image in Bq/mL")
-    p.add_argument("--no-tof", action="store_true", default=None, help="ignore TOF information")
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--subsets", type=int)
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"))
-    p.add_argument("--config", help="TOML file whose [pet] table supplies defaults")
+    add_options(p, OPTIONS)
 
 
-def _default_grid(scanner: PetScanner) -> ImageGrid:
+def default_grid(scanner: PetScanner) -> ImageGrid:
     """Voxels of half a crystal pitch over 80% of the ring, one plane per ring spacing / 2."""
     pitch = 2 * math.pi * scanner.radius_mm / scanner.crystals_per_ring
     voxel_xy = pitch
@@ -91,18 +123,14 @@ def _scanner(spec: str) -> PetScanner:
     path = Path(spec)
     if path.suffix.lower() != ".json":
         return PetScanner.preset(spec)
-    import json
-
-    from recon.pet.tof import Tof
-
+    existing_file(path, "scanner file")
+    if path.stat().st_size > _MAX_SCANNER_FILE_BYTES:
+        raise InputError(f"{path}: {path.stat().st_size} bytes is not a scanner description")
     try:
-        fields = json.loads(path.read_text())
-        tof = fields.pop("tof", None)
-        return PetScanner(**fields, tof=None if tof is None else Tof(**tof))
-    except FileNotFoundError:
-        raise InputError(f"{path}: scanner file not found") from None
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{path}: not a scanner description ({exc})") from None
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path}: not a JSON scanner description ({exc})") from None
+    return PetScanner.from_dict(fields, where=str(path))
 
 
 def _mu_map(args: argparse.Namespace, grid: ImageGrid) -> Any:
@@ -114,13 +142,33 @@ def _mu_map(args: argparse.Namespace, grid: ImageGrid) -> Any:
     return read_mu_map(args.mu, grid, units=args.mu_units)
 
 
+def _grid(args: argparse.Namespace, default: ImageGrid) -> ImageGrid:
+    if not (args.shape or args.voxel_mm):
+        return default
+    return ImageGrid(
+        tuple(args.shape or default.shape), tuple(args.voxel_mm or default.voxel_size_mm)
+    )
+
+
+def _inputs(args: argparse.Namespace, source: Path) -> list[Path]:
+    paths = [source, args.mu, args.multiplicative, args.additive]
+    if args.scanner and str(args.scanner).lower().endswith(".json"):
+        paths.append(args.scanner)
+    return [Path(p) for p in paths if p]
+
+
 def run(args: argparse.Namespace) -> int:
-    source = Path(args.listmode)
-    if source.suffix.lower() in (".hs", ".h33"):
+    resolve(args, OPTIONS, "pet")
+    source = existing_file(args.listmode, "listmode or sinogram file")
+    if source.suffix.lower() in _SINOGRAM_SUFFIXES:
         return _run_sinogram(args, source)
     for option in ("multiplicative", "additive"):
         if getattr(args, option):
             raise InputError(f"{source}: --{option} applies to sinograms, not to listmode")
+    target = OutputFolder(
+        args.output, inputs=_inputs(args, source), overwrite=args.overwrite,
+        expected=("frames_sum.png", "summary.json"), command="recon pet",
+    )  # fmt: skip
     given = _scanner(args.scanner) if args.scanner else None
     if source.suffix.lower() == ".npz":
         data = read_listmode(source)
@@ -131,53 +179,59 @@ def run(args: argparse.Namespace) -> int:
         events, scanner, meta = read_petsird(source, scanner=given)
         file_isotope = _petsird_isotope(meta)
     isotope = args.isotope or file_isotope
-    grid = _default_grid(scanner)
-    if args.shape or args.voxel_mm:
-        grid = ImageGrid(
-            tuple(args.shape or grid.shape), tuple(args.voxel_mm or grid.voxel_size_mm)
-        )
-    mu = _mu_map(args, grid)
+    grid = _grid(args, default_grid(scanner))
     duration_s = float(events.time_ms[-1]) / 1000.0 if events.n_events else 0.0
     if duration_s <= 0:
         raise InputError(f"{source}: events span no time; cannot define a frame")
     frames = parse_frames(args.frames, math.ceil(duration_s))
-    out = output_folder(args.output, [source])
+    frame_events = [events.time_window(t * 1000.0, (t + d) * 1000.0) for t, d in frames]
+    for (start, length), chosen in zip(frames, frame_events, strict=True):
+        if not chosen.prompts().n_events:
+            raise InputError(
+                f"--frames: the frame {start:g}-{start + length:g} s holds no prompt events; "
+                "change the frame list"
+            )
+    mu = _mu_map(args, grid)
     model = PetListmodeModel(
         scanner, grid, mu_map=mu, isotope=isotope, calibration=args.calibration,
         use_tof=False if args.no_tof else None, device=args.device,
     )  # fmt: skip
+    if args.calibration is None:
+        note("no --calibration given: the images are in counts/s, not Bq/mL")
     results = []
-    for start, length in frames:
-        frame_events = events.time_window(start * 1000.0, (start + length) * 1000.0)
+    for (start, length), events_in_frame in zip(frames, frame_events, strict=True):
         kwargs = {}
-        if frame_events.delayeds().n_events:
+        if events_in_frame.delayeds().n_events:
             # Randoms of this frame from its own delayed coincidences (fan-sum estimate).
-            randoms = randoms_from_delayeds(frame_events, model.layout)
-            kwargs["additive_rate"] = model.additive_rate(frame_events, randoms, length)
+            randoms = randoms_from_delayeds(events_in_frame, model.layout)
+            kwargs["additive_rate"] = model.additive_rate(events_in_frame, randoms, length)
         results += reconstruct_frames(
-            model, frame_events, [(start, length)], iterations=args.iterations or 3,
-            subsets=args.subsets or 8, **kwargs,
+            model, events_in_frame, [(start, length)], iterations=args.iterations,
+            subsets=args.subsets, **kwargs,
         )  # fmt: skip
     rows = []
     total = None
     for index, result in enumerate(results):
         values = np.asarray(result.image)
-        save_npy_atomic(out / f"frame_{index:03d}.npy", values)
         total = values if total is None else total + values
         rows.append({
             "frame": index, "start_s": result.start_s, "duration_s": result.duration_s,
             "prompts": result.n_prompts, "decay_factor": result.decay_factor,
             "mean": float(values.mean()), "max": float(values.max()),
         })  # fmt: skip
-    write_png(out / "frames_sum.png", montage_slices_mip(total))
-    write_summary(out, "summary.json", {
+    summary = {
         "input": str(source), "scanner": scanner.name, "isotope": isotope,
         "units": results[0].image.units,
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm},
         "frames": rows,
-    })  # fmt: skip
+    }  # fmt: skip
+    with target.writing({"settings": _settings(args)}) as out:
+        for index, result in enumerate(results):
+            save_npy_atomic(out / f"frame_{index:03d}.npy", np.asarray(result.image))
+        write_png(out / "frames_sum.png", montage_slices_mip(total))
+        write_summary(out, "summary.json", summary)
     print_table(rows, ["frame", "start_s", "duration_s", "prompts", "decay_factor", "mean", "max"])
-    print(f"wrote {len(rows)} frame(s) to {out}")
+    print(f"wrote {len(rows)} frame(s) to {args.output}")
     return 0
 
 
@@ -191,40 +245,47 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
         if getattr(args, option):
             flag = "--" + option.replace("_", "-")
             raise InputError(f"{source}: {flag} applies to listmode, not to a sinogram")
+    target = OutputFolder(
+        args.output, inputs=_inputs(args, source), overwrite=args.overwrite,
+        expected=("image.npy", "image.hv", "image.v", "image.png", "summary.json"),
+        command="recon pet",
+    )  # fmt: skip
     sino = read_interfile_sinogram(source)
+    target.add_inputs([sino.description.get("data_path")])
     multiplicative = _companion_sinogram(args.multiplicative, sino, "--multiplicative")
     additive = _companion_sinogram(args.additive, sino, "--additive")
-    grid = stir_default_grid(sino)
-    if args.shape or args.voxel_mm:
-        grid = ImageGrid(
-            tuple(args.shape or grid.shape), tuple(args.voxel_mm or grid.voxel_size_mm)
-        )
+    grid = _grid(args, stir_default_grid(sino))
     mu = _mu_map(args, grid)
     counts = np.asarray(sino.data, dtype=np.float32)
     # Pre-corrected sinograms hold small negative values; the Poisson model needs counts >= 0.
     n_negative = int(np.count_nonzero(counts < 0))
     if n_negative:
+        lost = float(-counts[counts < 0].sum())
+        note(
+            f"{n_negative} of {counts.size} bins ({n_negative / counts.size:.1%}) are negative "
+            f"(pre-corrected data?) and were set to 0 (their sum, {lost:.4g}, is "
+            f"{lost / max(float(np.abs(counts).sum()), 1e-30):.2%} of the absolute total); OSEM "
+            "assumes Poisson counts, so give uncorrected prompts with --multiplicative/--additive "
+            "when you have them"
+        )
         counts = np.clip(counts, 0.0, None)
     # The frame's timing from the header (STIR's image relative start time / image duration);
     # without it the image is per second of acquisition.
     start_s = sino.description.get("frame_start_s") or 0.0
     duration_s = sino.description.get("frame_duration_s")
+    if args.subsets > counts.shape[1]:
+        raise InputError(f"--subsets {args.subsets} is more than the {counts.shape[1]} views")
     model = stir_sinogram_model(
         sino, grid, mu_map=mu, normalization=multiplicative, scatter=additive,
         isotope=args.isotope, calibration=args.calibration, frame_start_s=start_s,
         frame_duration_s=duration_s or 1.0, device=args.device,
     )  # fmt: skip
-    inputs = [Path(p) for p in (source, args.mu, args.multiplicative, args.additive) if p]
-    out = output_folder(args.output, inputs)
-    image = osem(model, counts, iterations=args.iterations or 3, subsets=args.subsets or 8)
+    image = osem(model, counts, iterations=args.iterations, subsets=args.subsets)
     values = np.asarray(image)
     fit = np.asarray(model.backend.to_host(model.forward(image)))
     if additive is not None:
         fit = fit + additive
     residual = float(np.linalg.norm(fit - counts) / max(np.linalg.norm(counts), 1e-30))
-    save_npy_atomic(out / "image.npy", values)
-    write_interfile(out / "image.hv", image)
-    write_png(out / "image.png", montage_slices_mip(values))
     summary = {
         "input": str(source), "arc_corrected": sino.description["arc_corrected"],
         "segments": len(sino.description["segments"]), "isotope": args.isotope,
@@ -236,10 +297,14 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
         "image_total": float(values.sum()),
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm, "origin_mm": grid.origin},
     }  # fmt: skip
-    write_summary(out, "summary.json", summary)
+    with target.writing({"settings": _settings(args)}) as out:
+        save_npy_atomic(out / "image.npy", values)
+        write_interfile(out / "image.hv", image)
+        write_png(out / "image.png", montage_slices_mip(values))
+        write_summary(out, "summary.json", summary)
     print_table([{"item": k, "value": v} for k, v in summary.items() if k != "grid"],
                 ["item", "value"])  # fmt: skip
-    print(f"wrote image.npy, image.hv/.v, image.png and summary.json to {out}")
+    print(f"wrote image.npy, image.hv/.v, image.png and summary.json to {args.output}")
     return 0
 
 
@@ -258,3 +323,8 @@ def _companion_sinogram(path: str | None, sino: Any, flag: str) -> np.ndarray | 
     if not np.all(np.isfinite(values)) or values.min() < 0:
         raise InputError(f"{flag} {path} must hold finite, non-negative values")
     return values
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of this run, for the output manifest."""
+    return {o.dest: getattr(args, o.dest, None) for o in OPTIONS if o.in_config}

@@ -8,10 +8,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recon.commands.common import output_folder, print_table
+from recon.commands.common import OUTPUT, OVERWRITE, OutputFolder, print_table
+from recon.commands.options import Option, add_options, resolve
 from recon.quant.study import _summary_rows, analyse_study, load_study, write_report
 
-__all__ = ["add_parser", "run"]
+__all__ = ["OPTIONS", "add_parser", "run"]
+
+OPTIONS = (
+    OUTPUT,
+    OVERWRITE,
+    Option("no-plots", "flag", "write no PNG plots", in_config=False),
+)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -22,15 +29,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "schema is documented in `python -m pydoc recon.quant.study`.",
     )
     p.add_argument("study", help="study description (.toml)")
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    add_options(p, OPTIONS)
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve(args, OPTIONS, "quant")
     study = load_study(args.study)
+    target = OutputFolder(
+        args.output, inputs=[args.study, *study.input_paths], overwrite=args.overwrite,
+        command="recon quant",
+    )  # fmt: skip
     result = analyse_study(study)
-    out = output_folder(args.output, list(study.input_paths))
-    files = write_report(result, out, plots=not args.no_plots)
+    with target.writing() as out:
+        files = write_report(result, out, plots=not args.no_plots)
     rows = _summary_rows(result)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     print(
@@ -40,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
         f"{study.settings.quantity} in Bq/mL at scan time"
     )
     print_table(rows, columns)
-    print(f"wrote {len(files)} files to {out}")
+    print(f"wrote {len(files)} files to {args.output}")
     sys.stdout.flush()
     return 0

@@ -13,48 +13,80 @@ import numpy as np
 from recon._files import save_npy_atomic
 from recon._png import montage_slices_mip, write_png
 from recon.algorithms import osem
-from recon.commands.common import output_folder, print_table, write_summary
-from recon.errors import InputError
+from recon.commands.common import (
+    DEVICE,
+    OUTPUT,
+    OVERWRITE,
+    OutputFolder,
+    config_option,
+    existing_file,
+    note,
+    print_table,
+    write_summary,
+)
+from recon.commands.options import Option, add_options, resolve
+from recon.errors import InputError, ReconError
 from recon.grid import ImageGrid
 from recon.physics.isotopes import Isotope, get_isotope
 from recon.spect import Collimator, SpectGeometry, SpectModel
 
-__all__ = ["add_parser", "read_projections", "run"]
+__all__ = ["OPTIONS", "add_parser", "default_grid", "read_projections", "run"]
 
 log = logging.getLogger("recon")
 
+OPTIONS = (
+    OUTPUT,
+    OVERWRITE,
+    Option("ct", "path", "folder of the CT series for attenuation correction", metavar="DIR",
+           exclusive_with=("mu",)),
+    Option("mu", "path",
+           "attenuation map at the photon energy: .npy (1/mm, on the reconstruction grid: see "
+           "'recon info'), Interfile .hv (1/cm, as STIR and CASToR write them) or NIfTI; "
+           "resampled onto the grid", metavar="FILE"),
+    Option("mu-units", "str", "unit of the --mu file's values", choices=("1/mm", "1/cm"),
+           default_text="1/mm for .npy, 1/cm for Interfile; required for NIfTI"),
+    Option("scatter", "str", "scatter estimate from the energy windows",
+           choices=("tew", "dew", "none"),
+           default_text="tew when the file has a scatter window below the photopeak, else none"),
+    Option("no-psf", "flag", "no collimator-detector response (resolution) model"),
+    Option("collimator", "str",
+           f"collimator preset ({', '.join(Collimator.preset_names())})",
+           default_text="by photon energy: LEHR below 200 keV, ME below 300 keV, HE above"),
+    Option("isotope", "str", "isotope (e.g. Tc-99m, In-111) when the file names none",
+           default_text="the file's"),
+    Option("sensitivity", "float",
+           "planar sensitivity in cps/MBq, for images in Bq/mL (without it the image is in "
+           "counts/s per voxel, uncalibrated)", minimum=0.0, above=True),
+    Option("iterations", "int", "OSEM iterations", default=4, minimum=1, maximum=10_000),
+    Option("subsets", "int", "OSEM subsets (at most the number of views)", default=8,
+           minimum=1),
+    Option("post-filter", "float", "Gaussian post-filter FWHM in mm", minimum=0.0,
+           default_text="none"),
+    DEVICE,
+    Option("ref-time", "str",
+           "activity reference time: 'start' (acquisition start), 'injection' or an ISO-8601 "
+           "date-time", default="start"),
+    config_option("spect"),
+)  # fmt: skip
+
+_OUTPUT_FILES = ("image.npy", "image.hv", "image.v", "image.png", "summary.json")
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("spect", help="reconstruct SPECT projections (DICOM NM or Interfile)")
+    p = commands.add_parser(
+        "spect", help="reconstruct SPECT projections (DICOM NM or Interfile)",
+        description="OSEM reconstruction of SPECT projections with attenuation (CT or mu-map), "
+        "collimator response, decay and window-based scatter correction. Writes image.npy "
+        "(z, y, x), image.hv/.v (Interfile), image.png, a DICOM NM series in dicom/ and "
+        "summary.json into a new output folder.",
+    )  # fmt: skip
     p.add_argument("projections", help="DICOM NM file or Interfile header (.hs)")
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    mu = p.add_mutually_exclusive_group()
-    mu.add_argument("--ct", help="folder of the CT series for attenuation correction")
-    mu.add_argument(
-        "--mu",
-        help="attenuation map at the photon energy: .npy (1/mm, on the reconstruction grid), "
-        "Interfile .hv (1/cm, as STIR and CASToR write them) or NIfTI; resampled onto the grid",
-    )
-    p.add_argument("--mu-units", choices=("1/mm", "1/cm"), help="unit of the --mu file's values")
-    p.add_argument("--scatter", choices=("tew", "dew", "none"))
-    p.add_argument("--no-psf", action="store_true", default=None, help="no collimator response")
-    p.add_argument("--collimator", help="collimator preset (LEHR, LEGP, ME, HE); default by energy")
-    p.add_argument("--isotope", help="isotope, if the file does not name one")
-    p.add_argument("--sensitivity", type=float, help="planar sensitivity (cps/MBq): Bq/mL images")
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--subsets", type=int)
-    p.add_argument("--post-filter", type=float, help="Gaussian post-filter FWHM in mm")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"))
-    p.add_argument(
-        "--ref-time", help="activity reference: 'start' (default), 'injection' or an ISO-8601 time"
-    )
-    p.add_argument("--config", help="TOML file whose [spect] table supplies defaults")
+    add_options(p, OPTIONS)
 
 
 def read_projections(path: Path) -> tuple[np.ndarray, SpectGeometry, dict[str, Any]]:
     """Counts, geometry and metadata from a DICOM NM file or an Interfile header."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
+    existing_file(path, "projection file")
     if path.suffix.lower() in (".hs", ".h33", ".hdr"):
         from recon.io.interfile import read_interfile_spect
 
@@ -94,20 +126,27 @@ def _reference_time(spec: str | None, metadata: dict[str, Any]) -> float:
         if delay is None:
             raise InputError("--ref-time injection needs the injection time in the file")
         return -float(delay)
+    try:
+        when = dt.datetime.fromisoformat(str(spec))
+    except ValueError:
+        raise InputError(
+            f"--ref-time {spec!r}: use start, injection or an ISO-8601 date-time "
+            "(e.g. 2024-03-05T10:00:00)"
+        ) from None
     start = metadata.get("acquisition_datetime")
     if not isinstance(start, dt.datetime):
         raise InputError("--ref-time with a date-time needs the acquisition date/time in the file")
-    try:
-        when = dt.datetime.fromisoformat(spec)
-    except ValueError:
-        raise InputError(f"--ref-time {spec!r}: use start, injection or ISO-8601") from None
     if (when.tzinfo is None) != (start.tzinfo is None):
         when = when.replace(tzinfo=start.tzinfo)
     return (when - start).total_seconds()
 
 
-def _grid(geometry: SpectGeometry) -> ImageGrid:
-    """Cubic-ish grid matching the projection sampling, centred on the rotation axis."""
+def default_grid(geometry: SpectGeometry) -> ImageGrid:
+    """The grid `recon spect` reconstructs on: the projection sampling, centred on the axis.
+
+    ``n_u × n_u`` transverse voxels of the bin size and one slice per projection row, axially
+    where the rows are.
+    """
     pv, pu = geometry.pixel_size_mm  # type: ignore[misc]
     nz = geometry.n_v
     origin_z = geometry.axial_offset_mm - (nz - 1) / 2.0 * pv
@@ -116,14 +155,41 @@ def _grid(geometry: SpectGeometry) -> ImageGrid:
     return ImageGrid((nz, n, n), (pv, pu, pu), origin=(origin_z, origin_xy, origin_xy))
 
 
+def _scatter(args: argparse.Namespace, metadata: dict[str, Any], source: Path) -> tuple[Any, str]:
+    """The scatter estimate (or None) and the method used (``--scatter`` or the default)."""
+    from recon.io.dicom_nm import scatter_estimate, select_scatter_windows
+
+    windows = metadata.get("windows") or {}
+    lower = None
+    if windows and metadata.get("photopeak_window") in windows:
+        try:
+            lower, _ = select_scatter_windows(windows, metadata["photopeak_window"])
+        except ReconError:
+            lower = None
+    method = args.scatter
+    if method is None:
+        if lower is None:
+            note(
+                f"{source.name} has no scatter window below the photopeak, so no scatter "
+                "correction is applied (--scatter none); the image includes scattered counts"
+            )
+            return None, "none"
+        method = "tew"
+    if method == "none":
+        return None, "none"
+    if lower is None:
+        names = ", ".join(windows) or "none"
+        raise InputError(
+            f"--scatter {method} needs a scatter window below the photopeak; {source} has "
+            f"energy windows: {names}; use --scatter none"
+        )
+    return scatter_estimate(metadata, method=method, smooth_sigma_px=2.0), method
+
+
 def _write_dicom(image: Any, folder: Path, source: Path, metadata: dict, ref: str | None) -> None:
     """NM reconstructed-TOMO series next to the other outputs, sharing the input's study."""
     from recon.io.dicom_write import write_dicom
 
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)  # a previous run's series; the writer refuses non-empty folders
     dataset = None
     if metadata.get("study_instance_uid"):
         import pydicom
@@ -152,12 +218,26 @@ def _write_dicom(image: Any, folder: Path, source: Path, metadata: dict, ref: st
     )  # fmt: skip
 
 
+def _inputs(source: Path, metadata: dict[str, Any], args: argparse.Namespace) -> list[Path]:
+    paths = [source, metadata.get("data_path"), args.ct, args.mu]
+    return [Path(p) for p in paths if p]
+
+
 def run(args: argparse.Namespace) -> int:
-    source = Path(args.projections)
+    resolve(args, OPTIONS, "spect")
+    source = existing_file(args.projections, "projection file")
+    target = OutputFolder(
+        args.output, inputs=_inputs(source, {}, args), overwrite=args.overwrite,
+        expected=_OUTPUT_FILES, command="recon spect",
+    )  # fmt: skip
     counts, geometry, metadata = read_projections(source)
+    target.add_inputs(_inputs(source, metadata, args))
+    if args.subsets > geometry.n_views:
+        raise InputError(
+            f"--subsets {args.subsets} is more than the {geometry.n_views} views of {source.name}"
+        )
     isotope = _isotope(args.isotope, metadata)
-    grid = _grid(geometry)
-    inputs = [source]
+    grid = default_grid(geometry)
     mu = None
     if args.ct:
         from recon.io.ct import read_ct_mu_map
@@ -166,38 +246,24 @@ def run(args: argparse.Namespace) -> int:
         mu = read_ct_mu_map(
             args.ct, grid, energy, frame_of_reference_uid=metadata.get("frame_of_reference_uid")
         )
-        inputs.append(Path(args.ct))
     elif args.mu:
         from recon.io.mu_map import read_mu_map
 
         mu = read_mu_map(args.mu, grid, units=args.mu_units)
-        inputs.append(Path(args.mu))
-    scatter = None
-    method = args.scatter or ("tew" if metadata.get("windows") else "none")
-    if method != "none":
-        if not metadata.get("windows"):
-            raise InputError(f"--scatter {method} needs energy-window data, which {source} lacks")
-        from recon.io.dicom_nm import scatter_estimate
-
-        scatter = scatter_estimate(metadata, method=method, smooth_sigma_px=2.0)
-    out = output_folder(args.output, inputs)
+    scatter, method = _scatter(args, metadata, source)
     model = SpectModel(
         geometry, grid, mu_map=mu, collimator=_collimator(args, isotope),
         isotope=isotope.name if isotope else None,
         reference_time_s=_reference_time(args.ref_time, metadata),
         sensitivity_cps_per_mbq=args.sensitivity, device=args.device,
     )  # fmt: skip
+    if args.sensitivity is None:
+        note("no --sensitivity given: the image is in counts/s per voxel, not Bq/mL")
     image = osem(
-        model, counts, additive=scatter, iterations=args.iterations or 4,
-        subsets=args.subsets or 8, post_filter_fwhm_mm=args.post_filter,
+        model, counts, additive=scatter, iterations=args.iterations, subsets=args.subsets,
+        post_filter_fwhm_mm=args.post_filter,
     )  # fmt: skip
     values = np.asarray(image)
-    save_npy_atomic(out / "image.npy", values)
-    from recon.io.interfile import write_interfile
-
-    write_interfile(out / "image.hv", image)
-    write_png(out / "image.png", montage_slices_mip(values))
-    _write_dicom(image, out / "dicom", source, metadata, args.ref_time)
     summary = {
         "input": str(source), "isotope": image.isotope, "units": image.units,
         "reference_time_s": image.reference_time_s, "attenuation": mu is not None,
@@ -206,8 +272,20 @@ def run(args: argparse.Namespace) -> int:
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm, "origin_mm": grid.origin},
         "counts": float(np.sum(counts)), "image_total": float(values.sum()),
     }  # fmt: skip
-    write_summary(out, "summary.json", summary)
+    from recon.io.interfile import write_interfile
+
+    with target.writing({"settings": _settings(args)}) as out:
+        save_npy_atomic(out / "image.npy", values)
+        write_interfile(out / "image.hv", image)
+        write_png(out / "image.png", montage_slices_mip(values))
+        _write_dicom(image, out / "dicom", source, metadata, args.ref_time)
+        write_summary(out, "summary.json", summary)
     rows = [{"item": k, "value": v} for k, v in summary.items() if k not in ("grid",)]
     print_table(rows, ["item", "value"])
-    print(f"wrote image.npy, image.hv/.v, image.png, dicom/ and summary.json to {out}")
+    print(f"wrote image.npy, image.hv/.v, image.png, dicom/ and summary.json to {args.output}")
     return 0
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of this run, for the output manifest."""
+    return {o.dest: getattr(args, o.dest, None) for o in OPTIONS if o.in_config}

@@ -68,7 +68,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +75,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from recon._files import create_temporary_file
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
 from recon.image import Image
@@ -1200,20 +1200,16 @@ def _write_pair_atomically(
     folder = header_path.parent
     if not folder.is_dir():
         raise InputError(f"output folder {folder} does not exist; create it first")
-    umask = os.umask(0)
-    os.umask(umask)
     temps: list[Path] = []
     try:
         for target, write in (
             (data_path, write_data),
             (header_path, lambda handle: handle.write(header_text.encode("utf-8"))),
         ):
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-            temps.append(Path(tmp))
+            fd, tmp = create_temporary_file(target)
+            temps.append(tmp)
             with os.fdopen(fd, "wb") as handle:
                 write(handle)
-            # mkstemp creates 0600; give the outputs the permissions of an ordinary new file.
-            os.chmod(tmp, 0o666 & ~umask)
         os.replace(temps[0], data_path)
         os.replace(temps[1], header_path)
     except BaseException:

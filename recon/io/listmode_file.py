@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from recon._files import write_atomically
+from recon._npy import load_npz
 from recon.errors import InputError
 from recon.pet.listmode import ListmodeEvents
 from recon.pet.scanner import PetScanner
-from recon.pet.tof import Tof
 
 __all__ = ["ListmodeFile", "read_listmode", "write_listmode"]
 
@@ -67,10 +67,8 @@ def _scanner_json(scanner: PetScanner) -> str:
     return json.dumps(fields)
 
 
-def _scanner_from_json(text: str) -> PetScanner:
-    fields = json.loads(text)
-    tof = fields.pop("tof", None)
-    return PetScanner(**fields, tof=None if tof is None else Tof(**tof))
+def _scanner_from_json(text: str, where: str) -> PetScanner:
+    return PetScanner.from_dict(json.loads(text), where=where)
 
 
 def write_listmode(
@@ -95,39 +93,61 @@ def write_listmode(
     )
 
 
+def _text(value: np.ndarray, key: str, path: Path) -> str:
+    """A scalar string member (format, scanner, isotope, start)."""
+    if value.ndim != 0 or value.dtype.kind != "U":
+        raise InputError(f"{path}: {key} must be a text scalar, got a {value.dtype} of shape "
+                         f"{value.shape}; not a recon listmode file")  # fmt: skip
+    return str(value)
+
+
 def read_listmode(path: str | os.PathLike[str]) -> ListmodeFile:
-    """Read a file written by :func:`write_listmode`; validates it completely before returning."""
+    """Read a file written by :func:`write_listmode`; validates it completely before returning.
+
+    Members are read without pickles, their declared sizes checked against the archive and the
+    machine's memory before any data are loaded (:func:`recon._npy.load_npz`).
+
+    Raises
+    ------
+    InputError
+        Not a recon listmode file, a member of the wrong type or size, a truncated archive, or
+        events that do not fit the scanner; the message names the file and the member.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such listmode file")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a recon listmode file (.npz archive)")
+    archive = load_npz(path, "listmode file")
+    keys = set(archive)
+    missing = ({"format", "version", "scanner"} | set(_ARRAYS)) - keys
+    if missing:
+        raise InputError(f"{path}: missing entries {sorted(missing)}; not a recon listmode file")
+    version = archive["version"]
+    if version.ndim != 0 or version.dtype.kind not in "iu":
+        raise InputError(f"{path}: version must be an integer scalar; not a recon listmode file")
+    fmt = _text(archive["format"], "format", path)
+    if fmt != _FORMAT or int(version) != 1:
+        raise InputError(f"{path}: format {fmt!r} version {int(version)} is not supported")
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path}: not a recon listmode file (.npz): {exc}") from None
-    with archive:
-        keys = set(archive.files)
-        missing = ({"format", "version", "scanner"} | set(_ARRAYS)) - keys
-        if missing:
+        scanner = _scanner_from_json(_text(archive["scanner"], "scanner", path), f"{path}: scanner")
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: the scanner description is not JSON: {exc}") from None
+    arrays: dict[str, Any] = {}
+    lengths = set()
+    for key, dtype in _ARRAYS.items():
+        value = archive[key]
+        if value.dtype != dtype or value.ndim != 1:
             raise InputError(
-                f"{path}: missing entries {sorted(missing)}; not a recon listmode file"
+                f"{path}: {key} must be a 1-D {np.dtype(dtype).name} array, got "
+                f"{value.dtype} of shape {value.shape}"
             )
-        if str(archive["format"]) != _FORMAT or int(archive["version"]) != 1:
-            raise InputError(
-                f"{path}: format {str(archive['format'])!r} version {archive['version']} "
-                "is not supported"
-            )
-        try:
-            scanner = _scanner_from_json(str(archive["scanner"]))
-        except (TypeError, ValueError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}: scanner description is invalid: {exc}") from None
-        arrays: dict[str, Any] = {}
-        for key, dtype in _ARRAYS.items():
-            value = archive[key]
-            if value.dtype != dtype or value.ndim != 1:
-                raise InputError(f"{path}: {key} must be a 1-D {np.dtype(dtype).name} array")
-            arrays[key] = value
-        isotope = str(archive["isotope"]) if "isotope" in keys else ""
-        start = str(archive["start"]) if "start" in keys else ""
+        arrays[key] = value
+        lengths.add(value.size)
+    if len(lengths) != 1:
+        raise InputError(f"{path}: the event arrays differ in length; the file is corrupt")
+    isotope = _text(archive["isotope"], "isotope", path) if "isotope" in keys else ""
+    start = _text(archive["start"], "start", path) if "start" in keys else ""
     events = ListmodeEvents(**arrays)
     events.validate(scanner)
     return ListmodeFile(events, scanner, isotope or None, start or None)

@@ -218,6 +218,7 @@ class PetLorSinogramModel(PetImageSide):
             raise GeometryError("grid must be an ImageGrid")
         if calibration is not None and not calibration > 0:
             raise InputError("calibration must be a positive factor (counts per Bq·s per mL)")
+        grid.check_memory(copies=4, what="a PET model")
         self.grid = grid
         self.backend = resolve_backend(device)
         self.xp = self.backend.xp

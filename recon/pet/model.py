@@ -128,6 +128,7 @@ class _PetCorrections(PetImageSide):
             raise GeometryError("scanner must be a PetScanner (e.g. PetScanner.preset('small'))")
         if not isinstance(grid, ImageGrid):
             raise GeometryError("grid must be an ImageGrid")
+        grid.check_memory(copies=4, what="a PET model")
         self.scanner = scanner
         self.grid = grid
         self.backend = resolve_backend(device)

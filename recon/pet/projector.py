@@ -311,8 +311,10 @@ class _CpuKernels:
     """Calls the numba kernels of ``recon.pet._cpu`` (same methods as ``_gpu.GpuKernels``)."""
 
     def __init__(self) -> None:
+        from recon._jit import announce_compilation
         from recon.pet import _cpu
 
+        announce_compilation(_cpu, "PET")
         self._cpu = _cpu
 
     @staticmethod

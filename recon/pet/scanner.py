@@ -75,10 +75,16 @@ _PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Crystal ids are int32 (DESIGN.md §3).
+_MAX_CRYSTALS = 2**31 - 1
+
+
 def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool):
+        raise GeometryError(f"{name} must be a positive integer, got {value!r}")
     try:
         as_int = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise GeometryError(f"{name} must be a positive integer, got {value!r}") from None
     if as_int != value or as_int < 1:
         raise GeometryError(f"{name} must be a positive integer, got {value!r}")
@@ -86,6 +92,8 @@ def _positive_int(value: object, name: str) -> int:
 
 
 def _finite_float(value: object, name: str, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool | str):
+        raise GeometryError(f"{name} must be a number in mm, got {value!r}")
     try:
         as_float = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -147,15 +155,62 @@ class PetScanner:
                 f"crystals_per_ring must be even (every crystal needs an opposite one), got {n}"
             )
         set_(self, "crystals_per_ring", n)
+        if self.n_rings * n > _MAX_CRYSTALS:
+            raise GeometryError(
+                f"{self.n_rings} rings of {n} crystals is more than the {_MAX_CRYSTALS} crystal "
+                "ids recon can hold (int32); check the scanner description"
+            )
         set_(self, "radius_mm", _finite_float(self.radius_mm, "radius_mm"))
         set_(self, "ring_spacing_mm", _finite_float(self.ring_spacing_mm, "ring_spacing_mm"))
         depth = _finite_float(self.crystal_depth_mm, "crystal_depth_mm", allow_zero=True)
         set_(self, "crystal_depth_mm", depth)
         if self.tof is not None and not isinstance(self.tof, Tof):
             raise GeometryError(f"tof must be a recon Tof or None, got {type(self.tof).__name__}")
-        set_(self, "name", str(self.name))
+        if not isinstance(self.name, str):
+            raise GeometryError(f"name must be text, got {self.name!r}")
 
     # ------------------------------------------------------------------ construction
+    @staticmethod
+    def preset_names() -> tuple[str, ...]:
+        """The names :meth:`preset` knows."""
+        return tuple(_PRESETS)
+
+    @classmethod
+    def from_dict(cls, fields: Any, where: str = "scanner description") -> PetScanner:
+        """A scanner from a mapping of its fields (``tof`` as a mapping of :class:`Tof` fields),
+        as stored in JSON by recon's listmode files and ``recon pet --scanner FILE.json``.
+
+        Raises
+        ------
+        GeometryError
+            Not a mapping, unknown or missing fields, or values of the wrong type or range; the
+            message starts with ``where``.
+        """
+        if not isinstance(fields, dict):
+            raise GeometryError(
+                f"{where}: a scanner is a JSON object of fields, got {fields!r:.60}"
+            )
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(map(str, fields)) - known)
+        if unknown:
+            raise GeometryError(
+                f"{where}: unknown scanner fields {unknown}; known: {sorted(known)}"
+            )
+        fields = dict(fields)
+        tof = fields.pop("tof", None)
+        try:
+            if tof is not None:
+                if not isinstance(tof, dict) or set(tof) != {"fwhm_ps", "n_bins", "bin_width_ps"}:
+                    raise GeometryError(
+                        "tof must be null or an object with fwhm_ps, n_bins and bin_width_ps"
+                    )
+                tof = Tof(**tof)
+            return cls(**fields, tof=tof)
+        except TypeError as exc:  # a required field is missing
+            raise GeometryError(f"{where}: {exc}") from None
+        except GeometryError as exc:
+            raise GeometryError(f"{where}: {exc}") from None
+
     @classmethod
     def preset(cls, name: str) -> PetScanner:
         """A named scanner: ``"small"`` (a test scanner), ``"dmi4"`` or ``"vision"``.

@@ -12,6 +12,8 @@ __all__ = ["SPEED_OF_LIGHT_MM_PER_PS", "Tof"]
 #: Speed of light in vacuum, mm/ps (CODATA 2018, exact by definition of the metre).
 SPEED_OF_LIGHT_MM_PER_PS = 0.299792458
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+# Signed TOF bins are stored as int16 (DESIGN.md §3).
+_MAX_BINS = 2 * 32767 + 1
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,25 @@ class Tof:
     bin_width_ps: float
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.fwhm_ps) and self.fwhm_ps > 0):
-            raise GeometryError(f"TOF fwhm_ps must be positive, got {self.fwhm_ps}")
-        if int(self.n_bins) != self.n_bins or self.n_bins < 1 or self.n_bins % 2 == 0:
-            raise GeometryError(f"TOF n_bins must be a positive odd integer, got {self.n_bins}")
-        if not (math.isfinite(self.bin_width_ps) and self.bin_width_ps > 0):
-            raise GeometryError(f"TOF bin_width_ps must be positive, got {self.bin_width_ps}")
-        object.__setattr__(self, "n_bins", int(self.n_bins))
+        for name in ("fwhm_ps", "bin_width_ps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise GeometryError(f"TOF {name} must be a number in ps, got {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise GeometryError(f"TOF {name} must be positive, got {value}")
+        n_bins = self.n_bins
+        if (
+            isinstance(n_bins, bool)
+            or not isinstance(n_bins, int | float)
+            or not math.isfinite(n_bins)
+            or int(n_bins) != n_bins
+            or not 1 <= n_bins <= _MAX_BINS
+            or n_bins % 2 == 0
+        ):
+            raise GeometryError(
+                f"TOF n_bins must be a positive odd integer up to {_MAX_BINS}, got {n_bins!r}"
+            )
+        object.__setattr__(self, "n_bins", int(n_bins))
 
     @property
     def sigma_mm(self) -> float:

@@ -96,6 +96,11 @@ class Collimator:
             name=key,
         )
 
+    @staticmethod
+    def preset_names() -> tuple[str, ...]:
+        """Every name :meth:`preset` accepts: the presets, then their aliases."""
+        return (*_PRESETS, *_ALIASES)
+
     @property
     def effective_length_mm(self) -> float:
         """Effective hole length ``l − 2/μ`` (mm)."""

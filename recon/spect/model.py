@@ -111,6 +111,8 @@ class SpectModel:
                 f"got y={dy} mm, x={dx} mm; "
                 "resample the grid"
             )
+        # The model keeps a few images (mu-map, attenuation tables); OSEM adds its own.
+        grid.check_memory(copies=4, what="a SPECT model")
         self.geometry = geometry
         self.grid = grid
         self.collimator = collimator
@@ -394,8 +396,10 @@ class _CpuKernels:
     """Calls the numba kernels with the model's tables."""
 
     def __init__(self) -> None:
+        from recon._jit import announce_compilation
         from recon.spect import _cpu
 
+        announce_compilation(_cpu, "SPECT")
         self._cpu = _cpu
 
     @staticmethod

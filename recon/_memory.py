@@ -1,0 +1,56 @@
+"""Refuse, before allocating, work that cannot fit in this machine's memory."""
+
+from __future__ import annotations
+
+import os
+
+from recon.errors import InputError
+
+__all__ = ["available_memory_bytes", "check_memory", "format_bytes"]
+
+# Leave room for the interpreter, the libraries and the arrays not counted by an estimate.
+_USABLE_FRACTION = 0.8
+
+
+def available_memory_bytes() -> int:
+    """Memory this process may still use: MemAvailable on Linux, else the physical memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - not POSIX
+        return 1 << 62
+
+
+def format_bytes(n: float) -> str:
+    """``1.5 GB``-style text (powers of 1000)."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000.0
+    return f"{n:.3g} EB"  # pragma: no cover
+
+
+def check_memory(n_bytes: float, what: str, fix: str) -> None:
+    """Raise :class:`InputError` when ``n_bytes`` cannot fit in the available memory.
+
+    Parameters
+    ----------
+    n_bytes : float
+        Estimated size of what is about to be allocated.
+    what : str
+        What needs it ("a 100000 x 100000 x 100000 image grid").
+    fix : str
+        What the user can change ("use a smaller grid (--shape)").
+    """
+    available = available_memory_bytes()
+    if n_bytes > _USABLE_FRACTION * available:
+        raise InputError(
+            f"{what} needs about {format_bytes(n_bytes)} of memory, more than this machine has "
+            f"available ({format_bytes(available)}); {fix}"
+        )
