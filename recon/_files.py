@@ -83,5 +83,9 @@ def load_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise InputError(f"{path}: configuration file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not a TOML file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a TOML file (it is not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML ({exc})") from None

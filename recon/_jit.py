@@ -35,7 +35,9 @@ def announce_compilation(module: ModuleType, what: str) -> None:
     from numba.core.registry import CPUDispatcher
 
     kernels = [obj for obj in vars(module).values() if isinstance(obj, CPUDispatcher)]
-    if any(_needs_compiling(kernel) for kernel in kernels):
+    # The entry points are the cached kernels; inlined helpers are compiled into them.
+    cached = [k for k in kernels if getattr(getattr(k, "_cache", None), "_cache_file", None)]
+    if any(_needs_compiling(kernel) for kernel in cached or kernels):
         progress_log.info(
             "compiling the CPU kernels for %s (numba; once, then cached: up to a minute)", what
         )

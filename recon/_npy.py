@@ -18,7 +18,7 @@ from typing import IO, Any
 import numpy as np
 
 from recon._memory import check_memory
-from recon.errors import InputError
+from recon.errors import InputError, ReconError
 
 __all__ = ["NpyHeader", "load_npy", "load_npz"]
 
@@ -81,6 +81,8 @@ def _read_data(handle: IO[bytes], header: NpyHeader, where: str) -> np.ndarray:
             flat = np.fromfile(handle, dtype=header.dtype, count=count)
             if flat.size != count:
                 raise EOFError("the data end early")
+    except ReconError:
+        raise
     except _NPY_ERRORS as exc:
         raise InputError(f"{where}: the data cannot be read ({exc}); the file is corrupt") from None
     order = "F" if header.fortran else "C"
@@ -132,6 +134,8 @@ def load_npz(path: str | os.PathLike[str], what: str = "archive") -> dict[str, n
             try:
                 with archive.open(info) as handle:
                     header = NpyHeader.read(handle, where)
+            except ReconError:
+                raise
             except _NPY_ERRORS as exc:
                 raise InputError(f"{where} cannot be read ({exc}); the file is corrupt") from None
             header.check_size(info.file_size - header.offset, where)
@@ -145,6 +149,8 @@ def load_npz(path: str | os.PathLike[str], what: str = "archive") -> dict[str, n
                 with archive.open(info) as handle:
                     NpyHeader.read(handle, where)  # leaves the stream at the data
                     arrays[key] = _read_data(handle, header, where)
+            except ReconError:
+                raise
             except _NPY_ERRORS as exc:
                 raise InputError(f"{where} cannot be read ({exc}); the file is corrupt") from None
     return arrays

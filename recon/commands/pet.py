@@ -133,6 +133,13 @@ def _scanner(spec: str) -> PetScanner:
     return PetScanner.from_dict(fields, where=str(path))
 
 
+def _isotope_name(name: str | None) -> str | None:
+    """The isotope's canonical name (refused early when recon does not know it)."""
+    from recon.physics.isotopes import get_isotope
+
+    return get_isotope(name).name if name else None
+
+
 def _mu_map(args: argparse.Namespace, grid: ImageGrid) -> Any:
     """The --mu file on the reconstruction grid in 1/mm, or None."""
     if not args.mu:
@@ -178,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
 
         events, scanner, meta = read_petsird(source, scanner=given)
         file_isotope = _petsird_isotope(meta)
-    isotope = args.isotope or file_isotope
+    isotope = _isotope_name(args.isotope or file_isotope)
     grid = _grid(args, default_grid(scanner))
     duration_s = float(events.time_ms[-1]) / 1000.0 if events.n_events else 0.0
     if duration_s <= 0:
@@ -277,7 +284,7 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
         raise InputError(f"--subsets {args.subsets} is more than the {counts.shape[1]} views")
     model = stir_sinogram_model(
         sino, grid, mu_map=mu, normalization=multiplicative, scatter=additive,
-        isotope=args.isotope, calibration=args.calibration, frame_start_s=start_s,
+        isotope=_isotope_name(args.isotope), calibration=args.calibration, frame_start_s=start_s,
         frame_duration_s=duration_s or 1.0, device=args.device,
     )  # fmt: skip
     image = osem(model, counts, iterations=args.iterations, subsets=args.subsets)

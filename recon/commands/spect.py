@@ -250,13 +250,13 @@ def run(args: argparse.Namespace) -> int:
         from recon.io.mu_map import read_mu_map
 
         mu = read_mu_map(args.mu, grid, units=args.mu_units)
-    scatter, method = _scatter(args, metadata, source)
     model = SpectModel(
         geometry, grid, mu_map=mu, collimator=_collimator(args, isotope),
         isotope=isotope.name if isotope else None,
         reference_time_s=_reference_time(args.ref_time, metadata),
         sensitivity_cps_per_mbq=args.sensitivity, device=args.device,
     )  # fmt: skip
+    scatter, method = _scatter(args, metadata, source)
     if args.sensitivity is None:
         note("no --sensitivity given: the image is in counts/s per voxel, not Bq/mL")
     image = osem(

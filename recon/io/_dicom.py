@@ -71,7 +71,13 @@ def load_dataset(path_or_dataset: Any, what: str, hint: str = "") -> tuple[Datas
             raise InputError(f"{what} {path} does not exist or is not a file")
         try:
             ds = pydicom.dcmread(path)
-        except (InvalidDicomError, EOFError, OSError, ValueError) as exc:
+        except InvalidDicomError:
+            # pydicom's own message suggests force=True, which would read garbage as DICOM.
+            raise InputError(
+                f"{path} is not a DICOM file (no 'DICM' preamble){hint}; recon reads DICOM "
+                "files, Interfile headers (.hs/.hv) and recon listmode (.npz)"
+            ) from None
+        except (EOFError, OSError, ValueError) as exc:
             raise InputError(f"{path} could not be read as DICOM ({exc}){hint}") from exc
         return ds, str(path)
     raise InputError(

@@ -89,6 +89,9 @@ _ANNIHILATION_KEV = 511.0
 # Energies this close to 511 keV use Carney's coefficients directly.
 _CARNEY_TOLERANCE_KEV = 1.0
 _SLAB_VOXELS = 4_000_000
+# A step this much longer than the usual slice spacing means slices are missing (helical CT
+# spacing varies by a few percent at most).
+_GAP_FACTOR = 1.5
 
 
 # ---------------------------------------------------------------------------------- physics
@@ -399,6 +402,7 @@ def read_ct_series(ct_dir_or_files: Any) -> CtSeries:
             f"two CT slices lie at the same position {along[k]:.3f} mm along the slice normal "
             "(duplicated files or two series mixed)"
         )
+    _warn_missing_slices(along)
     # Positions must move along the normal only; otherwise the gantry was tilted (sheared grid).
     offsets = positions_arr - positions_arr[0] - np.outer(along - along[0], normal)
     if np.max(np.linalg.norm(offsets, axis=1)) > 1e-2 + 1e-4 * float(along[-1] - along[0]):
@@ -426,6 +430,25 @@ def read_ct_series(ct_dir_or_files: Any) -> CtSeries:
         frame_of_reference_uid=frames.pop() if frames != {"None"} else None,
         series_instance_uid=series.pop() if series != {"None"} else None,
     )
+
+
+def _warn_missing_slices(along: np.ndarray) -> None:
+    """Warn when the slice positions have a gap: a slice file missing from the series."""
+    steps = np.diff(along)
+    if steps.size < 2:
+        return
+    usual = float(np.median(steps))
+    gaps = np.flatnonzero(steps > _GAP_FACTOR * usual)
+    if gaps.size:
+        k = int(gaps[0])
+        missing = int(round(float(steps[k]) / usual)) - 1
+        log.warning(
+            "the CT series has a gap of %.2f mm between slices at %.2f and %.2f mm (it is "
+            "spaced %.2f mm elsewhere; about %d slice(s) missing%s); the attenuation map is "
+            "interpolated across it: check that every CT file was given",
+            steps[k], along[k], along[k + 1], usual, max(missing, 1),
+            f", and {gaps.size - 1} more gap(s)" if gaps.size > 1 else "",
+        )  # fmt: skip
 
 
 def _resample(values: np.ndarray, ct: CtSeries, grid: ImageGrid) -> np.ndarray:

@@ -34,7 +34,7 @@ import numpy as np
 
 from recon._files import write_atomically
 from recon._npy import load_npz
-from recon.errors import InputError
+from recon.errors import InputError, ReconError
 from recon.pet.listmode import ListmodeEvents
 from recon.pet.scanner import PetScanner
 
@@ -148,6 +148,9 @@ def read_listmode(path: str | os.PathLike[str]) -> ListmodeFile:
         raise InputError(f"{path}: the event arrays differ in length; the file is corrupt")
     isotope = _text(archive["isotope"], "isotope", path) if "isotope" in keys else ""
     start = _text(archive["start"], "start", path) if "start" in keys else ""
-    events = ListmodeEvents(**arrays)
-    events.validate(scanner)
+    try:
+        events = ListmodeEvents(**arrays)
+        events.validate(scanner)
+    except ReconError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
     return ListmodeFile(events, scanner, isotope or None, start or None)

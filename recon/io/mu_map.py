@@ -126,19 +126,23 @@ def read_mu_map(
 
 
 def _read_npy(path: Path, grid: ImageGrid) -> np.ndarray:
-    try:
-        values = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path} as a .npy array: {exc}") from None
-    if values.shape != tuple(grid.shape):
+    from recon._npy import NpyHeader, load_npy
+
+    with path.open("rb") as handle:  # the shape first: a wrong one is refused without reading
+        header = NpyHeader.read(handle, f"attenuation map {path}")
+    if header.shape != tuple(grid.shape):
         raise InputError(
-            f"{path.name} has shape {values.shape} but the reconstruction grid is {grid.shape}; "
-            "a .npy map has no geometry, so it must be on that grid (or give an Interfile or "
-            "NIfTI map, which is resampled)"
+            f"{path.name} has shape {header.shape} but the reconstruction grid is {grid.shape}; "
+            "a .npy map has no geometry, so it must be on that grid ('recon info' on the "
+            "projections or listmode shows it), or give an Interfile or NIfTI map, which is "
+            "resampled"
         )
-    if not np.issubdtype(values.dtype, np.number):
-        raise InputError(f"{path.name} does not hold numbers ({values.dtype})")
-    return values
+    if header.dtype.kind not in "fiu":
+        raise InputError(
+            f"{path.name} holds {header.dtype} values; an attenuation map holds real numbers "
+            "(float32 in 1/mm)"
+        )
+    return load_npy(path, "attenuation map")
 
 
 def _check_values(mu: np.ndarray, source: Path, unit: str) -> None:

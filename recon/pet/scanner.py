@@ -196,6 +196,10 @@ class PetScanner:
             raise GeometryError(
                 f"{where}: unknown scanner fields {unknown}; known: {sorted(known)}"
             )
+        required = ("n_rings", "crystals_per_ring", "radius_mm", "ring_spacing_mm")
+        missing = [name for name in required if name not in fields]
+        if missing:
+            raise GeometryError(f"{where}: missing scanner fields {', '.join(missing)}")
         fields = dict(fields)
         tof = fields.pop("tof", None)
         try:
