@@ -123,8 +123,9 @@ def test_a_missing_ct_slice_is_warned(
 def test_help_lists_every_option_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["spect", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    for fragment in ("--iterations ITERATIONS OSEM iterations (default: 4)",
-                     "(default: 8)", "default: tew when", "--overwrite", "default: start"):  # fmt: skip
+    expected = ("--iterations ITERATIONS OSEM iterations (default: 4)", "(default: 8)",
+                "default: tew when", "--overwrite", "default: start")  # fmt: skip
+    for fragment in expected:
         assert fragment in text, fragment
     for name in recon.Collimator.preset_names():
         assert name in text
