@@ -163,7 +163,7 @@ def run_batch(
             outcomes.append(Outcome(name, kind, "skipped", 0.0, "not a study recon knows"))
             continue
         target = output / "results" / Path(name).stem
-        argv = [*argv, "-o", str(target), "--device", device]
+        argv = [*argv, "-o", str(target), "--device", device, "--overwrite"]
         if config.is_file():
             argv += ["--config", str(config)]
         captured_out, captured_err = io.StringIO(), io.StringIO()

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "pet", str(listmode), "--frames", args.frames, "--mu", str(mu_path),
         "--calibration", repr(calibration), "--shape", *shape, "--voxel-mm", *voxel,
         "--iterations", str(args.iterations), "--subsets", str(args.subsets),
-        "--device", args.device, "-o", str(out / "recon"),
+        "--device", args.device, "-o", str(out / "recon"), "--overwrite",
     ])  # fmt: skip
     if status != 0:
         raise SystemExit(status)

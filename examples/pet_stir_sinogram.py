@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "--calibration", repr(calibration), "--shape", *map(str, grid.shape),
         "--voxel-mm", *map(repr, grid.voxel_size_mm), "--iterations", str(args.iterations),
         "--subsets", str(args.subsets), "--device", args.device, "-o", str(out / "recon"),
+        "--overwrite",
     ])  # fmt: skip
     if status != 0:
         raise SystemExit(status)

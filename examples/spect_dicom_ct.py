@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "spect", str(nm_path), "--ct", str(ct_dir), "--scatter", "tew",
         "--sensitivity", str(SENSITIVITY_CPS_PER_MBQ), "--iterations", str(args.iterations),
         "--subsets", str(args.subsets), "--device", args.device, "-o", str(out / "recon"),
+        "--overwrite",
     ])  # fmt: skip
     if status != 0:
         raise SystemExit(status)

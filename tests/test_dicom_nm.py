@@ -556,7 +556,7 @@ def test_not_a_file_or_not_dicom(tmp_path: Path) -> None:
         read_nm_projections(tmp_path / "missing.dcm")
     junk = tmp_path / "junk.dcm"
     junk.write_text("not dicom")
-    with pytest.raises(InputError, match="could not be read as DICOM"):
+    with pytest.raises(InputError, match="is not a DICOM file"):
         read_nm_projections(junk)
     with pytest.raises(InputError, match="pydicom Dataset"):
         read_nm_projections(42)  # type: ignore[arg-type]

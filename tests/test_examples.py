@@ -54,7 +54,7 @@ def test_batch_folder_reports_the_planted_file_and_goes_on(tmp_path, capsys):
     status = {o["study"]: o["status"] for o in outcomes}
     assert status.pop("corrupt.dcm") == "failed (planted)"
     assert set(status.values()) == {"ok"} and len(status) == 3
-    assert "could not be read as DICOM" in capsys.readouterr().out
+    assert "is not a DICOM file" in capsys.readouterr().out
     # The same folder given as a user's input: the corrupt file is now a real failure.
     user = ["--input", str(tmp_path / "demo" / "input"), "--output", str(tmp_path / "user")]
     assert module["main"]([*user, "--device", "cpu"]) == 1
