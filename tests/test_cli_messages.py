@@ -101,9 +101,7 @@ def test_negative_sinogram_bins_are_reported(
     assert json.loads((out / "summary.json").read_text())["negative_bins_set_to_0"] == n_negative
 
 
-def test_a_missing_ct_slice_is_warned(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_missing_ct_slice_is_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from recon.io.ct import read_ct_series
     from recon.io.synthetic import ct_series, write_series
 
