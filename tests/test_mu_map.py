@@ -67,7 +67,7 @@ def test_nifti_needs_its_unit(tmp_path: Path) -> None:
     ("make", "units", "message"),
     [
         (lambda p: np.save(p, np.zeros((2, 2, 2))), None, "has shape"),
-        (lambda p: p.write_bytes(b"not a numpy file"), None, "cannot read"),
+        (lambda p: p.write_bytes(b"not a numpy file"), None, "not a readable .npy"),
         (lambda p: np.save(p, np.full(GRID.shape, 0.15)), None, "--mu-units 1/cm"),
         (lambda p: np.save(p, np.full(GRID.shape, -1000.0)), None, "HU"),
         (lambda p: np.save(p, np.zeros(GRID.shape)), "1/m", "units must be one of"),

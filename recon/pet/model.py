@@ -12,10 +12,12 @@ Both share the LOR projector (Joseph line integrals, optional TOF) and the same 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
 
+from recon._memory import check_memory
 from recon._validation import as_grid_array, as_mu_map
 from recon.backend import Backend, resolve_backend
 from recon.errors import GeometryError, InputError
@@ -139,6 +141,12 @@ class _PetCorrections(PetImageSide):
             raise GeometryError(f"scanner {scanner.name!r} has no TOF; use use_tof=False")
         self.tof = scanner.tof if use_tof else None
         self.layout = SinogramLayout(scanner, max_ring_difference=max_ring_difference)
+        # Both models make sinogram-sized arrays (randoms estimates, sensitivity factors).
+        check_memory(
+            4.0 * self.layout.n_bins,
+            f"the sinogram of scanner {scanner.name!r} ({self.layout.n_bins:,} lines of response)",
+            "limit max_ring_difference, or check the scanner description",
+        )
         self.projector = LorProjector(
             grid, tof=self.tof, device=self.backend, chunk_lors=chunk_lors
         )
@@ -262,6 +270,12 @@ class PetSinogramModel(_PetCorrections):
             scanner, grid, mu_map, normalization, isotope, reference_time_s, calibration,
             use_tof, device, max_ring_difference, chunk_lors,
         )  # fmt: skip
+        # OSEM holds the counts, the additive term, the expectation and the ratio.
+        check_memory(
+            4.0 * 4 * math.prod(self.data_shape),
+            f"reconstructing sinograms of shape {self.data_shape}",
+            "limit max_ring_difference or reconstruct without TOF",
+        )
         self.frame_start_s = float(frame_start_s)
         self.frame_duration_s = float(frame_duration_s)
         self.time_factor = self._time_factor(self.frame_start_s, self.frame_duration_s)

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from recon._memory import check_memory
 from recon.errors import GeometryError, InputError
 from recon.pet.scanner import PetScanner
 
@@ -124,6 +125,11 @@ class SinogramLayout:
             )
         set_(self, "n_radial", int(n_radial))
 
+        check_memory(
+            4.0 * 3 * n_rings * n_rings,
+            f"the ring-pair tables of a scanner with {n_rings} rings",
+            "check the scanner description",
+        )
         rows = []
         for delta in [0, *[s * m for m in range(1, int(mrd) + 1) for s in (1, -1)]]:
             ring_a = np.arange(max(0, -delta), min(n_rings, n_rings - delta))
