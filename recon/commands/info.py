@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             rows = _spect_rows(result.counts, result.geometry, dict(result.metadata))
         elif hasattr(result, "grid"):
             rows = [{"item": "kind", "value": "image"}, {"item": "grid", "value": result.grid},
+                    {"item": "modality", "value": result.info.get("modality") or "not given"},
                     {"item": "units", "value": result.units}]  # fmt: skip
         else:
             rows = _sinogram_rows(result)

@@ -36,6 +36,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "Interfile .hv (1/cm, as STIR and CASToR write them) or NIfTI; resampled onto the grid",
     )
     p.add_argument("--mu-units", choices=("1/mm", "1/cm"), help="unit of the --mu file's values")
+    p.add_argument(
+        "--mu-spectub-mirrored",
+        action="store_true",
+        default=None,
+        help="the --mu map was made for STIR's SPECT projector (SPECTUB), which mirrors the "
+        "emission left-right against the map: mirror the map back (default: as its header says)",
+    )
     p.add_argument("--scatter", choices=("tew", "dew", "none"))
     p.add_argument("--no-psf", action="store_true", default=None, help="no collimator response")
     p.add_argument("--collimator", help="collimator preset (LEHR, LEGP, ME, HE); default by energy")
@@ -170,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.mu:
         from recon.io.mu_map import read_mu_map
 
-        mu = read_mu_map(args.mu, grid, units=args.mu_units)
+        mu = read_mu_map(args.mu, grid, units=args.mu_units, stir_placement="spect",
+                         spectub_mirrored=bool(args.mu_spectub_mirrored))  # fmt: skip
         inputs.append(Path(args.mu))
     scatter = None
     method = args.scatter or ("tew" if metadata.get("windows") else "none")
@@ -195,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     save_npy_atomic(out / "image.npy", values)
     from recon.io.interfile import write_interfile
 
-    write_interfile(out / "image.hv", image)
+    write_interfile(out / "image.hv", image, modality="NM")
     write_png(out / "image.png", montage_slices_mip(values))
     _write_dicom(image, out / "dicom", source, metadata, args.ref_time)
     summary = {
