@@ -17,7 +17,7 @@ import pytest
 import recon
 from recon.cli import main
 from recon.errors import GeometryError
-from recon.io import read_interfile_image, write_interfile
+from recon.io import read_interfile_image, read_mu_map, write_interfile
 from recon.io.interfile import FileFormatError
 from tests.stir_factory import (
     LPS,
@@ -43,7 +43,7 @@ ORIGINS = [(0.0, 0.0, 0.0), (6.0, -4.5, 12.5)]
 @pytest.mark.parametrize("shape", SIZES, ids=["even", "odd"])
 @pytest.mark.parametrize("origin", ORIGINS, ids=["origin0", "shifted"])
 @pytest.mark.parametrize("modality", ["PT", "NM"])
-def test_point_in_a_stir_image_lands_at_its_lps_position(tmp_path, shape, origin, modality):
+def test_point_in_a_stir_image_lands_at_its_lps_position(tmp_path, caplog, shape, origin, modality):
     voxel = (2.5, 3.0, 3.27)
     nz, ny, nx = shape
     kji = (1, ny - 1 - ny // 2, -(nx // 2) + 1)  # near the first plane, last row, second column
@@ -54,12 +54,37 @@ def test_point_in_a_stir_image_lands_at_its_lps_position(tmp_path, shape, origin
     # PET projectors' rule (recon logs that SPECTUB would centre it).
     projector = "spect" if modality == "NM" and origin == (0.0, 0.0, 0.0) else "pet"
     expected = gantry_mm(keys, *kji, projector) * LPS["HFS"]
-    image = read_interfile_image(header)
+    with caplog.at_level(logging.WARNING, logger="recon"):
+        image = read_interfile_image(header)
     np.testing.assert_allclose(_lps_of_max(image), expected, atol=1e-4)
     assert image.info["modality"] == modality
+    said = "STIR's SPECT projector ignores it" in caplog.text
+    assert said == (modality == "NM" and origin != (0.0, 0.0, 0.0))
     # The slices are centred on the isocentre axially for STIR's default origin, not 75 mm off.
     if origin == (0.0, 0.0, 0.0):
         assert image.grid.centre_mm[0] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=["even", "odd"])
+@pytest.mark.parametrize("placement", ["pet", "spect"])
+def test_point_in_a_stir_mu_map_lands_at_its_lps_position(tmp_path, shape, placement):
+    """read_mu_map resamples onto the reconstruction grid: a bone voxel (1/cm) of a STIR map
+    written with no modality (as STIR's recon_test_pack does) is found on a grid centred on
+    where STIR's PET projectors or SPECTUB put it, and nowhere else."""
+    voxel = (4.0, 4.0, 3.27)
+    nz, ny, nx = shape
+    kji = (nz - 2, -(ny // 2) + 1, nx - 1 - nx // 2)
+    values = stir_point(shape, kji) * 0.17
+    header = write_stir_image(tmp_path, "mu", values, voxel, modality=None, position=None)
+    keys, _ = read_stir_image(header)
+    expected = gantry_mm(keys, *kji, placement) * LPS["HFS"]  # (x, y, z)
+    size = (5, 7, 7)
+    step = np.array(voxel[::-1])  # (z, y, x)
+    origin = expected[::-1] - (np.array(size) - 1) / 2.0 * step
+    grid = recon.ImageGrid(size, tuple(step), origin=tuple(origin))
+    mu = np.asarray(read_mu_map(header, grid, stir_placement=placement))
+    assert mu[2, 3, 3] == pytest.approx(0.017, rel=1e-5)
+    assert np.count_nonzero(mu > 1e-7) == 1
 
 
 def test_stir_offsets_without_the_z_one_are_ignored_as_stir_does(tmp_path, caplog):

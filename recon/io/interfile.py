@@ -677,11 +677,14 @@ def _stir_origin(
 
 
 def _stir_first_voxel(
-    h: InterfileHeader, sizes: list[int], voxel: list[float], placement: str
+    h: InterfileHeader,
+    origin: tuple[float, float, float],
+    sizes: list[int],
+    voxel: list[float],
+    placement: str,
 ) -> tuple[float, float, float]:
     """Gantry (x, y, z) in mm of the first voxel of the data file, where STIR's projector for
-    ``placement`` puts it (module docstring, "Images")."""
-    origin = _stir_origin(h, sizes, voxel)
+    ``placement`` puts an image with STIR origin ``origin`` (module docstring, "Images")."""
     first = []
     for axis, (o, n, d) in enumerate(zip(origin, sizes, voxel, strict=True)):
         centred = -(n - 1) / 2.0 * d  # SPECTUB: the array centred on the axis and axially
@@ -1142,8 +1145,9 @@ def _read_image(
         first = tuple(-(n - 1) / 2.0 * d for n, d in zip(sizes, voxel, strict=True))
     else:
         rule = placement or ("spect" if modality == "NM" else "pet")
-        first = _stir_first_voxel(h, sizes, voxel, rule)
-        extra.update(stir_placement=rule, stir_origin_mm=_stir_origin(h, sizes, voxel))
+        stir_origin = _stir_origin(h, sizes, voxel)
+        first = _stir_first_voxel(h, stir_origin, sizes, voxel, rule)
+        extra.update(stir_placement=rule, stir_origin_mm=stir_origin)
     nx, ny, nz = sizes
     raw, info = _read_data(h, path, (nz, ny, nx))
     # File axes (x, y, z) are array axes (2, 1, 0); an axis whose LPS sign is −1 is reversed.
