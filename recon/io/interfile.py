@@ -73,9 +73,12 @@ Images (``.hv`` + ``.v``): STIR's conventions
     ``!imaging modality := nucmed``/``NM``) centres x and y on the array as SPECTUB does when
     the origin is 0, as STIR writes it, and otherwise takes the position the header states
     (noting that SPECTUB would centre it). So the slices of an image STIR made are centred
-    axially on the isocentre, SPECT image plane ``k`` lies at the height of projection row
-    ``k``, and a 75 mm first pixel offset of a recon-centred 47-plane image is no longer
-    misread as the image's position. The writer inverts this: ``first pixel offset [1], [2]``
+    axially on the isocentre (the axial centring is the rule, not an option: the former
+    ``centre_z`` flag is gone), SPECT image plane ``k`` lies at the height of projection row
+    ``k``, and STIR's ``first pixel offset (mm) [3] := 0`` no longer puts a 47-plane image
+    75 mm towards the feet. The patient positions STIR maps are mapped to LPS as STIR does
+    (``assume_hfs=True`` keeps the scanner frame; mu-maps are read that way, as STIR's
+    projectors ignore the position). The writer inverts this: ``first pixel offset [1], [2]``
     = the position of recon's first voxel (so a centred even-sized grid has origin
     ``(dx/2, dy/2)``, which STIR's ray tracer refuses: use odd sizes, as
     :func:`recon.io.stir_default_grid` does), ``[3]`` = minus the height of the grid's centre
