@@ -181,3 +181,27 @@ def test_spectub_switch_mirrors_an_asymmetric_map(tmp_path: Path, n_bins: int) -
     assert (as_stated.sum(axis=(0, 1)) * x).sum() > 0 > (mirrored.sum(axis=(0, 1)) * x).sum()
     info = read_mu_map(path, grid, spectub_mirrored=True).info
     assert info["x_mirrored_for_spectub"] is True and info["stir_placement"] == "spect"
+
+
+def test_map_written_by_recon_keeps_its_unit_and_spect_reading_names_the_switch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """recon writes a mu-map's unit as the quantification-units label (1/mm), which is read
+    back instead of STIR's 1/cm; reading it for SPECT without the switch warns, naming it."""
+    import logging
+
+    values = _water_cylinder_with_bone(GRID, 0.0096, 0.017)
+    np.save(tmp_path / "mu.npy", values)
+    header = write_interfile(tmp_path / "mu.hv", read_mu_map(tmp_path / "mu.npy", GRID))
+    assert "quantification units := 1 1/mm" in header.read_text()
+    with caplog.at_level(logging.INFO, logger="recon"):
+        back = read_mu_map(header, GRID)
+        assert "--mu-spectub-mirrored" not in caplog.text
+        np.testing.assert_allclose(np.asarray(back), values, rtol=1e-6)
+        assert back.info["file_units"] == "1/mm"
+        read_mu_map(header, GRID, stir_placement="spect")
+    assert "--mu-spectub-mirrored" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="recon"):
+        read_mu_map(header, GRID, stir_placement="spect", spectub_mirrored=True)
+    assert caplog.text == ""

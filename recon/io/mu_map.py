@@ -7,8 +7,9 @@ reconstruction grid in world coordinates.
 
 Units
     STIR and CASToR keep attenuation images in cm⁻¹, so Interfile maps are read as 1/cm unless
-    told otherwise; ``.npy`` arrays are taken as 1/mm (recon's own unit, as written by its
-    examples); NIfTI files carry no convention, so their unit must be given. A value range that
+    told otherwise or labelled 1/mm (``quantification units := 1 1/mm``, as recon writes);
+    ``.npy`` arrays are taken as 1/mm (recon's own unit, as written by its examples); NIfTI
+    files carry no convention, so their unit must be given. A value range that
     cannot be a linear attenuation coefficient in the stated unit (negative, or more than
     0.5/mm anywhere, or a typical body voxel above 0.05/mm where water is 0.0096-0.019/mm) is
     refused with the fix named.
@@ -28,9 +29,10 @@ STIR's SPECT maps and the left-right question
     image x reversed, and reverses the emission image's x index into it, but copies the
     attenuation map into that frame as it is (``SPECTUB_Weight3d.cxx``, ``wm_calculation``:
     ``InvertAxis::invert_axis_index`` on the emission index only;
-    ``ProjMatrixByBinSPECTUB.cxx``: ``std::copy`` of the map; STIR issue #452, reverted fix
-    #474). So SPECTUB attenuates the emission voxel at x with the map's voxel at −x (mirrored
-    about the array centre), and a map made to work with STIR's SPECT is stored mirrored in x:
+    ``ProjMatrixByBinSPECTUB.cxx``: ``std::copy`` of the map; STIR issue #452, whose fix
+    was reverted by PR #474). So SPECTUB attenuates the emission voxel at x with the map's
+    voxel at −x (mirrored about the array centre), and a map made to work with STIR's SPECT is
+    stored mirrored in x:
     STIR's own test data do it (``recon_test_pack/simulate_data_for_tests.sh``: "make up for
     the fliprl of SPECTUB", the SPECT map's cylinder at x = −20 mm where the emission's is at
     +20 mm). recon takes a map's voxels where its header says, like any image, because that is
@@ -38,7 +40,8 @@ STIR's SPECT maps and the left-right question
     CASToR, viewers) does; a CT-derived map is right that way. A map that was mirrored for
     SPECTUB needs ``spectub_mirrored=True`` (``recon spect --mu-spectub-mirrored``), which
     reverses its x axis about the array centre before resampling. Which one a file is cannot
-    be told from the file, so the choice is logged and kept in the result's ``info``.
+    be told from the file, so a map placed for SPECT without the switch is announced with a
+    warning that names it, and the choice is kept in the result's ``info``.
 """
 
 from __future__ import annotations
@@ -152,11 +155,18 @@ def read_mu_map(
             stir_placement=image.info.get("stir_placement", "centred (CASToR)"),
             patient_position=image.info.get("patient_position"),
         )
-        log.info(
-            "mu-map %s: %s placement, %s; %s", source.name, info["stir_placement"], unit,
-            "mirrored in x for STIR's SPECTUB" if spectub_mirrored else
-            "taken as its header says (not mirrored for SPECTUB)",
-        )  # fmt: skip
+        if info["stir_placement"] == "spect" and not spectub_mirrored:
+            # The default that can be wrong on real data: say so where the user sees it.
+            log.warning(
+                "mu-map %s is taken as its header says; if it was made for STIR's SPECT "
+                "projector (SPECTUB mirrors it left-right), mirror it back with "
+                "--mu-spectub-mirrored (read_mu_map(..., spectub_mirrored=True))", source.name,
+            )  # fmt: skip
+        else:
+            log.info(
+                "mu-map %s: %s placement, %s%s", source.name, info["stir_placement"], unit,
+                ", mirrored in x for STIR's SPECTUB" if spectub_mirrored else "",
+            )  # fmt: skip
     elif suffix in (".nii", ".nii.gz"):
         if units is None:
             raise InputError(
