@@ -16,7 +16,7 @@ import pytest
 
 import recon
 from recon.cli import main
-from recon.errors import GeometryError
+from recon.errors import GeometryError, InputError
 from recon.io import read_interfile_image, read_mu_map, write_interfile
 from recon.io.interfile import FileFormatError
 from tests.stir_factory import (
@@ -226,3 +226,15 @@ def test_contradictory_quantification_units_are_refused(tmp_path):
     )
     with pytest.raises(FileFormatError, match="contradicts the scaling factor"):
         read_interfile_image(header)
+
+
+def test_spect_grid_half_a_voxel_off_centre_is_announced(tmp_path, caplog):
+    """SPECTUB centres every image, so a SPECT grid with voxel n/2 on the axis (STIR's PET
+    layout) cannot be told from a centred one once written: the writer says so."""
+    grid = recon.ImageGrid((4, 8, 8), 3.0, origin=(-4.5, -10.5, -12.0))  # x: voxel 4 on the axis
+    image = recon.Image(np.ones(grid.shape, np.float32), grid)
+    with caplog.at_level(logging.WARNING, logger="recon"):
+        write_interfile(tmp_path / "img.hv", image, modality="NM")
+    assert "x grid puts voxel 4 on the axis" in caplog.text and "y grid" not in caplog.text
+    with pytest.raises(InputError, match="modality must be"):
+        write_interfile(tmp_path / "ct.hv", image, modality="CT")
