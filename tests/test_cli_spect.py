@@ -91,6 +91,17 @@ def test_spect_command_end_to_end(study, tmp_path, capsys):
     )
     assert (out / "image.hv").exists() and (out / "image.png").exists()
     assert "tew" in capsys.readouterr().out
+    # The Interfile copy is a SPECT image in the summary's units, and recon info says so.
+    header = (out / "image.hv").read_text()
+    assert "!imaging modality := nucmed" in header and "!type of data := Tomographic" in header
+    assert f"quantification units := 1 {summary['units']}" in header
+    interfile_image = recon.io.read_interfile_image(out / "image.hv")
+    assert interfile_image.units == summary["units"] and interfile_image.info["modality"] == "NM"
+    assert interfile_image.grid.same_as(grid)
+    np.testing.assert_array_equal(np.asarray(interfile_image), image)
+    assert main(["info", str(out / "image.hv")]) == 0
+    printed = capsys.readouterr().out
+    assert "NM" in printed and summary["units"] in printed
 
 
 def test_spect_with_a_stir_style_mu_map(study, tmp_path, capsys):
@@ -110,6 +121,40 @@ def test_spect_with_a_stir_style_mu_map(study, tmp_path, capsys):
     assert background == pytest.approx(2.0, rel=0.1)  # as with the CT (test above)
     assert main([*args[:-4], "--mu-units", "1/mm", "-o", str(tmp_path / "x")]) == 2
     assert "--mu-units 1/cm" in capsys.readouterr().err
+
+
+def test_stir_spect_mu_map_and_the_spectub_switch(tmp_path, capsys):
+    """A mu-map made for STIR's SPECT is stored mirrored in x (SPECTUB applies the map to the
+    mirrored emission; STIR's recon_test_pack mirrors its SPECT map for it). Water only on the
+    patient's left: with --mu-spectub-mirrored the uniform source comes back uniform; without,
+    attenuation is corrected on the wrong side and left and right differ several-fold."""
+    from recon.io import write_interfile
+    from tests.stir_factory import write_stir_image
+
+    n_rows, n_bins, pixel = 4, 24, 6.0
+    geometry = recon.SpectGeometry.circular(32, 200.0, n_u=n_bins, n_v=n_rows, pixel_size_mm=pixel)
+    grid = recon.ImageGrid((n_rows, n_bins, n_bins), pixel)  # recon spect's grid for it
+    activity = uniform_cylinder(grid, radius_mm=50, length_mm=1000, value=1.0)
+    z, y, x = grid.meshgrid_mm()
+    mu = np.where((np.hypot(x, y) < 60) & (x > 0), 0.0154, 0.0).astype(np.float32)
+    model = recon.SpectModel(geometry, grid, mu_map=mu, collimator=None, device="cpu")
+    counts = (np.asarray(model.forward(activity)) * 100).astype(np.float32)
+    projections = write_interfile(tmp_path / "proj.hs", counts, geometry)
+    # STIR layout: plane 0 is recon's last slice; columns reversed, as made for SPECTUB.
+    stir_map = write_stir_image(tmp_path, "mu", (mu * 10)[::-1, :, ::-1], (pixel,) * 3,
+                                modality="NM")  # fmt: skip
+    base = ["spect", str(projections), "--mu", str(stir_map), "--no-psf", "--iterations", "6",
+            "--subsets", "4", "--device", "cpu"]  # fmt: skip
+
+    def left_over_right(out):
+        image = np.load(out / "image.npy")
+        left = image[sphere_mask(grid, (25.0, 0.0, 0.0), 15.0)].mean()
+        return left / image[sphere_mask(grid, (-25.0, 0.0, 0.0), 15.0)].mean()
+
+    assert main([*base, "--mu-spectub-mirrored", "-o", str(tmp_path / "mirrored")]) == 0
+    assert left_over_right(tmp_path / "mirrored") == pytest.approx(1.0, abs=0.02)
+    assert main([*base, "-o", str(tmp_path / "as_stated")]) == 0
+    assert left_over_right(tmp_path / "as_stated") < 0.5
 
 
 def test_info_describes_the_acquisition(study, capsys):

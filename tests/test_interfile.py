@@ -366,15 +366,19 @@ def test_image_axes_are_stir_x_y_and_inverted_z(tmp_path):
     raw = np.fromfile(tmp_path / "p.v", "<f4").reshape(5, 6, 7)  # STIR planes, x fastest
     assert raw[0, 1, 6] == 1.0  # STIR plane 0 is the deepest in the gantry: superior (HFS)
     header = interfile._read_header(tmp_path / "p.hv")
-    # First voxel in STIR coordinates: x, y as LPS; z = −(LPS z of recon's last slice).
+    # x, y: the first voxel's position (LPS); z: the grid is centred, and STIR's projectors put
+    # the middle plane at the origin's z, so the offset of a centred grid is 0 (not −4 mm).
     assert [float(header.get(f"first pixel offset (mm) [{i}]")) for i in (1, 2, 3)] == [
         -6.0,
         -5.0,
-        -4.0,
+        0.0,
     ]
 
 
-def test_image_without_offsets_is_centred(tmp_path):
+def test_image_without_offsets_has_index_0_on_the_axis(tmp_path):
+    """Without offsets STIR's origin is 0: index 0 is on the axis, x/y indices start at −⌊n/2⌋
+    (y: 6 voxels, the array centre half a voxel off the axis; x: 7, centred) and the middle
+    plane is at the scanner's axial centre."""
     header, image = _small_image(tmp_path)
     _edit(
         header,
@@ -385,10 +389,9 @@ def test_image_without_offsets_is_centred(tmp_path):
         ),
     )
     back = read_interfile_image(header)
-    assert back.grid.same_as(ImageGrid(shape=(5, 6, 7), voxel_size=(2.5, 2.0, 3.0)))
-    (tmp_path / "b").mkdir()
-    centred_z = read_interfile_image(_small_image(tmp_path / "b")[0], centre_z=True)
-    assert centred_z.grid.origin[0] == pytest.approx(-5.0)
+    assert back.grid.shape == (5, 6, 7)
+    np.testing.assert_allclose(back.grid.origin, (-5.0, -6.0, -9.0))
+    np.testing.assert_allclose(back.grid.centre_mm, (0.0, -1.0, 0.0))
 
 
 # --------------------------------------------------------------------------------- orientation

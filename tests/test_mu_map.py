@@ -109,3 +109,100 @@ def test_cli_reads_a_stir_mu_map_and_reports_a_bad_one(tmp_path, capsys) -> None
     assert main([*args, "--overwrite", "--mu", str(tmp_path / "bad.npy")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.npy has shape (3, 3, 3)" in err[0]
+
+
+# ------------------------------------------------------------------- STIR SPECT maps (SPECTUB)
+def _stir_spect_study(folder: Path, n_views: int = 16, n_rows: int = 8, n_bins: int = 16):
+    """STIR-layout SPECT projections (zeros: only the geometry is used) and the grid recon
+    reconstructs them on (n_rows planes of the row size, centred: recon spect's grid)."""
+    from recon.io import read_interfile_spect
+    from tests.stir_factory import write_stir_spect_projections
+
+    zeros = np.zeros((n_views, n_rows, n_bins), np.float32)
+    header = write_stir_spect_projections(folder, "proj", zeros, bin_mm=4.0, row_mm=4.0)
+    _, geometry, _ = read_interfile_spect(header)
+    return geometry, recon.ImageGrid((n_rows, n_bins, n_bins), 4.0)
+
+
+def test_stir_spect_map_planes_meet_their_projection_rows(tmp_path: Path) -> None:
+    """SPECTUB pairs image plane k with projection row k (both centred axially): water in STIR
+    planes 1-2 of a map written as STIR writes it (origin 0, no modality, no position, as in
+    STIR's recon_test_pack) attenuates exactly rows 1-2 of the file's projections."""
+    from recon.phantoms import uniform_cylinder
+    from tests.stir_factory import write_stir_image
+
+    geometry, grid = _stir_spect_study(tmp_path)
+    n_rows, n_bins = geometry.n_v, geometry.n_u
+    centres = (np.arange(n_bins) - n_bins // 2) * 4.0  # STIR x/y index × voxel, origin 0
+    disc = np.hypot(*np.meshgrid(centres, centres, indexing="ij")) < 24.0
+    stir_mu = np.zeros((n_rows, n_bins, n_bins), np.float32)
+    stir_mu[1:3][:, disc] = 0.15  # 1/cm, STIR planes 1 and 2
+    path = write_stir_image(tmp_path, "mu", stir_mu, (4.0, 4.0, 4.0), modality=None, position=None)
+    mu = read_mu_map(path, grid, stir_placement="spect")
+    activity = uniform_cylinder(grid, radius_mm=20.0, length_mm=1000.0, value=1.0)
+    attenuated, plain = (
+        np.asarray(
+            recon.SpectModel(geometry, grid, mu_map=m, collimator=None, device="cpu").forward(
+                activity
+            )
+        )  # fmt: skip
+        for m in (mu, None)
+    )
+    # Rows in file order (recon's v runs along +z, the file's first row is the head end).
+    transmitted = attenuated.sum(axis=(0, 2))[::-1] / plain.sum(axis=(0, 2))[::-1]
+    water = [1, 2]
+    others = [r for r in range(n_rows) if r not in water]
+    np.testing.assert_allclose(transmitted[others], 1.0, rtol=1e-6)
+    # Through up to 40 mm of water at 0.015/mm: clearly attenuated.
+    assert np.all(transmitted[water] < 0.85) and np.all(transmitted[water] > 0.5)
+
+
+@pytest.mark.parametrize("n_bins", [16, 15], ids=["even", "odd"])
+def test_spectub_switch_mirrors_an_asymmetric_map(tmp_path: Path, n_bins: int) -> None:
+    """A map made for STIR's SPECT is stored mirrored in x (SPECTUB meets the emission voxel
+    of x index i with the map's index invert(i)); spectub_mirrored=True undoes that, the
+    default takes the map as its header says."""
+    from tests.stir_factory import spectub_attenuation_index, write_stir_image
+
+    n_rows = 4
+    grid = recon.ImageGrid((n_rows, n_bins, n_bins), 4.0)  # SPECTUB's grid: centred
+    stored = np.zeros((n_rows, n_bins, n_bins), np.float32)
+    stored[:, :, n_bins // 2 + 2 :] = 0.1  # 1/cm, STIR x index ≥ 2: the patient's left
+    stored[:, :, n_bins // 2 + 4] = 0.2
+    path = write_stir_image(tmp_path, "mu", stored, (4.0, 4.0, 4.0), modality="NM")
+    as_stated = np.asarray(read_mu_map(path, grid, stir_placement="spect"))
+    mirrored = np.asarray(read_mu_map(path, grid, stir_placement="spect", spectub_mirrored=True))
+    first = -(n_bins // 2)
+    for column in range(n_bins):
+        i = first + column  # STIR x index of recon column `column` (same centred grid)
+        expected = stored[::-1, :, spectub_attenuation_index(i, n_bins) - first] / 10.0
+        np.testing.assert_allclose(mirrored[:, :, column], expected, rtol=1e-6)
+        np.testing.assert_allclose(as_stated[:, :, column], stored[::-1, :, column] / 10, rtol=1e-6)
+    x = grid.axis_mm(2)
+    assert (as_stated.sum(axis=(0, 1)) * x).sum() > 0 > (mirrored.sum(axis=(0, 1)) * x).sum()
+    info = read_mu_map(path, grid, spectub_mirrored=True).info
+    assert info["x_mirrored_for_spectub"] is True and info["stir_placement"] == "spect"
+
+
+def test_map_written_by_recon_keeps_its_unit_and_spect_reading_names_the_switch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """recon writes a mu-map's unit as the quantification-units label (1/mm), which is read
+    back instead of STIR's 1/cm; reading it for SPECT without the switch warns, naming it."""
+    import logging
+
+    values = _water_cylinder_with_bone(GRID, 0.0096, 0.017)
+    np.save(tmp_path / "mu.npy", values)
+    header = write_interfile(tmp_path / "mu.hv", read_mu_map(tmp_path / "mu.npy", GRID))
+    assert "quantification units := 1 1/mm" in header.read_text()
+    with caplog.at_level(logging.INFO, logger="recon"):
+        back = read_mu_map(header, GRID)
+        assert "--mu-spectub-mirrored" not in caplog.text
+        np.testing.assert_allclose(np.asarray(back), values, rtol=1e-6)
+        assert back.info["file_units"] == "1/mm"
+        read_mu_map(header, GRID, stir_placement="spect")
+    assert "--mu-spectub-mirrored" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="recon"):
+        read_mu_map(header, GRID, stir_placement="spect", spectub_mirrored=True)
+    assert caplog.text == ""

@@ -202,6 +202,29 @@ def _peak_world(image: recon.Image) -> np.ndarray:
     return np.asarray(image.grid.index_to_world(np.asarray(index, float)), float)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "shape"),
+    [
+        # Arc-corrected, 20 bins of 4 mm: |s| of tangential position −10 is 40 mm → 2·10 + 1.
+        (dict(n_tang=20, arc_bin_mm=4.0, segments=[(0, 0, 4)]), (7, 21, 21)),
+        # 21 bins: 21 voxels; a span-3 segment 0 has its own 7 axial positions.
+        (dict(n_tang=21, arc_bin_mm=4.0, segments=[(-1, 1, 7)]), (7, 21, 21)),
+        # Not arc-corrected: s = R sin(tπ/N) = 150 sin(10π/64) = 70.7 mm, ⌈70.7/4⌉ = 18 → 37.
+        (dict(n_tang=20, segments=[(0, 0, 4)]), (7, 37, 37)),
+    ],
+    ids=["arc-even", "arc-odd-span3", "not-arc"],
+)
+def test_default_grid_is_stirs_default_image(tmp_path: Path, kwargs: dict, shape: tuple) -> None:
+    """STIR's default image (VoxelsOnCartesianGrid::construct_from_projdata_info): voxels of
+    the default bin size, 2·⌈max |s| / voxel⌉ + 1 of them (odd: centred, origin 0), and
+    2·n_rings − 1 planes of half the ring spacing for span 1."""
+    header = _write_stir(tmp_path, None, n_rings=4, n_det=64, n_views=32, **kwargs)
+    grid = stir_default_grid(read_interfile_sinogram(header))
+    assert grid.shape == shape
+    np.testing.assert_allclose(grid.voxel_size_mm, (4.0, 4.0, 4.0))
+    np.testing.assert_allclose(grid.centre_mm, (0.0, 0.0, 0.0), atol=1e-9)
+
+
 @pytest.mark.parametrize("arc", [True, False])
 def test_point_source_lands_where_stir_puts_it(tmp_path: Path, arc: bool) -> None:
     """An off-centre source in all three axes, sinogram from STIR's conventions, reconstructed

@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
             rows = _spect_rows(result.counts, result.geometry, dict(result.metadata))
         elif hasattr(result, "grid"):
             rows = [
-                {"item": "kind", "value": f"image ({result.info.get('modality') or '?'})"},
+                {"item": "kind", "value": "image"},
+                {"item": "modality", "value": result.info.get("modality") or "not given"},
                 {"item": "grid (z, y, x)", "value": _grid_text(result.grid)},
                 {"item": "units", "value": result.units},
                 {"item": "isotope", "value": result.isotope},

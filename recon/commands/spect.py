@@ -45,6 +45,10 @@ OPTIONS = (
            "resampled onto the grid", metavar="FILE"),
     Option("mu-units", "str", "unit of the --mu file's values", choices=("1/mm", "1/cm"),
            default_text="1/mm for .npy, 1/cm for Interfile; required for NIfTI"),
+    Option("mu-spectub-mirrored", "flag",
+           "the --mu map was made for STIR's SPECT projector (SPECTUB), which mirrors the "
+           "emission left-right against the map: mirror the map back (default: the map is "
+           "placed where its header says)"),
     Option("scatter", "str", "scatter estimate from the energy windows",
            choices=("tew", "dew", "none"),
            default_text="tew when the file has a scatter window below the photopeak, else none"),
@@ -249,7 +253,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.mu:
         from recon.io.mu_map import read_mu_map
 
-        mu = read_mu_map(args.mu, grid, units=args.mu_units)
+        mu = read_mu_map(
+            args.mu, grid, units=args.mu_units, stir_placement="spect",
+            spectub_mirrored=bool(args.mu_spectub_mirrored),
+        )  # fmt: skip
     model = SpectModel(
         geometry, grid, mu_map=mu, collimator=_collimator(args, isotope),
         isotope=isotope.name if isotope else None,
@@ -267,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "input": str(source), "isotope": image.isotope, "units": image.units,
         "reference_time_s": image.reference_time_s, "attenuation": mu is not None,
+        "mu_spectub_mirrored": bool(args.mu_spectub_mirrored) if args.mu else None,
         "scatter": method, "collimator": getattr(model.collimator, "name", None),
         "iterations": image.info["iterations"], "subsets": image.info["subsets"],
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm, "origin_mm": grid.origin},
@@ -276,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
 
     with target.writing({"settings": _settings(args)}) as out:
         save_npy_atomic(out / "image.npy", values)
-        write_interfile(out / "image.hv", image)
+        write_interfile(out / "image.hv", image, modality="NM")
         write_png(out / "image.png", montage_slices_mip(values))
         _write_dicom(image, out / "dicom", source, metadata, args.ref_time)
         write_summary(out, "summary.json", summary)

@@ -29,14 +29,66 @@ PET sinograms (``.hs`` + ``.s``; ``!type of data := PET``, ``matrix axis label [
     recon's world frame for :class:`recon.PetLorSinogramModel`, and moves span-1 data that are not
     arc-corrected into a :class:`recon.SinogramLayout`.
 
-Images (``.hv`` + ``.v``)
-    ``matrix size [1|2|3]`` = x, y, z with x varying fastest; ``scaling factor (mm/pixel) [i]``
-    and ``first pixel offset (mm) [i]`` (the physical coordinate of the first voxel). STIR's
-    physical frame is gantry-based: x to the right and y downwards as seen from the bed end, z
-    from deep in the gantry out along the bed, i.e. (patient left, posterior, inferior) for a
-    head-first supine patient (STIR ``DiscretisedDensity`` LPS conversion, "HFS means currently in
-    patient LPI"). So x and y are LPS already and z is flipped: recon's slice ``k`` is STIR plane
-    ``n_z − 1 − k``, and LPS z = −(STIR z). Without offsets the grid is centred on the isocentre.
+Images (``.hv`` + ``.v``): STIR's conventions
+    Each rule is taken from STIR's source (UCL/STIR; file and function named so it can be
+    re-checked):
+
+    - Index ranges. x and y indices are centred on 0, from ``−⌊n/2⌋`` to ``n − 1 − ⌊n/2⌋`` (so
+      for an even size the voxel ``n/2`` of the file is index 0, not the middle of the array);
+      z indices run from 0 (``src/IO/interfile.cxx``, ``create_image_and_header_from``; the same
+      ranges in ``GenerateImage::compute`` and
+      ``VoxelsOnCartesianGrid::construct_from_projdata_info``).
+    - Origin. ``first pixel offset (mm) [1|2|3]`` is the physical position of the voxel with
+      the smallest indices, so STIR's origin (the position of index 0) is
+      ``first pixel offset − min index × voxel size``; without ``[3]`` the origin is 0 and
+      ``[1]``, ``[2]`` are ignored (``create_image_and_header_from``). STIR writes
+      ``origin + min index × voxel size`` (``write_basic_interfile_image_header``), so an image
+      STIR made (``generate_image``, a reconstruction) has origin 0 and offsets
+      ``(−⌊nx/2⌋·dx, −⌊ny/2⌋·dy, 0)``; its physical z = 0 is the first plane, not the scanner
+      centre.
+    - Placement in the scanner. The PET projectors put voxel ``(k, j, i)`` at gantry
+      ``(origin x + i·dx, origin y + j·dy, origin z + (k − (k_min + k_max)/2)·dz)``, z = 0 at
+      the scanner's axial centre: the middle plane sits at the origin's z, whatever the first
+      pixel offset says (``ProjMatrixByBinUsingRayTracing``: ``offset_in_z``; it refuses an x/y
+      origin beyond 0.05 mm; ``ParallelprojHelper`` shifts z the same way). SPECT's SPECTUB
+      ignores the origin: every image is centred on the rotation axis and axially
+      (``ProjMatrixByBinSPECTUB::set_up``: first voxel at ``(0.5 − n/2)·voxel`` in x, y and z),
+      image plane ``k`` meets projection row ``k`` (it requires as many planes as rows, of the
+      same size), and the attenuation map is used in its own, x-mirrored frame (see
+      :func:`recon.io.read_mu_map`).
+    - Patient frame. The gantry frame has x to the right and y downwards as seen from the bed,
+      z from deep in the gantry out along the bed (STIR developers' overview, "Coordinate
+      system"). In LPS that is ``(x, y, −z)`` for head-first supine and for an unknown position,
+      ``(−x, −y, −z)`` head-first prone, ``(−x, y, z)`` feet-first supine, ``(x, −y, z)``
+      feet-first prone; decubitus positions have no mapping
+      (``DiscretisedDensity::swap_axes_based_on_orientation``, ``PatientPosition``).
+    - Values are multiplied by ``image scaling factor [1]``; the non-standard ``quantification
+      units`` (Louvain-la-Neuve's extension: a scale, optionally followed by a unit label, e.g.
+      ``1 Bq/ml``) sets that factor when it is not 1, and is refused when both differ
+      (``InterfileHeader::post_processing``; STIR reads only its leading number).
+
+    recon reads an image where STIR's projector puts it, in LPS with the isocentre at the
+    scanner centre (DESIGN.md §3): ``stir_placement="pet"`` (the default, and for PET images)
+    takes x and y from the origin and centres z on the origin's z; ``"spect"`` (the default for
+    ``!imaging modality := nucmed``/``NM``) centres x and y on the array as SPECTUB does when
+    the origin is 0, as STIR writes it, and otherwise takes the position the header states
+    (noting that SPECTUB would centre it). So the slices of an image STIR made are centred
+    axially on the isocentre (the axial centring is the rule, not an option: the former
+    ``centre_z`` flag is gone), SPECT image plane ``k`` lies at the height of projection row
+    ``k``, and STIR's ``first pixel offset (mm) [3] := 0`` no longer puts a 47-plane image
+    75 mm towards the feet. The patient positions STIR maps are mapped to LPS as STIR does
+    (``assume_hfs=True`` keeps the scanner frame; mu-maps are read that way, as STIR's
+    projectors ignore the position). The writer inverts this: ``first pixel offset [1], [2]``
+    = the position of recon's first voxel (so a centred even-sized grid has origin
+    ``(dx/2, dy/2)``, which STIR's ray tracer refuses: use odd sizes, as
+    :func:`recon.io.stir_default_grid` does), ``[3]`` = minus the height of the grid's centre
+    (0 for a centred grid); a SPECT image on a centred grid is written with origin 0, as STIR
+    writes its own. Headers are written head-first supine (``patient orientation := head_in``,
+    ``patient rotation := supine``), x and y as LPS, z reversed (recon's slice ``k`` is STIR
+    plane ``n_z − 1 − k``). ``!imaging modality`` is ``nucmed`` (SPECT, with STIR's SPECT
+    study keys) or ``PT``, and the image's unit is the label of ``quantification units := 1
+    <unit>`` (the leading 1 keeps STIR's and CASToR's scaling unchanged); a label read back
+    becomes the image's ``units``.
 
 CASToR
     CASToR (3.1.1, ``oInterfileIO.cc``) reads images and projections with its own rules: keys
@@ -65,6 +117,7 @@ an object was read from, and accept only a plain data-file name next to the head
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -100,6 +153,7 @@ _MAX_HEADER_BYTES = 1 << 20
 #: Interfile 3.3 "data starting block" unit.
 _BLOCK_BYTES = 2048
 _ANGLE_TOL_DEG = 1e-6
+log = logging.getLogger("recon")
 
 
 class FileFormatError(InputError):
@@ -473,12 +527,19 @@ def _read_data(
     if len(set(slopes.values())) > 1:
         raise FileFormatError(f"{where}: contradictory scaling factors {slopes}; keep one key")
     slope = next(iter(slopes.values()), 1.0)
-    # CASToR multiplies by a numeric 'quantification units' too (STIR writes 1 or a unit name).
-    units = _scalar_text(h, "quantification units")
-    try:
-        slope *= float(units) if units is not None else 1.0
-    except ValueError:
-        pass
+    units_scale, units_label = _quantification_units(h)
+    if _is_castor(h):
+        slope *= units_scale  # CASToR: data rescale slope × quantification units
+    elif units_scale != 1.0:
+        # STIR (InterfileHeader::post_processing): the scale replaces image scaling factors
+        # that are absent or equal to it, and any other combination is an error.
+        if slope not in (1.0, units_scale):
+            raise FileFormatError(
+                f"{where}: 'quantification units' scale {units_scale:g} contradicts the scaling "
+                f"factor {slope:g}; STIR accepts it only when the image scaling factors are "
+                "absent or equal to it: keep one"
+            )
+        slope = units_scale
     intercepts = {}
     for key in ("data rescale offset", "data rescale intercept", "rescale intercept"):
         value = _float(h, key, required=False)
@@ -506,8 +567,32 @@ def _read_data(
         "data_offset_bytes": offset,
         "rescale_slope": slope,
         "rescale_offset": intercept,
+        "units_label": units_label,
     }
     return data.reshape(shape), info
+
+
+_LEADING_NUMBER = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(.*)$")
+
+
+def _quantification_units(h: InterfileHeader) -> tuple[float, str | None]:
+    """Scale and unit label of ``quantification units`` (1 and None when absent).
+
+    Louvain-la-Neuve's extension of Interfile 3.3 (ECAT/EcatX ``interfile.cpp``) writes a
+    scale followed by a unit label (``1 Bq/ml``); STIR (``KeyParser``: ``istream >> double``)
+    and CASToR (``ConvertFromString``: ``strtod``) read only the leading number. A value
+    without a number is a label with scale 1.
+    """
+    text = h.get("quantification units")
+    if text is None or not text.strip():
+        return 1.0, None
+    match = _LEADING_NUMBER.match(text)
+    if match is None:
+        return 1.0, text.strip()
+    scale = _to_float(match.group(1), "quantification units", h._where())
+    if scale == 0.0:
+        raise FileFormatError(f"{h._where()}: 'quantification units := {text}' scales by 0")
+    return scale, match.group(2).strip() or None
 
 
 # ================================================================================ orientation
@@ -522,6 +607,128 @@ def _check_orientation(h: InterfileHeader, assume_hfs: bool) -> str:
             "pass assume_hfs=True to read the data in scanner coordinates as if HFS"
         )
     return position
+
+
+# ================================================================================ image placement
+#: Where recon puts a STIR image: as STIR's PET projectors or as its SPECT projector (SPECTUB).
+STIR_PLACEMENTS = ("pet", "spect")
+#: LPS sign of STIR's gantry (x, y, z) per patient position
+#: (``DiscretisedDensity::swap_axes_based_on_orientation``).
+_LPS_SIGNS = {"HFS": (1, 1, -1), "HFP": (-1, -1, -1), "FFS": (-1, 1, 1), "FFP": (1, -1, 1)}
+_ORIENTATION_CODES = {"head_in": "HF", "feet_in": "FF"}
+_ROTATION_CODES = {"supine": "S", "prone": "P", "right": "DR", "left": "DL"}
+#: An origin within this fraction of a voxel of 0 is STIR's default origin (STIR writes offsets
+#: with 6 significant digits, so its own images come back a few 1e-6 voxels away from 0).
+_ORIGIN_TOL_VOXELS = 0.01
+
+
+def _modality(value: Any) -> str | None:
+    """``"NM"``, ``"PT"`` or None from an ``!imaging modality`` (or DICOM Modality) value, read
+    as STIR's ``ImagingModality`` reads it (``pt``/``pet``; ``nm``/``nucmed``/``spect``)."""
+    text = str(value or "").strip().lower()
+    if text in ("pt", "pet"):
+        return "PT"
+    if text in ("nm", "nucmed", "spect"):
+        return "NM"
+    return None
+
+
+def _image_position(h: InterfileHeader, assume_hfs: bool) -> tuple[str, tuple[int, int, int]]:
+    """Patient position of an image header and the LPS sign of each gantry axis (x, y, z).
+
+    As STIR: a missing or ``unknown`` orientation or rotation is an unknown position, taken as
+    head-first supine; decubitus and ``other`` positions have no LPS mapping.
+    """
+    if assume_hfs:
+        return "HFS (assumed)", _LPS_SIGNS["HFS"]
+    orientation = _word(h, "patient orientation", "unknown")
+    rotation = _word(h, "patient rotation", "unknown")
+    if orientation == "unknown" or rotation == "unknown":
+        return "HFS (position not given)", _LPS_SIGNS["HFS"]
+    name = _ORIENTATION_CODES.get(orientation or "", "?") + _ROTATION_CODES.get(rotation or "", "?")
+    if name not in _LPS_SIGNS:
+        raise GeometryError(
+            f"{h._where()}: 'patient orientation := {orientation}', 'patient rotation := "
+            f"{rotation}': STIR maps only head/feet-first supine or prone images to patient (LPS) "
+            "coordinates; pass assume_hfs=True to read the image in scanner coordinates as if "
+            "head-first supine"
+        )
+    return name, _LPS_SIGNS[name]
+
+
+def _stir_origin(
+    h: InterfileHeader, sizes: list[int], voxel: list[float]
+) -> tuple[float, float, float]:
+    """STIR's origin, the gantry (x, y, z) of index (0, 0, 0), from the first pixel offsets
+    (``create_image_and_header_from`` in STIR's ``interfile.cxx``)."""
+    offsets = [_float(h, f"first pixel offset (mm) [{i}]", required=False) for i in (1, 2, 3)]
+    if offsets[2] is None:
+        if offsets[0] is not None or offsets[1] is not None:
+            log.warning(
+                "%s: 'first pixel offset (mm) [1]/[2]' without [3]: STIR ignores them and puts "
+                "index 0 at the origin; so does recon", h._where(),
+            )  # fmt: skip
+        return 0.0, 0.0, 0.0
+    if offsets[0] is None or offsets[1] is None:
+        raise FileFormatError(
+            f"{h._where()}: 'first pixel offset (mm) [3]' is given without [1] and [2]; STIR "
+            "then reads an undefined x/y origin: give all three (0 or −⌊n/2⌋·voxel for an "
+            "image centred on the axis)"
+        )
+    minimum = (-(sizes[0] // 2), -(sizes[1] // 2), 0)
+    return tuple(o - m * d for o, m, d in zip(offsets, minimum, voxel, strict=True))  # type: ignore[return-value]
+
+
+def _stir_first_voxel(
+    h: InterfileHeader,
+    origin: tuple[float, float, float],
+    sizes: list[int],
+    voxel: list[float],
+    placement: str,
+) -> tuple[float, float, float]:
+    """Gantry (x, y, z) in mm of the first voxel of the data file, where STIR's projector for
+    ``placement`` puts an image with STIR origin ``origin`` (module docstring, "Images")."""
+    first = []
+    for axis, (o, n, d) in enumerate(zip(origin, sizes, voxel, strict=True)):
+        centred = -(n - 1) / 2.0 * d  # SPECTUB: the array centred on the axis and axially
+        if axis == 2:  # PET projectors: the middle plane at the origin's z
+            physical = o + centred
+        else:  # index −⌊n/2⌋ at origin − ⌊n/2⌋·voxel
+            physical = o - (n // 2) * d
+        if placement == "spect" and abs(o) <= _ORIGIN_TOL_VOXELS * d:
+            first.append(centred)
+            continue
+        if placement == "spect" and abs(physical - centred) > _ORIGIN_TOL_VOXELS * d:
+            log.warning(
+                "%s: %s origin %.4g mm; STIR's SPECT projector ignores it and centres the "
+                "image, recon places the image where the header says", h._where(), "xyz"[axis], o,
+            )  # fmt: skip
+        first.append(physical)
+    return first[0], first[1], first[2]
+
+
+def _stir_first_pixel_offsets(grid: ImageGrid, modality: str) -> tuple[float, float, float]:
+    """``first pixel offset (mm) [1..3]`` that make STIR's projectors for ``modality`` put the
+    image where ``grid`` is (head-first supine), the inverse of :func:`_stir_first_voxel`."""
+    nz, ny, nx = grid.shape
+    dz, dy, dx = grid.voxel_size_mm
+    oz, oy, ox = grid.origin  # type: ignore[misc]
+    offsets = []
+    for first, n, d, name in ((ox, nx, dx, "x"), (oy, ny, dy, "y")):
+        centre = first + (n - 1) / 2.0 * d
+        if modality == "NM" and abs(centre) <= _ORIGIN_TOL_VOXELS * d:
+            offsets.append(-(n // 2) * d)  # origin 0, as STIR writes the SPECT images it makes
+            continue
+        if modality == "NM" and abs(first + (n // 2) * d) <= _ORIGIN_TOL_VOXELS * d:
+            log.warning(
+                "SPECT image: its %s grid puts voxel %d on the axis, half a voxel off centre; "
+                "written as STIR writes a centred image, so readers that follow SPECTUB "
+                "(recon, STIR) will centre it; write it with modality 'PT' to keep the shift",
+                name, n // 2,
+            )  # fmt: skip
+        offsets.append(first)
+    offsets.append(-(oz + (nz - 1) / 2.0 * dz))  # minus the height of the grid centre
+    return offsets[0], offsets[1], offsets[2]
 
 
 # ================================================================================ SPECT angles
@@ -690,7 +897,7 @@ def read_interfile(
         return _read_spect(h, Path(path), assume_hfs)
     if kind == "sinogram":
         return _read_sinogram(h, Path(path))
-    return _read_image(h, Path(path), assume_hfs, centre_z=False)
+    return _read_image(h, Path(path), assume_hfs, placement=None)
 
 
 def read_interfile_spect(
@@ -712,18 +919,42 @@ def read_interfile_sinogram(path: str | os.PathLike[str]) -> PetSinogram:
 
 
 def read_interfile_image(
-    path: str | os.PathLike[str], *, assume_hfs: bool = False, centre_z: bool = False
+    path: str | os.PathLike[str], *, assume_hfs: bool = False, stir_placement: str | None = None
 ) -> Image:
-    """Read an image; :class:`FileFormatError` if the file holds something else.
+    """Read an image where STIR's projectors put it (module docstring, "Images").
 
-    ``centre_z=True`` ignores the axial ``first pixel offset`` and centres the volume axially on
-    the isocentre, which is what STIR's projectors do with any image (STIR issue #12; STIR
-    writes ``first pixel offset (mm) [3] := 0`` for images it centres).
+    Parameters
+    ----------
+    path : path-like
+        The image header (``.hv``); its data file must lie in the same folder.
+    assume_hfs : bool
+        Read the image in scanner coordinates as if the patient were head-first supine,
+        whatever its ``patient orientation``/``patient rotation`` say (instead of mapping
+        HFP/FFS/FFP to LPS as STIR does, or raising for decubitus positions).
+    stir_placement : {"pet", "spect"}, optional
+        Place a STIR image as STIR's PET projectors do (x, y from the origin; the default for
+        everything but SPECT images) or as SPECTUB does (x, y centred on the array when the
+        origin is 0; the default for ``!imaging modality := nucmed``). Axially both centre the
+        image on the origin's z. CASToR images are always centred.
+
+    Returns
+    -------
+    Image
+        float32 ``(z, y, x)`` on a grid in LPS mm; ``units`` from the ``quantification units``
+        label when there is one; ``info`` holds the modality (``"NM"``, ``"PT"`` or None), the
+        placement rule, STIR's origin and the patient position used.
+
+    Raises
+    ------
+    FileFormatError
+        The file holds something else, or its header is malformed.
+    GeometryError
+        A patient position STIR cannot map to LPS (without ``assume_hfs``).
     """
     h = _read_header(path)
     if _kind(h) != "image":
         raise FileFormatError(f"{h._where()} does not hold an image ({_kind(h)})")
-    return _read_image(h, Path(path), assume_hfs, centre_z=centre_z)
+    return _read_image(h, Path(path), assume_hfs, placement=stir_placement)
 
 
 def _read_spect(h: InterfileHeader, path: Path, assume_hfs: bool) -> SpectProjections:
@@ -874,9 +1105,15 @@ def _durations(h: InterfileHeader, n_views: int) -> np.ndarray:
     return np.full(n_views, per_view)
 
 
-def _read_image(h: InterfileHeader, path: Path, assume_hfs: bool, *, centre_z: bool) -> Image:
+def _read_image(
+    h: InterfileHeader, path: Path, assume_hfs: bool, *, placement: str | None
+) -> Image:
     where = h._where()
-    position = _check_orientation(h, assume_hfs)
+    if placement is not None and placement not in STIR_PLACEMENTS:
+        raise InputError(
+            f"stir_placement must be one of {STIR_PLACEMENTS} or None, got {placement!r}"
+        )
+    position, signs = _image_position(h, assume_hfs)
     dims = _int(h, "number of dimensions", required=False, default=3)
     frames = _int(h, "number of time frames", required=False, default=1, minimum=0)
     if dims != 3 or frames > 1:
@@ -885,7 +1122,7 @@ def _read_image(h: InterfileHeader, path: Path, assume_hfs: bool, *, centre_z: b
             f"{dims}, number of time frames := {frames}); write one header per frame (CASToR's "
             "default split mode, <name>_fr<i>.hdr)"
         )
-    sizes, voxel, offsets = [], [], []
+    sizes, voxel = [], []
     for index, axis in ((1, "x"), (2, "y"), (3, "z")):
         label = _word(h, f"matrix axis label [{index}]")
         if label is not None and label != axis:
@@ -898,36 +1135,50 @@ def _read_image(h: InterfileHeader, path: Path, assume_hfs: bool, *, centre_z: b
                 h, f"scaling factor (mm/pixel) [{index}]", positive=True, hint=" (voxel size in mm)"
             )
         )
-        offsets.append(_float(h, f"first pixel offset (mm) [{index}]", required=False))
+    modality = _modality(h.get("imaging modality"))
     castor = _is_castor(h)
+    extra: dict[str, Any] = {}
     if castor:
         # CASToR centres every image on the scanner and writes its FOV offset (its -off option,
         # normally 0) under 'first pixel offset', not the first voxel's position.
-        castor_offsets = tuple(0.0 if o is None else o for o in offsets)
-        offsets = [None, None, None]
+        extra["castor_fov_offset_mm"] = tuple(
+            _float(h, f"first pixel offset (mm) [{i}]", required=False, default=0.0)
+            for i in (1, 2, 3)
+        )
+        first = tuple(-(n - 1) / 2.0 * d for n, d in zip(sizes, voxel, strict=True))
+    else:
+        rule = placement or ("spect" if modality == "NM" else "pet")
+        stir_origin = _stir_origin(h, sizes, voxel)
+        first = _stir_first_voxel(h, stir_origin, sizes, voxel, rule)
+        extra.update(stir_placement=rule, stir_origin_mm=stir_origin)
     nx, ny, nz = sizes
     raw, info = _read_data(h, path, (nz, ny, nx))
-    dx, dy, dz = voxel
-    ox, oy, oz = offsets
-    centred = ImageGrid(shape=(nz, ny, nx), voxel_size=(dz, dy, dx)).origin
-    assert centred is not None
-    origin = (
-        centred[0] if (oz is None or centre_z) else -(oz + (nz - 1) * dz),  # STIR z = inferior
-        centred[1] if oy is None else oy,
-        centred[2] if ox is None else ox,
-    )
-    grid = ImageGrid(shape=(nz, ny, nx), voxel_size=(dz, dy, dx), origin=origin)
-    data = np.ascontiguousarray(raw[::-1])  # STIR plane 0 is the deepest (superior for HFS)
-    if castor:
-        info["castor_fov_offset_mm"] = castor_offsets
+    # File axes (x, y, z) are array axes (2, 1, 0); an axis whose LPS sign is −1 is reversed.
+    data, origin = raw, [0.0, 0.0, 0.0]
+    for axis, (g0, n, d, sign) in enumerate(zip(first, sizes, voxel, signs, strict=True)):
+        if sign > 0:
+            origin[2 - axis] = g0
+        else:
+            origin[2 - axis] = -(g0 + (n - 1) * d)
+            data = np.flip(data, axis=2 - axis)
+    grid = ImageGrid(shape=(nz, ny, nx), voxel_size=(voxel[2], voxel[1], voxel[0]),
+                     origin=tuple(origin))  # fmt: skip
     info.update(
+        extra,
         source="interfile",
         header_path=str(path.resolve()),
         header=h.as_dict(),
         patient_position=position,
-        modality=h.get("imaging modality"),
+        modality=modality,
     )
-    return Image(data=data, grid=grid, isotope=h.get("isotope name"), info=info)
+    units = info.pop("units_label")
+    return Image(
+        data=np.ascontiguousarray(data),
+        grid=grid,
+        isotope=h.get("isotope name"),
+        info=info,
+        **({"units": units} if units else {}),
+    )
 
 
 def _read_sinogram(h: InterfileHeader, path: Path) -> PetSinogram:
@@ -1261,8 +1512,11 @@ def write_interfile(
     data_name : str, optional
         Plain file name of the data file, next to the header; default: the header's name with
         ``.s`` (projections, sinograms) or ``.v`` (images).
-    modality : str, optional
-        Images only: ``!imaging modality`` (default ``PT``; ``nucmed`` writes a SPECT image).
+    modality : {"NM", "PT"}, optional
+        Images only: a SPECT (``NM``, also ``nucmed``/``SPECT``; written ``!imaging modality :=
+        nucmed`` with STIR's SPECT keys) or PET image. Default: the image's
+        ``info["modality"]`` (set by the readers), else PET. It also chooses where STIR will
+        place the image (module docstring, "Images").
 
     Returns
     -------
@@ -1368,14 +1622,21 @@ def _write_spect(
 def _write_image(
     path: str | os.PathLike[str], image: Image, data_name: str | None, modality: str | None
 ) -> Path:
+    if modality is not None:
+        kind = _modality(modality)
+        if kind is None:
+            raise InputError(
+                f"modality must be 'NM' (SPECT, also 'nucmed') or 'PT', got {modality!r}"
+            )
+    else:
+        kind = _modality(image.info.get("modality")) or "PT"
+    nm = kind == "NM"
     grid = image.grid
     nz, ny, nx = grid.shape
     raw = _float32_le(np.asarray(image), grid.shape, "image data")[::-1]
     header, data = _output_paths(path, data_name, ".v", _sources(image.info))
     dz, dy, dx = grid.voxel_size_mm
-    oz, oy, ox = grid.origin  # type: ignore[misc]
-    stir_z0 = -(oz + (nz - 1) * dz)  # STIR z of its plane 0 (recon's last slice)
-    nm = str(modality or "PT").strip().lower() in ("nm", "nucmed", "spect")
+    offsets = _stir_first_pixel_offsets(grid, kind)
     lines = [
         "!INTERFILE  :=",
         f"!imaging modality := {'nucmed' if nm else 'PT'}",
@@ -1404,10 +1665,12 @@ def _write_image(
             f"!matrix size [{index}] := {size}",
             f"scaling factor (mm/pixel) [{index}] := {_fmt(step)}",
         ]
+    lines += [f"first pixel offset (mm) [{i}] := {_fmt(o)}" for i, o in enumerate(offsets, 1)]
+    units = " ".join(str(image.units or "").replace(";", ",").split())
+    if units:
+        # Louvain-la-Neuve's "scale unit" form: STIR and CASToR read the 1 (no rescaling).
+        lines.append(f"quantification units := 1 {units}")
     lines += [
-        f"first pixel offset (mm) [1] := {_fmt(ox)}",
-        f"first pixel offset (mm) [2] := {_fmt(oy)}",
-        f"first pixel offset (mm) [3] := {_fmt(stir_z0)}",
         "number of time frames := 1",
         "data offset in bytes [1] := 0",
         "!END OF INTERFILE :=",

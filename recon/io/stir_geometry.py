@@ -49,12 +49,17 @@ Axial
     z = (r − (n_rings − 1)/2)·d.
 
 Images
-    STIR's projectors place an image so that its middle plane is at the scanner's axial centre,
-    whatever its ``first pixel offset (mm) [3]`` (``ProjMatrixByBinUsingRayTracing``: gantry
-    z = (k − (k_min + k_max)/2)·Δz + origin z, origin 0 by default). To compare a STIR
-    reconstruction with recon's reconstruction of the same sinogram, read it with
-    ``recon.io.read_interfile_image(path, centre_z=True)``; transaxially both are centred on the
-    axis already.
+    STIR's PET projectors place an image by its origin (the position of index 0): x and y
+    indices run from −⌊n/2⌋, so index 0 is on the scanner axis when the origin is 0 (for an
+    even size the array centre is then half a voxel off the axis), and the middle plane sits at
+    the origin's z relative to the scanner's axial centre, whatever ``first pixel offset (mm)
+    [3]`` says (``ProjMatrixByBinUsingRayTracing``: gantry z = origin z + (k − (k_min +
+    k_max)/2)·Δz; it refuses an x/y origin other than 0; ``ParallelprojHelper`` shifts z the
+    same way). :func:`recon.io.read_interfile_image` reads STIR images that way (and SPECT
+    images as SPECTUB centres them), so a STIR reconstruction of a sinogram and recon's lie in
+    the same place; :func:`stir_default_grid` is the grid STIR's own reconstruction would have,
+    odd-sized transaxially and centred, which recon also writes with origin 0. The rules and
+    their sources are listed in :mod:`recon.io.interfile` ("Images").
 
 Not covered: TOF projection data, non-cylindrical (block) geometries, and STIR builds with
 ``STIR_LEGACY_IGNORE_VIEW_OFFSET``. The sign of vendor view offsets has changed in STIR's history
@@ -292,18 +297,31 @@ def stir_geometry_summary(sino: PetSinogram | dict[str, Any]) -> dict[str, Any]:
 def stir_default_grid(sino: PetSinogram | dict[str, Any]) -> ImageGrid:
     """The image STIR would reconstruct by default, centred on the scanner.
 
-    Transaxially the tangential bin size (``n_tangential`` voxels; for data that are not
-    arc-corrected the scanner's default bin size); axially half the ring spacing, one plane per
-    segment-0 sinogram (``2·n_rings − 1`` for span 1), as STIR's
-    ``VoxelsOnCartesianGrid(ProjDataInfo, ...)`` constructor does.
+    As STIR's ``VoxelsOnCartesianGrid(ProjDataInfo, …)`` constructor with default sizes
+    (``construct_from_projdata_info``, ``find_sampling_and_z_size``): transaxial voxels of the
+    scanner's default bin size (else the data's bin size), ``2·⌈r/voxel⌉ + 1`` of them (always
+    odd, so the grid is centred on the axis) where ``r`` is the largest ``|s|`` of the first
+    and last tangential positions (computed in float32 as STIR does); axially half the ring
+    spacing, one plane per segment-0 sinogram (``2·n_rings − 1`` for span 1).
     """
     d = _description(sino)
     g = _StirGeometry(d)
-    if not g.bin_size:
+    scanner = d.get("scanner") or {}
+    voxel = scanner.get("default_bin_size_mm") or g.bin_size
+    if not voxel or voxel <= 0:
         raise InputError("the header gives no bin size ('Default bin size (cm)'); pass a grid")
+    t = np.array([-(g.n_tang // 2), g.n_tang - 1 - g.n_tang // 2], dtype=np.float32)
+    if g.arc_corrected:
+        s = t * np.float32(g.bin_size)
+    else:
+        s = np.float32(g.radius) * np.sin(t * np.float32(math.pi / g.n_detectors))
+    radius = np.float32(np.abs(s).max())
+    n_xy = 2 * int(math.ceil(np.float32(radius / np.float32(voxel)))) + 1
     zero = next(s for s in g.segments if s["min_ring_difference"] + s["max_ring_difference"] == 0)
-    n_z = int(zero["n_axial"])
-    return ImageGrid((n_z, g.n_tang, g.n_tang), (g.ring_spacing / 2.0, g.bin_size, g.bin_size))
+    n_axial = int(zero["n_axial"])
+    span1 = zero["min_ring_difference"] == zero["max_ring_difference"]
+    n_z = 2 * n_axial - 1 if span1 else n_axial
+    return ImageGrid((n_z, n_xy, n_xy), (g.ring_spacing / 2.0, float(voxel), float(voxel)))
 
 
 def stir_sinogram_model(
