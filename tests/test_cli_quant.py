@@ -190,7 +190,7 @@ def test_tables_match_closed_forms(study, tmp_path, capsys):
 
 
 def test_python_api_gives_the_same_numbers(study):
-    from recon.quant.study import analyse_study, load_study
+    from recon.quant import analyse_study, load_study
 
     result = analyse_study(load_study(study))
     assert [tp.label for tp in result.study.timepoints] == ["1h", "24h", "48h", "3d"]
@@ -326,8 +326,7 @@ def test_syringe_readings_cylinders_label_maps_and_reference_by_label(study, tmp
 
 
 def test_rising_curve_has_no_effective_half_life_and_a_physical_tail():
-    from recon.quant import TimeActivityCurve
-    from recon.quant.study import clearance_kinetics
+    from recon.quant import TimeActivityCurve, clearance_kinetics
 
     hours = np.array([1.0, 24.0, 48.0])
     values = np.array([100.0, 200.0, 300.0])  # still rising at scan time
@@ -382,8 +381,21 @@ sphere = {{ centre_mm = [20, 0, 0], diameter_mm = {VOI_D} }}
     for label, hours in (("24h", 24.0), ("48h", 48.0)):
         lesion = by(stats, voi="lesion", timepoint=label)
         assert lesion["mean"] == pytest.approx(lesion_at(hours), rel=1e-3)  # 16-bit storage
-    wrong = body.replace('mode = "decay_corrected_to_injection"\n', "")
+    # Without mode, each time point's mode is the file's own Decay Correction.
+    (tmp_path / "auto.toml").write_text(
+        body.replace('mode = "decay_corrected_to_injection"\n', ""), encoding="utf-8"
+    )
+    code, _, err = run(capsys, tmp_path / "auto.toml", "-o", tmp_path / "auto")
+    assert code == 0, err
+    again = read_csv(tmp_path / "auto" / "voi_stats.csv")
+    assert by(again, voi="lesion", timepoint="48h")["mean"] == pytest.approx(
+        by(stats, voi="lesion", timepoint="48h")["mean"], rel=1e-9
+    )
+    # A mode that contradicts the file is refused, naming both.
+    wrong = body.replace('mode = "decay_corrected_to_injection"', 'mode = "activity_at_scan_time"')
     (tmp_path / "wrong.toml").write_text(wrong, encoding="utf-8")
     code, _, err = run(capsys, tmp_path / "wrong.toml", "-o", tmp_path / "report2")
-    assert code == 2
+    assert code == 2 and err.count("\n") == 1
     assert 'Decay Correction ADMIN); set mode = "decay_corrected_to_injection"' in err
+    assert 'the study file says mode = "activity_at_scan_time"' in err
+    assert not (tmp_path / "report2").exists()

@@ -9,7 +9,9 @@ import argparse
 import sys
 
 from recon.commands.common import output_folder, print_table
-from recon.quant.study import _summary_rows, analyse_study, load_study, write_report
+from recon.quant.analysis import analyse_study
+from recon.quant.study import load_study
+from recon.quant.study_report import summary_rows, write_report
 
 __all__ = ["add_parser", "run"]
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     result = analyse_study(study)
     out = output_folder(args.output, list(study.input_paths))
     files = write_report(result, out, plots=not args.no_plots)
-    rows = _summary_rows(result)
+    rows = summary_rows(result)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     print(
         f"{study.name}: {len(study.timepoints)} time point"
