@@ -212,6 +212,42 @@ def test_two_term_fit_and_fixed_fit_start(study, tmp_path, capsys):
     assert not list((tmp_path / "r").glob("*.png"))
 
 
+def test_fit_settings_study_wide_per_role_and_per_voi(study, tmp_path, capsys):
+    text = study.read_text().replace(
+        "[[timepoints]]",
+        '[analysis]\nfit_terms = 2\nfit_from = "first"\n\n[analysis.background]\n'
+        'tail = "physical"\n\n[[timepoints]]',
+        1,
+    )
+    text = text.replace('name = "hot"\n', 'name = "hot"\nfit_model = "mono"\nfit_from = 24\n')
+    study.write_text(text)
+    code, _, err = run(capsys, study, "-o", tmp_path / "r", "--no-plots")
+    assert code == 0, err
+    kinetics = {row["voi"]: row for row in read_csv(tmp_path / "r" / "kinetics.csv")}
+    # Two terms asked study-wide, four points: the mono-exponential, with the reason.
+    lesion = kinetics["lesion"]
+    assert lesion["model_requested"] == "bi" and lesion["model"] == "mono"
+    assert lesion["model_rule"] == "fallback" and "4 point(s) for 4 parameters" in lesion["note"]
+    assert lesion["t_eff_h"] == pytest.approx(T_EFF_H, rel=1e-6)
+    assert "model=bi ([analysis])" in lesion["settings"]
+    # The VOI's own keys win.
+    hot = kinetics["hot"]
+    assert hot["model"] == "mono" and hot["model_rule"] == "fixed"
+    assert hot["fit_from_h"] == 24.0 and hot["n_fit_points"] == 3
+    assert "fit_from=24.0 (VOI)" in hot["settings"]
+    # The role's table: physical decay after the last scan, on the trapezoid.
+    background = kinetics["background"]
+    assert background["tail_method"] == "physical"
+    assert "tail=physical ([analysis.background])" in background["settings"]
+    hours = [1.0, 24.0, 48.0, 72.0]
+    points = [(0.0, 0.0)] + [(h, background_at(h)) for h in hours]
+    trapezoid = sum(
+        0.5 * (a[1] + b[1]) * (b[0] - a[0]) for a, b in zip(points[:-1], points[1:], strict=True)
+    )
+    expected = trapezoid + background_at(72.0) / LAM_H
+    assert background["tia_bq_h_per_ml"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_without_matplotlib_plots_are_skipped_with_one_warning(study, tmp_path, capsys, caplog,
                                                                monkeypatch):  # fmt: skip
     monkeypatch.setitem(sys.modules, "matplotlib", None)

@@ -1,6 +1,7 @@
-"""`recon quant`: quantify a serial SPECT/PET study described in a TOML file.
+"""`recon quant`: quantify a serial SPECT/PET study, or a cohort of them, from TOML files.
 
-The study file's schema and the analysis are documented in :mod:`recon.quant.study`.
+The study file's schema and the analysis are documented in :mod:`recon.quant.study`, the cohort
+file's in :mod:`recon.quant.cohort`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import sys
 
 from recon.commands.common import output_folder, print_table
+from recon.quant import cohort as cohorts
 from recon.quant.analysis import analyse_study
 from recon.quant.study import load_study
 from recon.quant.study_report import summary_rows, write_report
@@ -19,17 +21,21 @@ __all__ = ["add_parser", "run"]
 def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "quant",
-        help="quantify a serial study (TACs, half-lives, TIA, %%ID, ratios) from a TOML file",
-        description="Quantify a serial SPECT/PET study described in a TOML file; the file's "
-        "schema is documented in `python -m pydoc recon.quant.study`.",
+        help="quantify a serial study or a cohort (TACs, half-lives, TIA, %%ID, ratios, "
+        "lowest-uptake lesions, strata) from TOML files",
+        description="Quantify a serial SPECT/PET study described in a TOML file, or a cohort: "
+        "one cohort file or several study files (one per patient). Schemas: `python -m pydoc "
+        "recon.quant.study` and `python -m pydoc recon.quant.cohort`.",
     )
-    p.add_argument("study", help="study description (.toml)")
+    p.add_argument("study", nargs="+", help="study file, cohort file, or several study files")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
 
 
 def run(args: argparse.Namespace) -> int:
-    study = load_study(args.study)
+    if len(args.study) > 1 or cohorts.is_cohort_file(args.study[0]):
+        return _run_cohort(args)
+    study = load_study(args.study[0])
     result = analyse_study(study)
     out = output_folder(args.output, list(study.input_paths))
     files = write_report(result, out, plots=not args.no_plots)
@@ -42,6 +48,22 @@ def run(args: argparse.Namespace) -> int:
         f"{study.settings.quantity} in Bq/mL at scan time"
     )
     print_table(rows, columns)
+    print(f"wrote {len(files)} files to {out}")
+    sys.stdout.flush()
+    return 0
+
+
+def _run_cohort(args: argparse.Namespace) -> int:
+    cohort = cohorts.load_cohort(args.study)
+    result = cohorts.analyse_cohort(cohort)
+    out = output_folder(args.output, list(cohort.input_paths))
+    files = cohorts.write_cohort_report(result, out, plots=not args.no_plots)
+    rows = cohorts.summary_rows(result)
+    print(
+        f"{cohort.name}: {len(cohort.studies)} patients, {len(result.lesions)} lesions; "
+        f"{result.metric} at {result.uptake_at}"
+    )
+    print_table(rows, list(dict.fromkeys(k for row in rows for k in row)))
     print(f"wrote {len(files)} files to {out}")
     sys.stdout.flush()
     return 0

@@ -216,8 +216,12 @@ def parse_voi(
         per_scan = {}
         for (scan_label, image), file in zip(scans, files, strict=True):
             source = base / file
+            # In a mixed list, label goes to the label maps and segment to the SEG files.
+            is_seg = suffix_of(source) == ".dcm"
             try:
-                per_scan[scan_label] = mask_voi(source, image.grid, name, label, segment)
+                per_scan[scan_label] = mask_voi(
+                    source, image.grid, name, None if is_seg else label, segment if is_seg else None
+                )
             except (InputError, GeometryError) as exc:
                 raise type(exc)(f"mask of time point {scan_label!r}: {exc}") from None
             sources.append(source)

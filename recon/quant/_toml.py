@@ -70,10 +70,10 @@ def boolean(value: Any, key: str) -> bool:
 
 
 def text(value: Any, key: str, choices: Sequence[str] | None = None) -> str:
+    if choices is not None and (not isinstance(value, str) or value not in choices):
+        raise InputError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
     if not isinstance(value, str) or not value:
         raise InputError(f"{key} must be a non-empty string, got {value!r}")
-    if choices is not None and value not in choices:
-        raise InputError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
     return value
 
 

@@ -304,30 +304,40 @@ class Study:
 
 
 def _fit_overrides(values: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The fit keys of a table as FitSettings fields (``model``, ``fit_from``, ``tail``)."""
+    """The fit keys of a table as FitSettings fields (``model``, ``fit_from``, ``tail``);
+    ``where`` prefixes the key in messages (empty inside a VOI's context)."""
+
+    def key(name: str) -> str:
+        return f"{where} {name}" if where else name
+
     out: dict[str, Any] = {}
     if "fit_model" in values and "fit_terms" in values:
-        raise InputError(f"{where}: give fit_model or fit_terms (its older spelling), not both")
+        raise InputError(
+            f"{key('fit_model')} and fit_terms (its older spelling) are both given; keep one"
+        )
     if "fit_model" in values:
-        out["model"] = text(values["fit_model"], f"{where} fit_model", FIT_MODELS)
+        out["model"] = text(values["fit_model"], key("fit_model"), FIT_MODELS)
     if "fit_terms" in values:
         terms = values["fit_terms"]
         if isinstance(terms, bool) or terms not in (1, 2):
-            raise InputError(f"{where} fit_terms must be 1 or 2, got {terms!r}")
+            raise InputError(f"{key('fit_terms')} must be 1 or 2, got {terms!r}")
         out["model"] = "mono" if terms == 1 else "bi"
     if "fit_from" in values:
         fit_from = values["fit_from"]
-        if isinstance(fit_from, str):
-            if fit_from not in ("peak", "first"):
-                raise InputError(
-                    f"{where} fit_from must be 'peak', 'first' or hours after injection, got "
-                    f"{fit_from!r}"
-                )
-        else:
-            fit_from = number(fit_from, f"{where} fit_from", "non-negative")
+        if (
+            isinstance(fit_from, bool)
+            or not isinstance(fit_from, (str, int, float))
+            or (isinstance(fit_from, str) and fit_from not in ("peak", "first"))
+        ):
+            raise InputError(
+                f"{key('fit_from')} must be 'peak', 'first' or hours after injection, got "
+                f"{fit_from!r}"
+            )
+        if not isinstance(fit_from, str):
+            fit_from = number(fit_from, key("fit_from"), "non-negative")
         out["fit_from"] = fit_from
     if "tail" in values:
-        out["tail"] = text(values["tail"], f"{where} tail", TAILS)
+        out["tail"] = text(values["tail"], key("tail"), TAILS)
     return out
 
 
@@ -504,7 +514,7 @@ def _load(toml: Path) -> Study:
             raise InputError(f"two VOIs are named {name!r}")
         with context(f"VOI {name!r}"):
             parsed = parse_voi(entry, reference, scans, base)
-            own = _fit_overrides(entry, "this VOI's")
+            own = _fit_overrides(entry, "")
             fit = settings.fit_for(parsed.role, own)
         vois.append(StudyVoi(parsed.voi, parsed.role, parsed.definition, fit, parsed.per_scan))
         inputs.extend(parsed.sources)
