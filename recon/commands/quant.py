@@ -61,7 +61,7 @@ def _run_cohort(args: argparse.Namespace) -> int:
     rows = cohorts.summary_rows(result)
     print(
         f"{cohort.name}: {len(cohort.studies)} patients, {len(result.lesions)} lesions; "
-        f"{result.metric} at {result.uptake_at}"
+        f"{result.metric} at {cohorts.describe_time(result.uptake_at)}"
     )
     print_table(rows, list(dict.fromkeys(k for row in rows for k in row)))
     print(f"wrote {len(files)} files to {out}")

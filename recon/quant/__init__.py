@@ -33,6 +33,13 @@ from recon.quant.calibration import (
     to_bq_per_ml,
 )
 from recon.quant.clearance import FitSettings, VoiKinetics, clearance_kinetics  # noqa: E402
+from recon.quant.cohort import (  # noqa: E402
+    Cohort,
+    CohortResult,
+    analyse_cohort,
+    load_cohort,
+    write_cohort_report,
+)
 from recon.quant.kinetics import ModelFit, ModelSelection, fit_model, select_model  # noqa: E402
 from recon.quant.planar import (
     ConjugateViewResult,
@@ -100,6 +107,11 @@ from recon.quant.voi import (
 )
 
 __all__ = [
+    "Cohort",
+    "CohortResult",
+    "analyse_cohort",
+    "load_cohort",
+    "write_cohort_report",
     "FitSettings",
     "ModelFit",
     "ModelSelection",

@@ -520,6 +520,11 @@ def _spread_rows(lesions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
+def describe_time(at: str | float | None) -> str:
+    """A time point label as is, hours as ``"72 h"``."""
+    return f"{at:g} h" if isinstance(at, (int, float)) else str(at)
+
+
 def _plot_uptake(result: CohortResult, path: Path) -> Path:
     """Every lesion's uptake per patient, patients sorted by their stratifying value."""
     from matplotlib.figure import Figure  # noqa: PLC0415  (optional dependency)
@@ -554,7 +559,7 @@ def _plot_uptake(result: CohortResult, path: Path) -> Path:
     ax.set_xticks(range(len(patients)), patients)
     ax.set_xlim(-0.6, len(patients) - 0.4)
     unit = _UNITS[result.metric]
-    when = "" if result.metric == "tia_bq_h_per_ml" else f" at {result.uptake_at}"
+    when = "" if result.metric == "tia_bq_h_per_ml" else f" at {describe_time(result.uptake_at)}"
     ax.set_ylabel(f"{result.metric}{f' ({unit})' if unit else ''}{when}", fontsize=9)
     ax.set_xlabel(
         f"patient, sorted by the {settings.stratify_by} lesion (filled; open: other lesions)",
