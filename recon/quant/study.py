@@ -79,7 +79,9 @@ are errors naming the file, table and key, so a typo never passes silently.
     #                                     # (segment = "name"; default the VOI's name or the
     #                                     # only segment)
     # or: masks = ["l1_1h.nii.gz", "l1_24h.nii.gz"]   # one mask per scan, in [[timepoints]]
-    #                                     # order, or masks = { "1h" = "...", "24h" = "..." }
+    #                                     # order, or masks = { "1h" = "...", "24h" = "..." };
+    #                                     # each on its own scan's image (no transform applied;
+    #                                     # label goes to label maps, segment to SEG files)
     # or: iso_contour = { seed_mm = [x, y, z], percent = 41, search_radius_mm = 20 }
     #                                     # (drawn on the reference time point)
     fit_model = "mono"                    # optional, this VOI only: fit_model / fit_terms,
