@@ -13,14 +13,27 @@ quantification recover it:
 2. at 1 h, 24 h, 48 h, 72 h and 7 d, dual-head SPECT projections through the ME collimator with
    attenuation and Poisson noise are simulated with :class:`recon.SpectModel` (counts fall with
    decay) and reconstructed with :func:`recon.osem` into Bq/mL;
-3. each patient's images are written as Interfile with a ``study.toml`` and quantified exactly as
-   ``recon quant P01/study.toml -o P01/report`` does (TACs, effective half-lives, TIA, %ID,
-   lesion-to-blood ratios); lesion VOIs are concentric spheres of 2/3 the lesion diameter, which
-   keeps partial-volume losses small;
-4. the lesions of all patients are pooled: between-lesion and between-patient spread (CV, fold
-   range) and stratification by the lowest-uptake lesion (:mod:`recon.quant.ratios`), with the
-   same tables computed from the simulated truth;
-5. every recovered figure is compared with the truth and the errors are printed and written.
+3. each patient's images are written as Interfile with a ``study.toml`` (lesion VOIs: concentric
+   spheres of 2/3 the lesion diameter, which keeps partial-volume losses small; background: four
+   36 mm spheres of soft tissue, about 100 mL, as one mask; blood fitted from the first scan), and
+   a ``cohort.toml`` lists them;
+4. the cohort is quantified by the command line, ``recon quant cohort.toml -o OUT/cohort``: each
+   patient's report (TACs, kinetic fits with standard errors, TIA, %ID, ratios) and the cohort
+   tables (each patient's lowest-uptake lesion, spreads between lesions and patients,
+   stratification by the lowest-uptake lesion at 72 h, and a plot);
+5. every figure the command wrote is compared with the truth, each with a spread that says how
+   far noise alone moves it:
+
+   - VOI means: the spread (SD) of the errors over the lesions (or, for blood, liver and spleen,
+     over the patients) at each scan; for the background also the standard error of its mean
+     from its four spheres (SD / √4: distant spheres have nearly independent noise), pooled over
+     the patients at each scan;
+   - effective half-life and TIA: the SD of the errors over the lesions, and the fits' own
+     standard errors with the largest error in units of them (fits of 3-4 points have 1-2
+     degrees of freedom, so their standard errors are rough);
+   - fold range, CVs and the patients' lowest-lesion values: a parametric bootstrap of the lesion
+     values with the relative error measured over the lesions at 72 h (2000 draws), which also
+     gives how often each patient falls in the group the command found.
 
 Concentrations (Bq/mL, decay-corrected to injection; t in h; multiplied by exp(-λ_phys t) for the
 activity at scan time):
@@ -37,17 +50,20 @@ a lesion holds little more than its blood volume and sits near a bright blood po
 25 % at 7 days (under a million counts per scan, a few hundred Bq/mL in the lowest-uptake lesions);
 lesion effective half-life within 20 % of the same fit made to the true values; lesion TIA within
 15 % of the same method applied to the true values, and within 25 % of the analytic integral
-(sampling the curve at five times adds up to about 10 %).
+(sampling the curve at five times adds up to about 10 %); the background within 10 %.
 
 Usage::
 
     python examples/liposome_timecourse.py [--output DIR] [--device auto|cpu|gpu]
-                                           [--patients N] [--seed S]
+                                           [--patients N] [--seed S] [--no-plots]
 
-Runs headless in about 15 s on a 2-core CPU (3 patients). Writes into ``--output``: per patient
-``P01/tp001h.hv`` … (images), ``P01/study.toml`` and ``P01/report/`` (the recon quant tables and
-plots); for the cohort ``truth_comparison``, ``kinetics_truth``, ``cohort_lesions``,
-``heterogeneity`` and ``stratification`` as CSV and JSON, and ``summary.json``.
+Runs headless in about a minute on a 2-core CPU (3 patients). Writes into ``--output``: per
+patient ``P01/tp001h.hv`` … (images), ``P01/background.npy``, ``P01/study.toml``;
+``cohort.toml``; ``cohort/`` (what ``recon quant`` wrote: ``cohort_lesions``, ``cohort_lowest``,
+``cohort_spread``, ``cohort_strata``, ``cohort_uptake.png``, ``cohort_summary.json`` and
+``P01/`` … with each patient's tables and plots); and the comparisons with the truth
+``truth_comparison``, ``kinetics_truth``, ``cohort_truth``, ``heterogeneity_truth`` and
+``stratification_truth`` as CSV and JSON, with ``summary.json``.
 """
 
 from __future__ import annotations
@@ -62,23 +78,20 @@ from typing import Any
 import numpy as np
 
 import recon
-from recon.io import write_interfile
+from recon.cli import main as recon_main
+from recon.io import read_interfile_image, write_interfile
 from recon.physics.isotopes import get_isotope
 from recon.quant import (
     TimeActivityCurve,
-    between_lesion_spread,
-    between_patient_spread,
+    Voi,
+    VoiKinetics,
+    clearance_kinetics,
+    read_csv,
     spread,
     stratify,
+    voi_stats,
     write_csv,
     write_json,
-)
-from recon.quant.study import (
-    VoiKinetics,
-    analyse_study,
-    clearance_kinetics,
-    load_study,
-    write_report,
 )
 
 ISOTOPE = get_isotope("In-111")
@@ -89,12 +102,13 @@ SCAN_HOURS = (1.0, 24.0, 48.0, 72.0, 168.0)
 # Seconds per view: late scans are longer, as in clinical protocols; counts still fall with decay.
 SECONDS_PER_VIEW = (30.0, 30.0, 35.0, 40.0, 80.0)
 STRATIFY_LABEL = "72h"  # uptake used for heterogeneity and stratification
-#: Largest |error| in percent accepted for the lesions (see the module docstring): the lesion
-#: mean at each scan, the effective half-life and the TIA.
+#: Largest |error| in percent accepted (see the module docstring): the lesion mean at each scan,
+#: the effective half-life, the TIA and the background.
 TOLERANCES: dict[str, Any] = {
     "lesion_mean": {"1h": 20.0, "24h": 15.0, "48h": 15.0, "72h": 15.0, "168h": 25.0},
-    "t_eff": 20.0, "tia_same_method": 15.0, "tia_analytic": 25.0,
+    "t_eff": 20.0, "tia_same_method": 15.0, "tia_analytic": 25.0, "background": 10.0,
 }  # fmt: skip
+BOOTSTRAP_DRAWS = 2000
 
 # Geometry: 48 × 48 × 24 voxels of 6 mm; an elliptical body 260 mm wide and 190 mm deep.
 GRID = recon.ImageGrid(shape=(24, 48, 48), voxel_size=6.0)
@@ -124,8 +138,13 @@ REFERENCE_VOIS = (
     ("blood", "blood", HEART[0], 46.0),
     ("liver", "organ", LIVER[0], 50.0),
     ("spleen", "organ", SPLEEN[0], 36.0),
-    ("background", "background", (-27.0, 5.0, 42.0), 30.0),
 )
+# Soft-tissue background: four 36 mm spheres (24 mL each), each at least 20 mm from the organs,
+# from every lesion site (taken as 40 mm across) and 15 mm from the body surface, and 56 mm
+# apart: together one ~100 mL VOI, and four nearly independent samples of its noise.
+BACKGROUND_SPHERES = ((-95.0, 10.0, 48.0), (-30.0, 0.0, 30.0), (55.0, 40.0, 48.0),
+                      (-15.0, 60.0, -48.0))  # fmt: skip
+BACKGROUND_DIAMETER_MM = 36.0
 
 
 class Curve:
@@ -312,12 +331,22 @@ def _voi_line(name: str, role: str, centre: tuple[float, ...], diameter: float) 
     )
 
 
+def background_spheres() -> list[Voi]:
+    return [
+        Voi.sphere(GRID, centre, BACKGROUND_DIAMETER_MM, f"background_{n + 1}")
+        for n, centre in enumerate(BACKGROUND_SPHERES)
+    ]
+
+
 def write_study(patient: Patient, folder: Path, images: list[str]) -> Path:
-    """The study TOML of one patient; lesion VOIs are 2/3 of the lesion diameter."""
+    """The study TOML of one patient; lesion VOIs are 2/3 of the lesion diameter, the background
+    the union of the four spheres (a .npy mask on the image grid)."""
+    mask = np.any([v.mask for v in background_spheres()], axis=0)
+    np.save(folder / "background.npy", mask.astype(np.uint8))
     injection = "2026-03-02T09:00:00"
     lines = [
         f"# In-111 PEGylated liposomes, simulated patient {patient.name}; quantify with:",
-        f"#   recon quant {folder.name}/study.toml -o {folder.name}/report",
+        f"#   recon quant {folder.name}/study.toml -o {folder.name}_report",
         "[study]",
         f'name = "{patient.name}"',
         f'isotope = "{ISOTOPE.name}"',
@@ -327,7 +356,11 @@ def write_study(patient: Patient, folder: Path, images: list[str]) -> Path:
         "",
         "[analysis]",
         'quantity = "mean"',
+        'fit_model = "auto"      # AICc among the models the points support',
         'fit_from = "peak"',
+        "",
+        "[analysis.blood]        # the blood pool clears from the first scan on",
+        'fit_from = "first"',
         "",
     ]
     start = np.datetime64(injection)
@@ -346,45 +379,90 @@ def write_study(patient: Patient, folder: Path, images: list[str]) -> Path:
         text += _voi_line(lesion.name, "lesion", SITES[lesion.site], lesion.diameter_mm * 2 / 3)
     for name, role, centre, diameter in REFERENCE_VOIS:
         text += _voi_line(name, role, centre, diameter)
+    text += '[[vois]]\nname = "background"\nrole = "background"\nmask = "background.npy"\n'
     path = folder / "study.toml"
     path.write_text(text, encoding="utf-8")
     return path
 
 
+def write_cohort(out: Path, patients: list[Patient]) -> Path:
+    """``cohort.toml``: every patient, lesion %ID/mL at 72 h, median split of the lowest lesion."""
+    studies = ", ".join(f'"{p.name}/study.toml"' for p in patients)
+    text = (
+        "# The simulated liposome cohort; quantify with:\n"
+        "#   recon quant cohort.toml -o cohort\n"
+        "[cohort]\n"
+        'name = "In-111 liposome cohort (simulated)"\n'
+        f"studies = [{studies}]\n"
+        f'uptake_at = "{STRATIFY_LABEL}"\n'
+        'metric = "percent_id_per_ml"\n'
+        'stratify_by = "lowest"\n'
+        'threshold = "median"\n'
+    )
+    path = out / "cohort.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 # ----------------------------------------------------------------------------------- truth
-def truth_kinetics(name: str, curve: Curve, fit_from_h: float | None) -> VoiKinetics:
-    """The fit and TIA that recon quant made, repeated on the true values at the scan times and
-    over the same fitting window (where a curve peaks between scans, noise picks the window)."""
+def truth_kinetics(name: str, curve: Curve, kin: dict[str, Any]) -> VoiKinetics:
+    """The fit and TIA that recon quant made (same model, same window), repeated on the true
+    values at the scan times (where a curve peaks between scans, noise picks the window)."""
     tac = TimeActivityCurve(
         voi=name, times_s=np.array(SCAN_HOURS) * 3600.0,
         values=np.array([curve.at_scan(h) for h in SCAN_HOURS]), mode="activity_at_scan_time",
         quantity="mean", units="Bq/mL", isotope=ISOTOPE.name,
     )  # fmt: skip
-    return clearance_kinetics(tac, fit_from="peak" if fit_from_h is None else fit_from_h)
+    fit_from = "peak" if kin["fit_from_h"] is None else kin["fit_from_h"]
+    return clearance_kinetics(tac, fit_from=fit_from, model=kin["model"] or "auto")
 
 
 def _pct(recovered: float, true: float) -> float:
     return 100.0 * (recovered - true) / true
 
 
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _figures(rows: list[dict[str, Any]], column: str) -> dict[str, float]:
+    """The heterogeneity figures of a lesion table (one value per lesion in ``column``)."""
+    patients = list(dict.fromkeys(r["patient"] for r in rows))
+    per = [[r[column] for r in rows if r["patient"] == p] for p in patients]
+    everything = spread(r[column] for r in rows)
+    return {
+        "fold range, all lesions": everything.fold,
+        "CV, all lesions": everything.cv,
+        "CV between patients (mean lesion)": spread(np.mean(v) for v in per).cv,
+        "CV between patients (lowest lesion)": spread(min(v) for v in per).cv,
+    }
+
+
+def _bootstrap(
+    rows: list[dict[str, Any]], relative_sd: float, rng: np.random.Generator
+) -> tuple[dict[str, float], dict[str, float]]:
+    """SD of each heterogeneity figure, and how often each patient keeps its group, when every
+    recovered lesion value moves by its relative error."""
+    draws: dict[str, list[float]] = {}
+    same_group: dict[str, int] = {}
+    found = {s.patient: s.group for s in stratify(rows, "recovered", "median", by="lowest")}
+    for _ in range(BOOTSTRAP_DRAWS):
+        noisy = [
+            {**r, "draw": r["recovered"] * (1.0 + relative_sd * rng.standard_normal())}
+            for r in rows
+        ]
+        for key, value in _figures(noisy, "draw").items():
+            draws.setdefault(key, []).append(value)
+        for s in stratify(noisy, "draw", "median", by="lowest"):
+            same_group[s.patient] = same_group.get(s.patient, 0) + (s.group == found[s.patient])
+    sds = {k: float(np.std(v, ddof=1)) for k, v in draws.items()}
+    return sds, {p: n / BOOTSTRAP_DRAWS for p, n in same_group.items()}
+
+
 # ------------------------------------------------------------------------------------ main
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="liposome_output", help="output folder")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
-    parser.add_argument("--patients", type=int, default=3, help="number of patients (≥ 1)")
-    parser.add_argument("--seed", type=int, default=2026, help="noise and extra-patient seed")
-    parser.add_argument("--iterations", type=int, default=6)
-    parser.add_argument("--subsets", type=int, default=6)
-    parser.add_argument("--post-filter", type=float, default=8.0, help="FWHM in mm")
-    args = parser.parse_args(argv)
-    if args.patients < 1:
-        parser.error("--patients must be at least 1")
-    started = time.perf_counter()
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+def simulate(args: argparse.Namespace, out: Path, patients: list[Patient]) -> None:
+    """Images and study files of every patient."""
     rng = np.random.default_rng(args.seed)
-    patients = cohort(args.patients, args.seed)
     body = body_fraction()
     mu = (MU_WATER_PER_MM * body).astype(np.float32)
     models = [
@@ -400,10 +478,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{SENSITIVITY_CPS_PER_MBQ:.0f} cps/MBq, OSEM {args.iterations} × {args.subsets} + "
         f"{args.post_filter:g} mm filter, device {models[0].backend.name}"
     )
-
-    comparison: list[dict[str, Any]] = []
-    kinetics: list[dict[str, Any]] = []
-    lesion_rows: list[dict[str, Any]] = []
     for patient in patients:
         folder = out / patient.name
         folder.mkdir(exist_ok=True)
@@ -420,164 +494,275 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             write_interfile(folder / name, image, modality="nucmed")
             images.append(name)
             counts_total.append(float(counts.sum()))
-        study = load_study(write_study(patient, folder, images))
-        result = analyse_study(study)
-        (folder / "report").mkdir(exist_ok=True)
-        write_report(result, folder / "report")
+        write_study(patient, folder, images)
         counts_text = ", ".join(f"{c / 1e6:.2f}" for c in counts_total)
-        print(f"{patient.name}: counts per scan (M) {counts_text}; report in {folder / 'report'}")
+        print(f"{patient.name}: counts per scan (M) {counts_text}")
 
+
+def compare(out: Path, patients: list[Patient], seed: int) -> dict[str, Any]:
+    """Every figure ``recon quant`` wrote into ``out/cohort`` against the truth, with spreads."""
+    report = out / "cohort"
+    comparison: list[dict[str, Any]] = []
+    kinetics: list[dict[str, Any]] = []
+    lesion_rows: list[dict[str, Any]] = []
+    spheres = background_spheres()
+    h_strat = float(STRATIFY_LABEL.rstrip("h"))
+    dc_strat = math.exp(LAMBDA_PER_H * h_strat)
+    cohort_lesions = {
+        (r["patient"], r["lesion"]): r for r in read_csv(report / "cohort_lesions.csv")
+    }
+    for patient in patients:
         truth = patient.curves()
         diameters = {lesion.name: lesion.diameter_mm for lesion in patient.lesions}
-        for voi in study.vois:
-            curve = truth[voi.name]
-            for tp in study.timepoints:
-                true = curve.at_scan(tp.time_h)
-                recovered = result.value(voi.name, tp.label)
-                comparison.append({
-                    "patient": patient.name, "voi": voi.name, "role": voi.role,
-                    "diameter_mm": diameters.get(voi.name), "timepoint": tp.label,
-                    "true_bq_ml": true, "recovered_bq_ml": recovered,
-                    "error_percent": _pct(recovered, true),
-                })  # fmt: skip
-            kin = result.kinetics[voi.name]
-            true_kin = truth_kinetics(voi.name, curve, kin.fit_from_h)
-            t_eff, t_eff_true = kin.t_eff_h, true_kin.t_eff_h
+        stats = read_csv(report / patient.name / "voi_stats.csv")
+        for row in stats:
+            curve = truth[row["voi"]]
+            true = curve.at_scan(row["time_h"])
+            entry = {
+                "patient": patient.name, "voi": row["voi"], "role": row["role"],
+                "diameter_mm": diameters.get(row["voi"]), "timepoint": row["timepoint"],
+                "true_bq_ml": true, "recovered_bq_ml": row["mean"],
+                "error_percent": _pct(row["mean"], true),
+            }  # fmt: skip
+            if row["voi"] == "background":
+                image = read_interfile_image(out / patient.name / f"tp{int(row['time_h']):03d}h.hv")
+                means = [voi_stats(image, s).mean for s in spheres]
+                se = float(np.std(means, ddof=1) / math.sqrt(len(means)))
+                entry["se_percent"] = 100.0 * se / true
+                entry["spread_method"] = "SE of the mean of its four spheres"
+            comparison.append(entry)
+        for kin in read_csv(report / patient.name / "kinetics.csv"):
+            curve = truth[kin["voi"]]
+            same = truth_kinetics(kin["voi"], curve, kin)
+            t_eff, t_eff_true = kin["t_eff_h"], same.t_eff_h
+            tia, tia_same, tia_true = (
+                kin["tia_bq_h_per_ml"],
+                same.tia_bq_h_per_ml,
+                curve.tia_bq_h_per_ml(),
+            )
             kinetics.append({
-                "patient": patient.name, "voi": voi.name, "role": voi.role,
-                "t_eff_h": t_eff, "t_eff_true_h": t_eff_true,
+                "patient": patient.name, "voi": kin["voi"], "role": kin["role"],
+                "model": kin["model"], "model_rule": kin["model_rule"], "dof": kin["dof"],
+                "t_eff_h": t_eff, "t_eff_se_h": kin["t_eff_se_h"], "t_eff_true_h": t_eff_true,
                 "t_eff_error_percent": None if t_eff is None or t_eff_true is None
                 else _pct(t_eff, t_eff_true),
-                "tia_bq_h_per_ml": kin.tia_bq_h_per_ml,
-                "tia_true_bq_h_per_ml": curve.tia_bq_h_per_ml(),
-                "tia_error_percent": _pct(kin.tia_bq_h_per_ml, curve.tia_bq_h_per_ml()),
-                "tia_same_method_true_bq_h_per_ml": true_kin.tia_bq_h_per_ml,
+                "t_eff_error_in_se": None if t_eff is None or t_eff_true is None
+                or not kin["t_eff_se_h"] else (t_eff - t_eff_true) / kin["t_eff_se_h"],
+                "tia_bq_h_per_ml": tia, "tia_se_bq_h_per_ml": kin["tia_se_bq_h_per_ml"],
+                "tia_same_method_true_bq_h_per_ml": tia_same,
+                "tia_error_in_se": None if not kin["tia_se_bq_h_per_ml"]
+                else (tia - tia_same) / kin["tia_se_bq_h_per_ml"],
+                "tia_true_bq_h_per_ml": tia_true, "tia_error_percent": _pct(tia, tia_true),
             })  # fmt: skip
-        ratios = {(r["timepoint"], r["lesion"]): r for r in result.ratios}
-        h_strat = float(STRATIFY_LABEL.rstrip("h"))
         for lesion in patient.lesions:
+            row = cohort_lesions[(patient.name, lesion.name)]
             curve = truth[lesion.name]
-            dc = math.exp(LAMBDA_PER_H * h_strat)
             lesion_rows.append({
                 "patient": patient.name, "lesion": lesion.name,
-                "diameter_mm": lesion.diameter_mm,
-                "pid_per_ml": 100 * result.value(lesion.name, STRATIFY_LABEL, decay_corrected=True)
-                / INJECTED_BQ,
-                "pid_per_ml_true": 100 * curve.at_scan(h_strat) * dc / INJECTED_BQ,
-                "to_blood": ratios[(STRATIFY_LABEL, lesion.name)]["to_blood"],
+                "diameter_mm": lesion.diameter_mm, "timepoint": row["timepoint"],
+                "recovered": row["percent_id_per_ml"],
+                "true": 100 * curve.at_scan(h_strat) * dc_strat / INJECTED_BQ,
+                "to_blood": row["to_blood"],
                 "to_blood_true": curve.at_scan(h_strat) / truth["blood"].at_scan(h_strat),
-                "tia_bq_h_per_ml": result.kinetics[lesion.name].tia_bq_h_per_ml,
-                "tia_true_bq_h_per_ml": curve.tia_bq_h_per_ml(),
             })  # fmt: skip
 
-    # ------------------------------------------------------------------ cohort heterogeneity
-    metric, true_metric = "pid_per_ml", "pid_per_ml_true"
-    heterogeneity = []
-    for column, source in ((metric, "recovered"), (true_metric, "truth")):
-        all_lesions = spread(row[column] for row in lesion_rows)
-        heterogeneity.append({"scope": "all lesions", "source": source, **all_lesions.as_dict()})
-        for by in ("mean", "lowest"):
-            between = between_patient_spread(lesion_rows, column, by=by)
-            heterogeneity.append(
-                {"scope": f"between patients ({by} lesion)", "source": source, **between.as_dict()}
-            )
-        for patient_name, within in between_lesion_spread(lesion_rows, column).items():
-            heterogeneity.append(
-                {"scope": f"within {patient_name}", "source": source, **within.as_dict()}
-            )
-    strata = stratify(lesion_rows, metric, "median", by="lowest")
-    strata_true = {s.patient: s for s in stratify(lesion_rows, true_metric, "median", by="lowest")}
-    stratification = [
-        {
-            **s.as_dict(), "value_true": strata_true[s.patient].value,
-            "lesion_true": strata_true[s.patient].lesion,
-            "group_true": strata_true[s.patient].group,
-        }
-        for s in strata
-    ]  # fmt: skip
-
-    for stem, rows in (
-        ("truth_comparison", comparison), ("kinetics_truth", kinetics),
-        ("cohort_lesions", lesion_rows), ("heterogeneity", heterogeneity),
-        ("stratification", stratification),
-    ):  # fmt: skip
-        write_csv(out / f"{stem}.csv", rows)
-        write_json(out / f"{stem}.json", rows)
-
-    # ------------------------------------------------------------------------------ report
+    # Spreads: over the lesions at each scan, and for the 72 h lesion values.
     lesion_errors = [r for r in comparison if r["role"] == "lesion"]
-    print("\nLesion mean (VOI: sphere of 2/3 the diameter) vs truth, % error, all lesions:")
-    print("  time    mean  max|err|  tolerance")
-    per_time = {}
+    per_time: dict[str, dict[str, float]] = {}
     for hours in SCAN_HOURS:
         label = f"{hours:g}h"
         errors = [r["error_percent"] for r in lesion_errors if r["timepoint"] == label]
-        per_time[label] = max(abs(e) for e in errors)
-        limit = TOLERANCES["lesion_mean"][label]
-        print(f"  {label:>5}  {np.mean(errors):+6.1f}  {per_time[label]:8.1f}  {limit:9.0f}")
-    print("Reference VOIs vs truth, max |% error| over the time points:")
-    for name, *_ in REFERENCE_VOIS:
-        errors = [abs(r["error_percent"]) for r in comparison if r["voi"] == name]
-        print(f"  {name:<10}  {max(errors):5.1f}")
-    lesion_kin = [r for r in kinetics if r["role"] == "lesion"]
-    t_eff_error = max(abs(r["t_eff_error_percent"]) for r in lesion_kin)
-    tia_error = max(abs(r["tia_error_percent"]) for r in lesion_kin)
-    tia_imaging = max(
-        abs(_pct(r["tia_bq_h_per_ml"], r["tia_same_method_true_bq_h_per_ml"])) for r in lesion_kin
+        mean, sd = _mean_sd(errors)
+        per_time[label] = {"mean": mean, "sd": sd, "max_abs": max(abs(e) for e in errors)}
+        for r in lesion_errors:
+            if r["timepoint"] == label:
+                r["se_percent"], r["spread_method"] = sd, "SD of the lesion errors at this scan"
+                r["error_in_se"] = r["error_percent"] / sd if sd > 0 else None
+    for r in comparison:
+        if r["voi"] == "background":
+            # Four spheres give a rough SE (3 degrees of freedom): pool it over the patients.
+            same = [x["se_percent"] for x in comparison
+                    if x["voi"] == "background" and x["timepoint"] == r["timepoint"]]  # fmt: skip
+            pooled = math.sqrt(float(np.mean(np.square(same))))
+            r["pooled_se_percent"] = pooled
+            r["error_in_se"] = r["error_percent"] / pooled
+        elif r["role"] != "lesion":
+            same = [
+                x["error_percent"] for x in comparison
+                if x["voi"] == r["voi"] and x["timepoint"] == r["timepoint"]
+            ]  # fmt: skip
+            r["se_percent"] = _mean_sd(same)[1]
+            r["spread_method"] = "SD of this VOI's errors over the patients at this scan"
+    relative_sd = per_time[STRATIFY_LABEL]["sd"] / 100.0
+    for r in lesion_rows:
+        r["se"] = relative_sd * r["recovered"]
+        r["error_percent"] = _pct(r["recovered"], r["true"])
+
+    rng = np.random.default_rng(seed)
+    sds, stable = _bootstrap(lesion_rows, relative_sd, rng)
+    recovered_figures = _figures(lesion_rows, "recovered")
+    true_figures = _figures(lesion_rows, "true")
+    heterogeneity = [
+        {
+            "figure": key, "recovered": recovered_figures[key], "true": true_figures[key],
+            "bootstrap_sd": sds[key],
+            "error_in_sd": (recovered_figures[key] - true_figures[key]) / sds[key],
+        }
+        for key in recovered_figures
+    ]  # fmt: skip
+    # The command's own spread table must say the same as these lesion values.
+    command = {r["scope"]: r for r in read_csv(report / "cohort_spread.csv")}
+    assert math.isclose(
+        command["all lesions"]["fold"], recovered_figures["fold range, all lesions"], rel_tol=1e-6
     )
+    strata = {r["patient"]: r for r in read_csv(report / "cohort_strata.csv")}
+    truth_strata = {s.patient: s for s in stratify(lesion_rows, "true", "median", by="lowest")}
+    stratification = [
+        {
+            "patient": p, "lesion": s["lesion"], "value": s["value"],
+            "se": relative_sd * s["value"], "group": s["group"],
+            "same_group_in_bootstrap": stable[p], "lesion_true": truth_strata[p].lesion,
+            "value_true": truth_strata[p].value, "group_true": truth_strata[p].group,
+        }
+        for p, s in strata.items()
+    ]  # fmt: skip
+    for stem, rows in (
+        ("truth_comparison", comparison), ("kinetics_truth", kinetics),
+        ("cohort_truth", lesion_rows), ("heterogeneity_truth", heterogeneity),
+        ("stratification_truth", stratification),
+    ):  # fmt: skip
+        write_csv(out / f"{stem}.csv", rows)
+        write_json(out / f"{stem}.json", rows)
+    return {
+        "comparison": comparison, "kinetics": kinetics, "lesions": lesion_rows,
+        "heterogeneity": heterogeneity, "stratification": stratification,
+        "per_time": per_time, "relative_sd_72h": relative_sd,
+    }  # fmt: skip
+
+
+def print_comparison(result: dict[str, Any]) -> dict[str, Any]:
+    """The figures against the truth, each with its spread; returns the summary."""
+    print("\nLesion mean (VOI: sphere of 2/3 the diameter) vs truth, % error over all lesions:")
+    print("  time   mean ± SD   max|err|  tolerance")
+    for label, row in result["per_time"].items():
+        limit = TOLERANCES["lesion_mean"][label]
+        print(f"  {label:>5}  {row['mean']:+5.1f} ± {row['sd']:4.1f}  {row['max_abs']:8.1f}"
+              f"  {limit:9.0f}")  # fmt: skip
+    print("Reference VOIs vs truth, % error at each scan (spread):")
+    comparison = result["comparison"]
+    background_z = []
+    for name in ("blood", "liver", "spleen", "background"):
+        rows = [r for r in comparison if r["voi"] == name]
+        errors = [r["error_percent"] for r in rows]
+        mean, sd = _mean_sd(errors)
+        text = f"  {name:<10}  {mean:+5.1f} ± {sd:4.1f} (max |err| {max(map(abs, errors)):.1f})"
+        if name == "background":
+            background_z = [r["error_in_se"] for r in rows]
+            se = sorted({round(r["pooled_se_percent"], 1) for r in rows})
+            text += f"; its SE {se[0]:.1f}-{se[-1]:.1f} % by scan (four spheres), errors "
+            text += f"{min(background_z):+.1f} to {max(background_z):+.1f} SE"
+        print(text)
+    lesion_kin = [r for r in result["kinetics"] if r["role"] == "lesion"]
+    t_eff_errors = [r["t_eff_error_percent"] for r in lesion_kin]
+    tia_same = [
+        _pct(r["tia_bq_h_per_ml"], r["tia_same_method_true_bq_h_per_ml"]) for r in lesion_kin
+    ]
+    tia_true = [r["tia_error_percent"] for r in lesion_kin]
+    t_eff_se = [100 * r["t_eff_se_h"] / r["t_eff_h"] for r in lesion_kin]
+    tia_se = [100 * r["tia_se_bq_h_per_ml"] / r["tia_bq_h_per_ml"] for r in lesion_kin]
     tia_sampling = max(
         abs(_pct(r["tia_same_method_true_bq_h_per_ml"], r["tia_true_bq_h_per_ml"]))
         for r in lesion_kin
     )
-    print(
-        "Lesion kinetics, max |% error| (tolerance):\n"
-        f"  effective half-life vs the same fit to the true values  {t_eff_error:5.1f}  "
-        f"({TOLERANCES['t_eff']:.0f})\n"
-        f"  TIA vs the same method on the true values               {tia_imaging:5.1f}  "
-        f"({TOLERANCES['tia_same_method']:.0f})\n"
-        f"  TIA vs the analytic integral                            {tia_error:5.1f}  "
-        f"({TOLERANCES['tia_analytic']:.0f}; sampling alone: {tia_sampling:.1f})"
-    )
-    by_source = {(h["scope"], h["source"]): h for h in heterogeneity}
-    fold = by_source[("all lesions", "recovered")]["fold"]
-    fold_true = by_source[("all lesions", "truth")]["fold"]
-    print(
-        f"Uptake at {STRATIFY_LABEL} (%ID/mL, decay-corrected): fold range over all lesions "
-        f"{fold:.1f} (true {fold_true:.1f}); CV between patients (mean lesion) "
-        f"{by_source[('between patients (mean lesion)', 'recovered')]['cv']:.2f} (true "
-        f"{by_source[('between patients (mean lesion)', 'truth')]['cv']:.2f})"
-    )
-    print("Stratification by the lowest-uptake lesion (median split):")
-    print("  patient  lesion  %ID/mL    group  (truth: lesion, %ID/mL, group)")
-    for row in stratification:
-        print(
-            f"  {row['patient']:<7}  {row['lesion']:<6}  {row['value']:.5f}  {row['group']:>5}"
-            f"  ({row['lesion_true']}, {row['value_true']:.5f}, {row['group_true']})"
+    print("Lesion kinetics, % error: mean ± SD over the lesions, max |err| (tolerance); the fits'")
+    print("own standard errors (median), and the largest error in them:")
+    for name, errors, ses, z_key, limit in (
+        ("T_eff vs the same fit to the true values", t_eff_errors, t_eff_se,
+         "t_eff_error_in_se", TOLERANCES["t_eff"]),
+        ("TIA vs the same method on the true values", tia_same, tia_se, "tia_error_in_se",
+         TOLERANCES["tia_same_method"]),
+        ("TIA vs the analytic integral", tia_true, tia_se, None, TOLERANCES["tia_analytic"]),
+    ):  # fmt: skip
+        mean, sd = _mean_sd(errors)
+        text = (
+            f"  {name:<42} {mean:+5.1f} ± {sd:4.1f}, max {max(map(abs, errors)):4.1f} ({limit:.0f})"
         )
-    elapsed = time.perf_counter() - started
-    summary = {
-        "patients": [p.name for p in patients],
-        "max_lesion_error_percent_by_timepoint": per_time,
-        "max_lesion_t_eff_error_percent": t_eff_error,
-        "max_lesion_tia_error_percent": tia_error,
-        "max_lesion_tia_imaging_error_percent": tia_imaging,
+        if z_key is not None:
+            z = max(abs(r[z_key]) for r in lesion_kin)
+            dof = sorted({r["dof"] for r in lesion_kin})
+            text += f"; SE {np.median(ses):.1f} %, max {z:.1f} SE (fits with {dof} dof)"
+        else:
+            text += f"; sampling alone {tia_sampling:.1f}"
+        print(text)
+    print(
+        f"Lesion uptake at {STRATIFY_LABEL} (%ID/mL): recovered vs true (bootstrap SD from the "
+        f"{100 * result['relative_sd_72h']:.1f} % lesion-level error)"
+    )
+    for row in result["heterogeneity"]:
+        print(
+            f"  {row['figure']:<38} {row['recovered']:6.3f} ± {row['bootstrap_sd']:.3f}  "
+            f"(true {row['true']:.3f})"
+        )
+    print("Stratification by the lowest-uptake lesion (median split):")
+    print("  patient  lesion  %ID/mL ± SE          group  kept  (truth: lesion, %ID/mL, group)")
+    for row in result["stratification"]:
+        print(
+            f"  {row['patient']:<7}  {row['lesion']:<6}  {row['value']:.5f} ± {row['se']:.5f}  "
+            f"{row['group']:>5}  {100 * row['same_group_in_bootstrap']:3.0f} %  "
+            f"({row['lesion_true']}, {row['value_true']:.5f}, {row['group_true']})"
+        )
+    figures = {r["figure"]: r for r in result["heterogeneity"]}
+    return {
+        "max_lesion_error_percent_by_timepoint": {
+            k: v["max_abs"] for k, v in result["per_time"].items()
+        },
+        "lesion_error_mean_sd_percent_by_timepoint": result["per_time"],
+        "max_lesion_t_eff_error_percent": max(map(abs, t_eff_errors)),
+        "max_lesion_tia_error_percent": max(map(abs, tia_true)),
+        "max_lesion_tia_imaging_error_percent": max(map(abs, tia_same)),
+        "max_background_error_in_se": max(map(abs, background_z)),
         "tolerances_percent": TOLERANCES,
-        "fold_range": fold,
-        "fold_range_true": fold_true,
-        "strata": {r["patient"]: r["group"] for r in stratification},
-        "strata_true": {r["patient"]: r["group_true"] for r in stratification},
-        "elapsed_s": elapsed,
+        "fold_range": figures["fold range, all lesions"]["recovered"],
+        "fold_range_true": figures["fold range, all lesions"]["true"],
+        "fold_range_sd": figures["fold range, all lesions"]["bootstrap_sd"],
+        "strata": {r["patient"]: r["group"] for r in result["stratification"]},
+        "strata_true": {r["patient"]: r["group_true"] for r in result["stratification"]},
     }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="liposome_output", help="output folder")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    parser.add_argument("--patients", type=int, default=3, help="number of patients (≥ 2)")
+    parser.add_argument("--seed", type=int, default=2026, help="noise and extra-patient seed")
+    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--subsets", type=int, default=6)
+    parser.add_argument("--post-filter", type=float, default=8.0, help="FWHM in mm")
+    parser.add_argument("--no-plots", action="store_true", help="no PNG plots")
+    args = parser.parse_args(argv)
+    if args.patients < 2:
+        parser.error("--patients must be at least 2 (a cohort)")
+    started = time.perf_counter()
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    patients = cohort(args.patients, args.seed)
+    simulate(args, out, patients)
+    cohort_file = write_cohort(out, patients)
+
+    command = ["quant", str(cohort_file), "-o", str(out / "cohort"), "--overwrite"]
+    print(f"\n$ recon {' '.join(command)}")
+    code = recon_main(command + (["--no-plots"] if args.no_plots else []))
+    if code != 0:
+        raise SystemExit(code)
+
+    result = compare(out, patients, args.seed)
+    summary = print_comparison(result)
+    elapsed = time.perf_counter() - started
+    summary.update(patients=[p.name for p in patients], elapsed_s=elapsed)
     write_json(out / "summary.json", summary)
     print(f"done in {elapsed:.0f} s; wrote {out}")
-    return {
-        **summary,
-        "comparison": comparison,
-        "kinetics": kinetics,
-        "lesions": lesion_rows,
-        "heterogeneity": heterogeneity,
-        "stratification": stratification,
-    }
+    return {**summary, **result}
 
 
 if __name__ == "__main__":

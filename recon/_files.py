@@ -82,7 +82,7 @@ def load_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise InputError(f"{path}: configuration file not found") from None
+        raise InputError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a folder, not a TOML file") from None
     except UnicodeDecodeError:

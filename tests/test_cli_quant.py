@@ -190,7 +190,7 @@ def test_tables_match_closed_forms(study, tmp_path, capsys):
 
 
 def test_python_api_gives_the_same_numbers(study):
-    from recon.quant.study import analyse_study, load_study
+    from recon.quant import analyse_study, load_study
 
     result = analyse_study(load_study(study))
     assert [tp.label for tp in result.study.timepoints] == ["1h", "24h", "48h", "3d"]
@@ -210,6 +210,42 @@ def test_two_term_fit_and_fixed_fit_start(study, tmp_path, capsys):
     assert lesion["fit_from_h"] == 24.0 and lesion["n_fit_points"] == 3
     assert lesion["t_eff_h"] == pytest.approx(T_EFF_H, rel=1e-6)
     assert not list((tmp_path / "r").glob("*.png"))
+
+
+def test_fit_settings_study_wide_per_role_and_per_voi(study, tmp_path, capsys):
+    text = study.read_text().replace(
+        "[[timepoints]]",
+        '[analysis]\nfit_terms = 2\nfit_from = "first"\n\n[analysis.background]\n'
+        'tail = "physical"\n\n[[timepoints]]',
+        1,
+    )
+    text = text.replace('name = "hot"\n', 'name = "hot"\nfit_model = "mono"\nfit_from = 24\n')
+    study.write_text(text)
+    code, _, err = run(capsys, study, "-o", tmp_path / "r", "--no-plots")
+    assert code == 0, err
+    kinetics = {row["voi"]: row for row in read_csv(tmp_path / "r" / "kinetics.csv")}
+    # Two terms asked study-wide, four points: the mono-exponential, with the reason.
+    lesion = kinetics["lesion"]
+    assert lesion["model_requested"] == "bi" and lesion["model"] == "mono"
+    assert lesion["model_rule"] == "fallback" and "4 point(s) for 4 parameters" in lesion["note"]
+    assert lesion["t_eff_h"] == pytest.approx(T_EFF_H, rel=1e-6)
+    assert "model=bi ([analysis])" in lesion["settings"]
+    # The VOI's own keys win.
+    hot = kinetics["hot"]
+    assert hot["model"] == "mono" and hot["model_rule"] == "fixed"
+    assert hot["fit_from_h"] == 24.0 and hot["n_fit_points"] == 3
+    assert "fit_from=24.0 (VOI)" in hot["settings"]
+    # The role's table: physical decay after the last scan, on the trapezoid.
+    background = kinetics["background"]
+    assert background["tail_method"] == "physical"
+    assert "tail=physical ([analysis.background])" in background["settings"]
+    hours = [1.0, 24.0, 48.0, 72.0]
+    points = [(0.0, 0.0)] + [(h, background_at(h)) for h in hours]
+    trapezoid = sum(
+        0.5 * (a[1] + b[1]) * (b[0] - a[0]) for a, b in zip(points[:-1], points[1:], strict=True)
+    )
+    expected = trapezoid + background_at(72.0) / LAM_H
+    assert background["tia_bq_h_per_ml"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_without_matplotlib_plots_are_skipped_with_one_warning(study, tmp_path, capsys, caplog,
@@ -326,8 +362,7 @@ def test_syringe_readings_cylinders_label_maps_and_reference_by_label(study, tmp
 
 
 def test_rising_curve_has_no_effective_half_life_and_a_physical_tail():
-    from recon.quant import TimeActivityCurve
-    from recon.quant.study import clearance_kinetics
+    from recon.quant import TimeActivityCurve, clearance_kinetics
 
     hours = np.array([1.0, 24.0, 48.0])
     values = np.array([100.0, 200.0, 300.0])  # still rising at scan time
@@ -382,8 +417,21 @@ sphere = {{ centre_mm = [20, 0, 0], diameter_mm = {VOI_D} }}
     for label, hours in (("24h", 24.0), ("48h", 48.0)):
         lesion = by(stats, voi="lesion", timepoint=label)
         assert lesion["mean"] == pytest.approx(lesion_at(hours), rel=1e-3)  # 16-bit storage
-    wrong = body.replace('mode = "decay_corrected_to_injection"\n', "")
+    # Without mode, each time point's mode is the file's own Decay Correction.
+    (tmp_path / "auto.toml").write_text(
+        body.replace('mode = "decay_corrected_to_injection"\n', ""), encoding="utf-8"
+    )
+    code, _, err = run(capsys, tmp_path / "auto.toml", "-o", tmp_path / "auto")
+    assert code == 0, err
+    again = read_csv(tmp_path / "auto" / "voi_stats.csv")
+    assert by(again, voi="lesion", timepoint="48h")["mean"] == pytest.approx(
+        by(stats, voi="lesion", timepoint="48h")["mean"], rel=1e-9
+    )
+    # A mode that contradicts the file is refused, naming both.
+    wrong = body.replace('mode = "decay_corrected_to_injection"', 'mode = "activity_at_scan_time"')
     (tmp_path / "wrong.toml").write_text(wrong, encoding="utf-8")
     code, _, err = run(capsys, tmp_path / "wrong.toml", "-o", tmp_path / "report2")
-    assert code == 2
+    assert code == 2 and err.count("\n") == 1
     assert 'Decay Correction ADMIN); set mode = "decay_corrected_to_injection"' in err
+    assert 'the study file says mode = "activity_at_scan_time"' in err
+    assert not (tmp_path / "report2").exists()

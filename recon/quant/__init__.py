@@ -7,13 +7,19 @@ Modules (each one job):
 - :mod:`recon.quant.calibration`: sensitivity, Bq/mL images, injected activity, SUV, %ID;
 - :mod:`recon.quant.voi`: volumes of interest and their statistics, sphere recovery coefficients;
 - :mod:`recon.quant.timeseries`: time points, registration, TACs, exponential fits, TIA;
+- :mod:`recon.quant.kinetics`: kinetic models, AICc model selection, standard errors;
+- :mod:`recon.quant.clearance`: one VOI's fit, half-lives and TIA with uncertainties;
 - :mod:`recon.quant.ratios`: lesion-to-reference ratios, spread, stratification of patients;
 - :mod:`recon.quant.planar`: conjugate-view (MIRD 16) activity from planar ROIs;
-- :mod:`recon.quant.report`: CSV/JSON tables and optional PNG plots.
+- :mod:`recon.quant.report`: CSV/JSON tables and optional PNG plots;
+- :mod:`recon.quant.study`, :mod:`~recon.quant.analysis`, :mod:`~recon.quant.study_report`: the
+  TOML study that `recon quant` runs, and :mod:`recon.quant.cohort` for several patients.
 """
 
 from __future__ import annotations
 
+# Last: the study workflow builds on every module above (imported through this package).
+from recon.quant.analysis import StudyResult, analyse_study  # noqa: E402
 from recon.quant.calibration import (
     LBM_FORMULAS,
     Injection,
@@ -26,6 +32,15 @@ from recon.quant.calibration import (
     suv_lbm,
     to_bq_per_ml,
 )
+from recon.quant.clearance import FitSettings, VoiKinetics, clearance_kinetics  # noqa: E402
+from recon.quant.cohort import (  # noqa: E402
+    Cohort,
+    CohortResult,
+    analyse_cohort,
+    load_cohort,
+    write_cohort_report,
+)
+from recon.quant.kinetics import ModelFit, ModelSelection, fit_model, select_model  # noqa: E402
 from recon.quant.planar import (
     ConjugateViewResult,
     ConjugateViewRoi,
@@ -64,9 +79,8 @@ from recon.quant.report import (
     write_json,
     write_table,
 )
-
-# Last: the study workflow builds on every module above (imported through this package).
-from recon.quant.study import analyse_study, load_study, write_report  # noqa: E402
+from recon.quant.study import Study, load_study  # noqa: E402
+from recon.quant.study_report import write_report  # noqa: E402
 from recon.quant.timeseries import (
     DECAY_MODES,
     ExponentialFit,
@@ -93,8 +107,22 @@ from recon.quant.voi import (
 )
 
 __all__ = [
+    "Cohort",
+    "CohortResult",
+    "analyse_cohort",
+    "load_cohort",
+    "write_cohort_report",
+    "FitSettings",
+    "ModelFit",
+    "ModelSelection",
+    "Study",
+    "StudyResult",
+    "VoiKinetics",
     "analyse_study",
+    "clearance_kinetics",
+    "fit_model",
     "load_study",
+    "select_model",
     "write_report",
     "DECAY_MODES",
     "LBM_FORMULAS",
