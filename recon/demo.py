@@ -86,10 +86,11 @@ def run_spect_demo(
     Parameters
     ----------
     output_dir : path
-        Folder for ``spect_demo.npy`` (Bq/mL, (z, y, x)), ``spect_demo.png`` (transverse, coronal,
-        sagittal slices and a coronal MIP) and ``spect_demo.json`` (recovery coefficients). It
-        must be new or empty, unless ``overwrite``; it is written all at once at the end
-        (:class:`recon._output.OutputFolder`), so a failed run leaves nothing.
+        Folder for ``spect_demo.npy`` (Bq/mL, (z, y, x)), ``spect_demo.png`` (labelled slices
+        through the hottest region and a coronal MIP: :func:`recon.figures.reconstruction_figure`)
+        and ``spect_demo.json`` (recovery coefficients). It must be new or empty, unless
+        ``overwrite``; it is written all at once at the end (:class:`recon._output.OutputFolder`),
+        so a failed run leaves nothing.
     iterations, subsets : int
         OSEM settings.
     device : {"auto", "cpu", "gpu"}, optional

@@ -332,6 +332,13 @@ def _reference_text(reference_time_s: float | None) -> str:
     return f"decay-corrected to acquisition start {sign} {_duration(reference_time_s)}"
 
 
+def _real(value: Any) -> float | None:
+    """``value`` as a float when it is a finite real number (``info`` is free-form)."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    return None
+
+
 def _algorithm_text(info: dict[str, Any]) -> str:
     algorithm = info.get("algorithm")
     if not algorithm:
@@ -342,17 +349,17 @@ def _algorithm_text(info: dict[str, Any]) -> str:
         text += f" {iterations} iterations \u00d7 {subsets} subsets"
     elif iterations is not None:
         text += f" {iterations} iterations"
-    fwhm = info.get("post_filter_fwhm_mm")
+    fwhm = _real(info.get("post_filter_fwhm_mm"))
     if fwhm:
         text += f", Gaussian post-filter {fwhm:g} mm FWHM"
     return text
 
 
 def _frame_text(info: dict[str, Any]) -> str | None:
-    start, duration = info.get("frame_start_s"), info.get("frame_duration_s")
+    start, duration = _real(info.get("frame_start_s")), _real(info.get("frame_duration_s"))
     summed = info.get("summed_frames")
     if summed:
-        end = info.get("frame_end_s")
+        end = _real(info.get("frame_end_s"))
         span = f", {start:g}\u2013{end:g} s" if start is not None and end is not None else ""
         return f"sum of {summed} frames{span}"
     if start is not None and duration:
@@ -559,7 +566,8 @@ def _header_lines(
         f"slices through the hottest 1 cm\u00b3 region at x = {_mm(x)}, y = {_mm(y)}, z = {_mm(z)}"
     )
     if window["n_nonfinite"]:
-        where += f" \u00b7 {window['n_nonfinite']} non-finite voxels (drawn in light blue)"
+        n = window["n_nonfinite"]
+        where += f" \u00b7 {n} non-finite voxel{'s' if n > 1 else ''} (drawn in light blue)"
     lines.append((where, False))
     return lines
 
@@ -599,7 +607,9 @@ def reconstruction_figure(
     from 0 to the ``percentile`` of the positive voxels, shown by a colour bar in the image's
     units; the true maximum is printed in the title with the isotope, units, decay reference,
     algorithm (iterations × subsets) and frame. The figure is at least ``style.min_width_px``
-    wide and at most ``style.max_width_px`` × ``style.max_height_px`` (plus wrapped title lines).
+    wide and, unless that minimum forces it, at most ``style.max_width_px`` ×
+    ``style.max_height_px``; the arrangement of the panels (2 × 2, the transverse slice beside
+    the other three, or one row) is the one that draws them largest.
 
     Parameters
     ----------
@@ -629,7 +639,8 @@ def reconstruction_figure(
     """
     if not isinstance(image, Image):
         raise InputError(f"reconstruction_figure needs a recon.Image, got {type(image).__name__}")
-    if not (isinstance(percentile, (int, float)) and 0.0 < percentile <= 100.0):
+    number = isinstance(percentile, (int, float)) and not isinstance(percentile, bool)
+    if not (number and 0.0 < percentile <= 100.0):
         raise InputError(f"percentile must be in (0, 100], got {percentile!r}")
     values = np.asarray(image)
     if not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_) or np.iscomplexobj(
@@ -645,6 +656,9 @@ def reconstruction_figure(
     from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
 
     window = _window(values, percentile)
+    if window["n_nonfinite"]:
+        # +-inf would be drawn as the ends of the colour map; NaN is drawn in the "bad" colour.
+        values = np.where(np.isfinite(values), values, np.nan)
     centre = hottest_region(values, image.grid.voxel_size_mm)
     where_mm = image.grid.index_to_world(np.asarray(centre, dtype=np.float64))
     panels = _panels(values, image, centre)
@@ -692,7 +706,18 @@ def reconstruction_figure(
         ax.set_facecolor("black")
         ax.set_title(panel.title, fontsize=style.font_size, parse_math=False, pad=4)
         ax.tick_params(labelsize=style.small_size, length=3, pad=2)
-        for letter, (lx, ly, ha, va) in zip(panel.letters, letter_places, strict=True):
+        # A panel only a few voxels thin (a single-slice image) has no room for ticks and
+        # letters across it; its orientation is still given by the letters along it.
+        too_thin = 4.0 * style.points_to_px(style.font_size)
+        wide, tall = box[2] >= too_thin, box[3] >= too_thin
+        if not tall:
+            ax.set_yticks([])
+        if not wide:
+            ax.set_xticks([])
+        places = zip(panel.letters, letter_places, (wide, wide, tall, tall), strict=True)
+        for letter, (lx, ly, ha, va), room in places:
+            if not room:  # left/right letters need the width, top/bottom ones the height
+                continue
             ax.text(
                 lx, ly, letter, transform=ax.transAxes, ha=ha, va=va, color="white",
                 fontsize=style.font_size, fontweight="bold", path_effects=outline,
@@ -707,7 +732,10 @@ def reconstruction_figure(
     )
     bar = fig.colorbar(artist, cax=cax, extend=extend)
     factor, units = _display_units(image.units, window["vmax"])
-    bar.set_label(units, fontsize=style.font_size, parse_math=False)
+    summed = image.info.get("summed_frames")
+    # A sum of frames is not a concentration: the label says what the numbers are.
+    label = f"{units}, sum of {summed} frames" if summed else units
+    bar.set_label(label, fontsize=style.font_size, parse_math=False)
     bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _number(v * factor)))
     bar.ax.tick_params(labelsize=style.small_size)
     return fig

@@ -106,8 +106,9 @@ def panel_pixels(fig: object, rgb: np.ndarray, ax: object) -> np.ndarray:
         ((27, 75, 75), (3.27, 3.0, 3.0)),  # STIR's smalllong PET grid
         ((4, 4, 4), 2.0),  # tiny
         ((300, 48, 48), (2.0, 4.0, 4.0)),  # tall: a whole-body-like axial extent
+        ((1, 64, 64), 2.0),  # a single slice
     ],
-    ids=["16x64x64", "128^3", "stir-spect", "stir-pet", "tiny", "tall"],
+    ids=["16x64x64", "128^3", "stir-spect", "stir-pet", "tiny", "tall", "one-slice"],
 )
 def test_png_is_readable_size(tmp_path: Path, shape, voxel) -> None:
     image = make_image(shape, voxel)
@@ -262,7 +263,7 @@ def test_window_is_the_percentile_and_the_printed_maximum_is_true() -> None:
     value, units = parse_maximum(header_text(fig))
     assert units == "kBq/mL"
     assert value * 1e3 == pytest.approx(2.5e6, rel=5e-4)  # printed to 4 significant digits
-    assert "1 non-finite voxels" in header_text(fig)
+    assert "1 non-finite voxel (drawn" in header_text(fig)
     assert axes_by_label(fig)["colour bar"].get_ylabel() == "kBq/mL"
 
 
@@ -411,8 +412,10 @@ def test_sum_of_frames_is_labelled() -> None:
     total = sum_frames(frames)
     np.testing.assert_allclose(np.asarray(total), 6.0)
     assert total.info["summed_frames"] == 3
-    head = header_text(reconstruction_figure(total))
+    fig = reconstruction_figure(total)
+    head = header_text(fig)
     assert "sum of 3 frames, 0\u2013300 s" in head
+    assert axes_by_label(fig)["colour bar"].get_ylabel() == "Bq/mL, sum of 3 frames"
     assert "LM-OSEM 2 iterations \u00d7 4 subsets" in head
 
 
@@ -438,7 +441,7 @@ def test_bad_input_is_refused() -> None:
     image = make_image((4, 5, 6), 2.0)
     with pytest.raises(InputError, match="recon.Image"):
         reconstruction_figure(np.ones((4, 5, 6)))  # type: ignore[arg-type]
-    for bad in (0, -1, 100.5, float("nan"), "99"):
+    for bad in (0, -1, 100.5, float("nan"), "99", True):
         with pytest.raises(InputError, match="percentile"):
             reconstruction_figure(image, percentile=bad)  # type: ignore[arg-type]
     complex_image = Image(np.ones((4, 5, 6), np.complex64), image.grid)
