@@ -29,7 +29,6 @@ import io
 import math
 import os
 import textwrap
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recon._files import write_atomically
 from recon.errors import GeometryError, InputError
 from recon.image import Image
 
@@ -200,25 +200,8 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
         buffer, format="png", dpi=fig.dpi, facecolor=fig.get_facecolor(), bbox_inches=None,
         metadata={"Software": "recon (matplotlib)"},
     )  # fmt: skip
-    _write_bytes_atomically(target, buffer.getvalue())
-    return target
-
-
-def _write_bytes_atomically(target: Path, data: bytes) -> None:
-    # os.open with mode 0o666 lets the umask decide the permissions, as for any ordinary file
-    # (tempfile.mkstemp would leave the figure readable by its owner only). The temporary file
-    # is in the target's folder so that os.replace is an atomic rename on one filesystem.
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    data = buffer.getvalue()
+    return write_atomically(target, lambda handle: handle.write(data))
 
 
 # --------------------------------------------------------------------------------------------
