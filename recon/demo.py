@@ -22,9 +22,9 @@ from scipy import ndimage
 
 from recon._files import save_npy_atomic, write_text_atomic
 from recon._output import OutputFolder
-from recon._png import montage_slices_mip, write_png
 from recon.algorithms import osem
 from recon.errors import InputError
+from recon.figures import save_reconstruction_figure
 from recon.grid import ImageGrid
 from recon.phantoms import nema_iec_phantom, sphere_mask
 from recon.physics.scatter import EnergyWindow, tew_scatter
@@ -86,10 +86,11 @@ def run_spect_demo(
     Parameters
     ----------
     output_dir : path
-        Folder for ``spect_demo.npy`` (Bq/mL, (z, y, x)), ``spect_demo.png`` (transverse, coronal,
-        sagittal slices and a coronal MIP) and ``spect_demo.json`` (recovery coefficients). It
-        must be new or empty, unless ``overwrite``; it is written all at once at the end
-        (:class:`recon._output.OutputFolder`), so a failed run leaves nothing.
+        Folder for ``spect_demo.npy`` (Bq/mL, (z, y, x)), ``spect_demo.png`` (labelled slices
+        through the hottest region and a coronal MIP: :func:`recon.figures.reconstruction_figure`)
+        and ``spect_demo.json`` (recovery coefficients). It must be new or empty, unless
+        ``overwrite``; it is written all at once at the end (:class:`recon._output.OutputFolder`),
+        so a failed run leaves nothing.
     iterations, subsets : int
         OSEM settings.
     device : {"auto", "cpu", "gpu"}, optional
@@ -181,8 +182,8 @@ def run_spect_demo(
     }
     with target.writing() as folder:
         save_npy_atomic(folder / "spect_demo.npy", values)
-        montage = montage_slices_mip(values)
-        write_png(folder / "spect_demo.png", np.kron(montage, np.ones((3, 3), np.uint8)))
+        title = "recon demo: simulated Tc-99m SPECT, NEMA-IEC-like phantom"
+        save_reconstruction_figure(image, folder / "spect_demo.png", title=title)
         write_text_atomic(folder / "spect_demo.json", json.dumps(summary, indent=2))
     out = Path(output_dir)
 

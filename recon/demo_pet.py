@@ -22,10 +22,10 @@ from scipy import ndimage
 
 from recon._files import save_npy_atomic, write_text_atomic
 from recon._output import OutputFolder
-from recon._png import montage_slices_mip, write_png
 from recon.algorithms.listmode import lm_osem
 from recon.demo import DemoResult
 from recon.errors import InputError
+from recon.figures import save_reconstruction_figure
 from recon.grid import ImageGrid
 from recon.pet import (
     PetListmodeModel,
@@ -130,8 +130,8 @@ def run_pet_demo(
     }  # fmt: skip
     with target.writing() as folder:
         save_npy_atomic(folder / "pet_demo.npy", values)
-        montage = montage_slices_mip(values)
-        write_png(folder / "pet_demo.png", np.kron(montage, np.ones((3, 3), np.uint8)))
+        title = "recon demo: simulated F-18 TOF listmode PET, NEMA-IEC-like phantom"
+        save_reconstruction_figure(image, folder / "pet_demo.png", title=title)
         write_text_atomic(folder / "pet_demo.json", json.dumps(summary, indent=2))
     out = Path(output_dir)
     say("")

@@ -38,7 +38,8 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 _DUMP_STATE = (
     "import json, warnings\n"
     "print(json.dumps({'filters': [repr(f) for f in warnings.filters], 'modules': new,"
-    " 'cupy': [m for m in sys.modules if m == 'cupy' or m.startswith('cupy.')]}))\n"
+    " 'cupy': [m for m in sys.modules if m == 'cupy' or m.startswith('cupy.')],"
+    " 'matplotlib': [m for m in sys.modules if m.split('.')[0] == 'matplotlib']}))\n"
 )
 # Imports recon and lists every module that the import loaded, in load order.
 _WITH_RECON = (
@@ -69,10 +70,26 @@ def test_import_is_silent_and_side_effect_free() -> None:
     assert with_recon.returncode == 0, with_recon.stderr
     after = json.loads(with_recon.stdout)
     assert after["cupy"] == [], f"`import recon` imported CuPy: {after['cupy']}"
+    # matplotlib is a dependency, but only figures need it: recon.figures imports it lazily.
+    assert after["matplotlib"] == [], f"`import recon` imported matplotlib: {after['matplotlib']}"
     without = _python(_WITHOUT_RECON, json.dumps(after["modules"]))
     assert without.returncode == 0, without.stderr
     reference = json.loads(without.stdout)
     assert after["filters"] == reference["filters"], "`import recon` changed warnings.filters"
+
+
+def test_matplotlib_is_a_core_dependency() -> None:
+    # Every reconstruction writes a figure, so matplotlib may not hide in an extra.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = [
+        dep.split(">")[0].split("=")[0].split(";")[0].strip() for dep in project["dependencies"]
+    ]
+    assert "matplotlib" in names
+    assert project["optional-dependencies"].get("plots", []) == []
 
 
 def _missing_build_tools() -> str | None:

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from recon._files import save_npy_atomic
-from recon._png import montage_slices_mip, write_png
 from recon.algorithms.listmode import reconstruct_frames
 from recon.commands.common import (
     DEVICE,
@@ -27,6 +26,7 @@ from recon.commands.common import (
 )
 from recon.commands.options import Option, add_options, resolve
 from recon.errors import InputError
+from recon.figures import save_reconstruction_figure, sum_frames
 from recon.grid import ImageGrid
 from recon.io.listmode_file import read_listmode
 from recon.pet import PetListmodeModel, PetScanner, randoms_from_delayeds
@@ -217,10 +217,8 @@ def run(args: argparse.Namespace) -> int:
             subsets=args.subsets, **kwargs,
         )  # fmt: skip
     rows = []
-    total = None
     for index, result in enumerate(results):
         values = np.asarray(result.image)
-        total = values if total is None else total + values
         rows.append({
             "frame": index, "start_s": result.start_s, "duration_s": result.duration_s,
             "prompts": result.n_prompts, "decay_factor": result.decay_factor,
@@ -235,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     with target.writing({"settings": _settings(args)}) as out:
         for index, result in enumerate(results):
             save_npy_atomic(out / f"frame_{index:03d}.npy", np.asarray(result.image))
-        write_png(out / "frames_sum.png", montage_slices_mip(total))
+        save_reconstruction_figure(sum_frames([r.image for r in results]), out / "frames_sum.png")
         write_summary(out, "summary.json", summary)
     print_table(rows, ["frame", "start_s", "duration_s", "prompts", "decay_factor", "mean", "max"])
     print(f"wrote {len(rows)} frame(s) to {args.output}")
@@ -307,7 +305,7 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
     with target.writing({"settings": _settings(args)}) as out:
         save_npy_atomic(out / "image.npy", values)
         write_interfile(out / "image.hv", image)
-        write_png(out / "image.png", montage_slices_mip(values))
+        save_reconstruction_figure(image, out / "image.png", title=f"recon pet: {source.name}")
         write_summary(out, "summary.json", summary)
     print_table([{"item": k, "value": v} for k, v in summary.items() if k != "grid"],
                 ["item", "value"])  # fmt: skip

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from recon._files import save_npy_atomic
-from recon._png import montage_slices_mip, write_png
 from recon.algorithms import osem
 from recon.commands.common import (
     DEVICE,
@@ -26,6 +25,7 @@ from recon.commands.common import (
 )
 from recon.commands.options import Option, add_options, resolve
 from recon.errors import InputError, ReconError
+from recon.figures import save_reconstruction_figure
 from recon.grid import ImageGrid
 from recon.physics.isotopes import Isotope, get_isotope
 from recon.spect import Collimator, SpectGeometry, SpectModel
@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
     with target.writing({"settings": _settings(args)}) as out:
         save_npy_atomic(out / "image.npy", values)
         write_interfile(out / "image.hv", image, modality="NM")
-        write_png(out / "image.png", montage_slices_mip(values))
+        save_reconstruction_figure(image, out / "image.png", title=f"recon spect: {source.name}")
         _write_dicom(image, out / "dicom", source, metadata, args.ref_time)
         write_summary(out, "summary.json", summary)
     rows = [{"item": k, "value": v} for k, v in summary.items() if k not in ("grid",)]
