@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
-import sys
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -248,17 +246,18 @@ def test_fit_settings_study_wide_per_role_and_per_voi(study, tmp_path, capsys):
     assert background["tia_bq_h_per_ml"] == pytest.approx(expected, rel=1e-5)
 
 
-def test_without_matplotlib_plots_are_skipped_with_one_warning(study, tmp_path, capsys, caplog,
-                                                               monkeypatch):  # fmt: skip
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with caplog.at_level(logging.WARNING, logger="recon"):
-        code, _, err = run(capsys, study, "-o", tmp_path / "r")
+def test_plots_share_the_house_style(study, tmp_path, capsys):
+    import struct
+
+    from recon.figures import HOUSE_STYLE
+
+    code, _, err = run(capsys, study, "-o", tmp_path / "r")
     assert code == 0, err
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1 and "matplotlib" in warnings[0] and "\n" not in warnings[0]
-    assert not list((tmp_path / "r").glob("*.png"))
-    assert (tmp_path / "r" / "kinetics.csv").exists()
+    for name in ("tacs.png", "mip.png", "uptake.png"):
+        data = (tmp_path / "r" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", data[16:24])  # IHDR
+        assert width >= HOUSE_STYLE.min_width_px and height > 300, (name, width, height)
 
 
 def _edit(study, old: str, new: str) -> None:

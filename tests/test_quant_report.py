@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -125,16 +124,7 @@ def test_report_errors(stats, tmp_path):
         write_csv(tmp_path / "bad.csv", [object()])
 
 
-def test_plot_without_matplotlib_says_how_to_install(tacs, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(InputError, match="pip install matplotlib"):
-        plot_tacs(tacs, tmp_path / "tacs.png")
-    assert not (tmp_path / "tacs.png").exists()
-
-
 def test_plot_tacs_writes_a_png(tacs, tmp_path):
-    pytest.importorskip("matplotlib")
     from recon.quant import fit_exponential
 
     fit = fit_exponential(tacs[0].times_s, tacs[0].values, 1)

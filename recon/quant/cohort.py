@@ -51,14 +51,13 @@ and for the cohort, as CSV and JSON:
   minimum and maximum are;
 - ``cohort_strata``: each patient's group by the ``stratify_by`` lesion;
 
-``cohort_summary.json``, and with matplotlib ``cohort_uptake.png``: every lesion's uptake per
+``cohort_summary.json``, and ``cohort_uptake.png``: every lesion's uptake per
 patient, patients sorted by the stratifying value, the stratifying lesion marked and named, the
 threshold drawn.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -70,7 +69,7 @@ from typing import Any
 
 import numpy as np
 
-from recon._files import load_toml, write_atomically, write_summary
+from recon._files import load_toml, write_summary
 from recon.errors import InputError
 from recon.quant._toml import boolean, check_keys, context, number, table, text
 from recon.quant.analysis import StudyResult, analyse_study
@@ -526,12 +525,14 @@ def describe_time(at: str | float | None) -> str:
 
 def _plot_uptake(result: CohortResult, path: Path) -> Path:
     """Every lesion's uptake per patient, patients sorted by their stratifying value."""
-    from matplotlib.figure import Figure  # noqa: PLC0415  (optional dependency)
+    from matplotlib.lines import Line2D  # noqa: PLC0415  (matplotlib is imported lazily)
+
+    from recon.figures import HOUSE_STYLE, new_figure, save_figure, style_axes
 
     settings = result.cohort.settings
     strata = sorted(result.strata, key=lambda s: s["value"])
     patients = [s["patient"] for s in strata]
-    fig = Figure(figsize=(max(6.4, 0.9 * len(patients) + 2.5), 4.4), dpi=100, layout="constrained")
+    fig = new_figure(90 * len(patients) + 250, 600, layout="constrained")
     ax = fig.add_subplot()
     colours = {settings.labels[0]: "C3", settings.labels[1]: "C0"}
     values = [r["value"] for r in result.lesions]
@@ -543,13 +544,14 @@ def _plot_uptake(result: CohortResult, path: Path) -> Path:
         if s["lesion"] is not None:
             ax.annotate(
                 str(s["lesion"]), (x, s["value"]), textcoords="offset points", xytext=(6, -3),
-                fontsize=7, color=colour,
+                fontsize=HOUSE_STYLE.small_size, color=colour,
             )  # fmt: skip
     threshold = strata[0]["threshold"] if strata else None
     if threshold is not None:
         ax.axhline(threshold, color="0.4", ls="--", lw=1)
         ax.annotate(
-            f"threshold {threshold:.4g}", (len(patients) - 0.5, threshold), fontsize=7,
+            f"threshold {threshold:.4g}", (len(patients) - 0.5, threshold),
+            fontsize=HOUSE_STYLE.small_size,
             ha="right", va="bottom", color="0.3",
         )  # fmt: skip
     positive = [v for v in values if v > 0]
@@ -559,22 +561,17 @@ def _plot_uptake(result: CohortResult, path: Path) -> Path:
     ax.set_xlim(-0.6, len(patients) - 0.4)
     unit = _UNITS[result.metric]
     when = "" if result.metric == "tia_bq_h_per_ml" else f" at {describe_time(result.uptake_at)}"
-    ax.set_ylabel(f"{result.metric}{f' ({unit})' if unit else ''}{when}", fontsize=9)
+    ax.set_ylabel(f"{result.metric}{f' ({unit})' if unit else ''}{when}")
     ax.set_xlabel(
-        f"patient, sorted by the {settings.stratify_by} lesion (filled; open: other lesions)",
-        fontsize=8,
+        f"patient, sorted by the {settings.stratify_by} lesion (filled; open: other lesions)"
     )
-    ax.set_title(f"{result.cohort.name}: lesion uptake per patient", fontsize=10)
-    from matplotlib.lines import Line2D  # noqa: PLC0415
-
+    ax.set_title(f"{result.cohort.name}: lesion uptake per patient")
     handles = [
         Line2D([], [], marker="o", ls="", color=c, label=f"{g} group") for g, c in colours.items()
     ]
-    ax.legend(handles=handles, fontsize=8, loc="best")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    data = buffer.getvalue()
-    return write_atomically(path, lambda handle: handle.write(data))
+    ax.legend(handles=handles, loc="best")
+    style_axes(ax)
+    return save_figure(fig, path)
 
 
 def write_cohort_report(
@@ -589,7 +586,7 @@ def write_cohort_report(
     out : path-like
         An existing folder.
     plots : bool, keyword-only
-        Write the PNG plots (with matplotlib; skipped with one warning without it).
+        Write the PNG plots.
 
     Returns
     -------
@@ -607,12 +604,7 @@ def write_cohort_report(
         files.append(write_csv(folder / f"{name}.csv", rows))
         files.append(write_json(folder / f"{name}.json", rows))
     if want_plots:
-        try:
-            import matplotlib.figure  # noqa: F401, PLC0415  (optional dependency)
-        except ImportError:
-            pass  # write_report has warned once already
-        else:
-            files.append(_plot_uptake(result, folder / "cohort_uptake.png"))
+        files.append(_plot_uptake(result, folder / "cohort_uptake.png"))
     settings = result.cohort.settings
     summary = {
         "cohort": result.cohort.name,

@@ -1,4 +1,4 @@
-"""Tables and plots of quantification results: CSV, JSON and (with matplotlib) PNG.
+"""Tables and plots of quantification results: CSV, JSON and PNG (matplotlib, house style).
 
 Every file is written atomically (a temporary file in the destination folder, then a rename), so
 an interrupted run never leaves a half-written table. Rows are flat dicts: VOI statistics, TAC
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from recon._files import write_atomically, write_text_atomic
+from recon._files import write_text_atomic
 from recon.errors import InputError
 from recon.quant.timeseries import TimeActivityCurve
 
@@ -202,7 +202,7 @@ def plot_tacs(
     title: str | None = None,
     fits: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Plot time-activity curves (time in hours) to a PNG file; needs matplotlib.
+    """Plot time-activity curves (time in hours) to a PNG file, in the house style.
 
     Parameters
     ----------
@@ -214,25 +214,22 @@ def plot_tacs(
         Logarithmic value axis (exponentials become straight lines).
     title : str, keyword-only
         Plot title.
-    fits : mapping of VOI name to ExponentialFit, keyword-only
-        Fitted curves to draw over the points.
+    fits : mapping of VOI name to a fitted curve, keyword-only
+        Fitted curves (callables of time in s) to draw over the points.
 
     Raises
     ------
     InputError
-        matplotlib is not installed, no curves, or curves in different units or modes.
+        No curves, or curves in different units or modes.
     """
-    try:
-        from matplotlib.figure import Figure  # noqa: PLC0415  (optional dependency)
-    except ImportError:
-        raise InputError("plotting needs matplotlib: pip install matplotlib") from None
+    from recon.figures import new_figure, save_figure, style_axes
+
     curves = [tacs] if isinstance(tacs, TimeActivityCurve) else list(tacs)
     if not curves:
         raise InputError("no curves to plot")
     if len({(c.units, c.mode) for c in curves}) > 1:
         raise InputError("curves to plot together must share units and decay mode")
-    # The object-oriented API leaves pyplot's global state (and backend) alone.
-    fig = Figure(figsize=(6.4, 4.0), dpi=100)
+    fig = new_figure(900, 560, layout="constrained")
     ax = fig.add_subplot()
     for c in curves:
         (line,) = ax.plot(c.times_h, c.values, "o", label=c.voi)
@@ -247,7 +244,5 @@ def plot_tacs(
     if title:
         ax.set_title(title)
     ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    data = buffer.getvalue()
-    return write_atomically(Path(path), lambda handle: handle.write(data))
+    style_axes(ax)
+    return save_figure(fig, path)

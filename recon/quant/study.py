@@ -45,7 +45,7 @@ are errors naming the file, table and key, so a typo never passes silently.
     tail = "fit"                          # TIA after the last scan: "fit" or "physical" decay
     percent_id = true                     # %ID tables; default: when the injected activity is
                                           # known (true without it is an error)
-    plots = true                          # PNG plots (need matplotlib)
+    plots = true                          # PNG plots
 
     [analysis.blood]                      # per VOI role (lesion, blood, background, organ):
     fit_from = "first"                    # fit_model, fit_terms, fit_from, tail for that role
@@ -118,7 +118,7 @@ Output folder
 -------------
 
 ``voi_stats``, ``tacs``, ``kinetics``, ``ratios``, ``percent_id`` and ``heterogeneity`` tables as
-``.csv`` and ``.json``; ``summary.json``; and with matplotlib ``tacs.png`` (curves and fits, log
+``.csv`` and ``.json``; ``summary.json``; and ``tacs.png`` (curves and fits, log
 scale), ``mip.png`` (coronal and transverse maximum-intensity projections of each time point with
 the VOI outlines) and ``uptake.png`` (uptake of each lesion at each time point).
 """

@@ -1,11 +1,10 @@
-"""The report of one study: tables (CSV, JSON), ``summary.json`` and PNG plots (matplotlib).
+"""The report of one study: tables (CSV, JSON), ``summary.json`` and PNG plots (house style).
 
 What each table holds is described in :mod:`recon.quant.study`; every file is written atomically.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from pathlib import Path
@@ -13,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from recon._files import write_atomically, write_summary
+from recon._files import write_summary
+from recon.figures import HOUSE_STYLE, new_figure, save_figure, style_axes
 from recon.quant.analysis import StudyResult
 from recon.quant.kinetics import ModelFit
 from recon.quant.report import plot_tacs, write_csv, write_json
@@ -27,14 +27,6 @@ _SECONDS_PER_HOUR = 3600.0
 _MAX_MIP_PANELS = 6
 
 
-def _matplotlib() -> bool:
-    try:
-        import matplotlib.figure  # noqa: F401, PLC0415  (optional dependency)
-    except ImportError:
-        return False
-    return True
-
-
 class _FitFrom:
     """A fitted curve drawn only from its first fitted time on (NaN before)."""
 
@@ -46,23 +38,14 @@ class _FitFrom:
         return np.where(t >= self.start_s, self.fit(t), np.nan)
 
 
-def _save_figure(fig: Any, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    data = buffer.getvalue()
-    return write_atomically(path, lambda handle: handle.write(data))
-
-
 def _plot_mip(study: Study, path: Path) -> Path:
     """Coronal (top) and transverse (bottom) maximum-intensity projections of each time point
     (at most :data:`_MAX_MIP_PANELS`), with the outlines of the VOIs carried to it."""
-    from matplotlib.figure import Figure  # noqa: PLC0415  (optional dependency)
-
     tps = list(study.timepoints)
     if len(tps) > _MAX_MIP_PANELS:
         keep = np.unique(np.linspace(0, len(tps) - 1, _MAX_MIP_PANELS).round().astype(int))
         tps = [tps[i] for i in keep]
-    fig = Figure(figsize=(2.9 * len(tps) + 0.8, 6.4), dpi=100, layout="constrained")
+    fig = new_figure(290 * len(tps) + 80, 640, layout="constrained")
     axes = fig.subplots(2, len(tps), squeeze=False)
     colours = [f"C{n % 10}" for n in range(len(study.vois))]
     for col, tp in enumerate(tps):
@@ -76,7 +59,10 @@ def _plot_mip(study: Study, path: Path) -> Path:
         for row, (axis, v, dv) in enumerate(((1, z, dz), (0, y, dy))):
             ax = axes[row, col]
             extent = (x[0] - dx / 2, x[-1] + dx / 2, v[0] - dv / 2, v[-1] + dv / 2)
-            ax.imshow(data.max(axis=axis), origin="lower", extent=extent, cmap="gray_r")
+            ax.imshow(
+                data.max(axis=axis), origin="lower", extent=extent,
+                cmap=HOUSE_STYLE.colour_map,
+            )  # fmt: skip
             if axis == 0:
                 ax.invert_yaxis()  # anterior up
             vp = np.concatenate(([v[0] - dv], v, [v[-1] + dv]))
@@ -88,30 +74,31 @@ def _plot_mip(study: Study, path: Path) -> Path:
                     # Just above the outline on screen (the transverse y axis is inverted).
                     top = vp[rows].max() + dv / 2 if axis == 1 else vp[rows].min() - dv / 2
                     ax.text(
-                        xp[cols].mean(), top, voi.name, color=colour, fontsize=7, ha="center",
-                        va="bottom",
+                        xp[cols].mean(), top, voi.name, color=colour, ha="center",
+                        va="bottom", fontsize=HOUSE_STYLE.small_size,
                     )  # fmt: skip
-            ax.tick_params(labelsize=7)
             if row == 0:
                 ax.set_title(tp.label)
             else:
-                ax.set_xlabel("x (mm), patient left →", fontsize=8)
+                ax.set_xlabel("x (mm), patient left →")
             if col == 0:
                 label = "coronal: z (mm), superior ↑" if axis == 1 else "transverse: y (mm)"
-                ax.set_ylabel(label, fontsize=8)
-    fig.suptitle(f"{study.name}: maximum-intensity projections with the VOIs")
-    return _save_figure(fig, path)
+                ax.set_ylabel(label)
+            style_axes(ax)
+    fig.suptitle(
+        f"{study.name}: maximum-intensity projections with the VOIs",
+        fontsize=HOUSE_STYLE.title_size,
+    )
+    return save_figure(fig, path)
 
 
 def _plot_uptake(result: StudyResult, path: Path) -> Path:
     """Grouped bars: uptake of each lesion (or each VOI when there is none) per time point."""
-    from matplotlib.figure import Figure  # noqa: PLC0415  (optional dependency)
-
     study = result.study
     vois = study.lesions or list(study.vois)
     a0 = study.injected_activity_bq
     quantity = study.settings.quantity
-    fig = Figure(figsize=(max(6.4, 1.2 * len(vois) + 2), 4.0), dpi=100)
+    fig = new_figure(120 * len(vois) + 200, 560, layout="constrained")
     ax = fig.add_subplot()
     n_tp = len(study.timepoints)
     width = 0.8 / n_tp
@@ -123,10 +110,11 @@ def _plot_uptake(result: StudyResult, path: Path) -> Path:
         ax.bar(positions + (n - (n_tp - 1) / 2) * width, values, width, label=tp.label)
     ax.set_xticks(positions, [v.name for v in vois])
     unit = "%ID/mL" if a0 is not None else "Bq/mL"
-    ax.set_ylabel(f"{quantity} {unit}, decay-corrected to injection", fontsize=9)
+    ax.set_ylabel(f"{quantity} {unit}, decay-corrected to injection")
     ax.set_title(f"{study.name}: uptake per lesion")
-    ax.legend(title="time point", fontsize=8)
-    return _save_figure(fig, path)
+    ax.legend(title="time point")
+    style_axes(ax)
+    return save_figure(fig, path)
 
 
 def write_report(
@@ -141,7 +129,7 @@ def write_report(
     out : path-like
         An existing folder.
     plots : bool, keyword-only
-        Write the PNG plots; without matplotlib they are skipped with one warning.
+        Write the PNG plots.
 
     Returns
     -------
@@ -155,22 +143,16 @@ def write_report(
         files.append(write_csv(folder / f"{name}.csv", rows))
         files.append(write_json(folder / f"{name}.json", rows))
     if plots and study.settings.plots:
-        if _matplotlib():
-            curves = list(result.tacs.values())
-            fits = {
-                k.voi: _FitFrom(k.fit, (k.fit_from_h or 0.0) * _SECONDS_PER_HOUR)
-                for k in result.kinetics.values()
-                if k.fit is not None
-            }
-            title = f"{study.name}: {study.settings.quantity} in each VOI, activity at scan time"
-            files.append(plot_tacs(curves, folder / "tacs.png", log_y=True, title=title, fits=fits))
-            files.append(_plot_mip(study, folder / "mip.png"))
-            files.append(_plot_uptake(result, folder / "uptake.png"))
-        else:
-            log.warning(
-                "recon: warning: matplotlib is not installed, so no plots were written "
-                "(pip install matplotlib)"
-            )
+        curves = list(result.tacs.values())
+        fits = {
+            k.voi: _FitFrom(k.fit, (k.fit_from_h or 0.0) * _SECONDS_PER_HOUR)
+            for k in result.kinetics.values()
+            if k.fit is not None
+        }
+        title = f"{study.name}: {study.settings.quantity} in each VOI, activity at scan time"
+        files.append(plot_tacs(curves, folder / "tacs.png", log_y=True, title=title, fits=fits))
+        files.append(_plot_mip(study, folder / "mip.png"))
+        files.append(_plot_uptake(result, folder / "uptake.png"))
     summary = {
         "study": study.name,
         "isotope": study.isotope,
