@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ __all__ = [
     "OutputFolder",
     "config_option",
     "existing_file",
+    "image_timing",
     "note",
     "parse_frames",
     "print_table",
@@ -63,6 +65,44 @@ def existing_file(path: str | Path, what: str) -> Path:
     if not source.is_file():
         raise InputError(f"{source}: not a file (a {what} is expected)")
     return source
+
+
+def image_timing(
+    modality: str,
+    acquisition: Any,
+    reference_time_s: float | None,
+    reference: str,
+    injection: Any = None,
+    injected_activity_bq: float | None = None,
+) -> dict[str, Any]:
+    """What an output image's values refer to, for ``summary.json`` (read back by ``recon
+    quant``, :mod:`recon.quant.file_facts`).
+
+    ``decay_correction`` follows DICOM's terms: ``"ADMIN"`` when the values are decay-corrected
+    to the injection (``reference == "injection"``), ``"START"`` when they are the activity at
+    ``values_at`` (the acquisition start, or another chosen reference time), ``"NONE"`` when
+    no decay correction was applied.
+    """
+
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if isinstance(value, dt.datetime) else None
+
+    values_at = None
+    if isinstance(acquisition, dt.datetime):
+        shift = 0.0 if reference_time_s is None or reference == "injection" else reference_time_s
+        values_at = acquisition + dt.timedelta(seconds=float(shift))
+    if reference_time_s is None:
+        decay = "NONE"
+    else:
+        decay = "ADMIN" if reference == "injection" else "START"
+    return {
+        "modality": modality,
+        "acquisition_datetime": iso(acquisition),
+        "values_at": iso(values_at),
+        "decay_correction": decay,
+        "injection_datetime": iso(injection),
+        "injected_activity_bq": injected_activity_bq,
+    }
 
 
 def parse_frames(spec: str | None, duration_s: float) -> list[tuple[float, float]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
 from pathlib import Path
@@ -19,6 +20,7 @@ from recon.commands.common import (
     OutputFolder,
     config_option,
     existing_file,
+    image_timing,
     note,
     parse_frames,
     print_table,
@@ -140,6 +142,16 @@ def _isotope_name(name: str | None) -> str | None:
     return get_isotope(name).name if name else None
 
 
+def _start_datetime(text: str | None) -> dt.datetime | None:
+    """The acquisition start a listmode file records (ISO-8601), or None."""
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 def _mu_map(args: argparse.Namespace, grid: ImageGrid) -> Any:
     """The --mu file on the reconstruction grid in 1/mm, or None."""
     if not args.mu:
@@ -177,9 +189,11 @@ def run(args: argparse.Namespace) -> int:
         expected=("frames_sum.png", "summary.json"), command="recon pet",
     )  # fmt: skip
     given = _scanner(args.scanner) if args.scanner else None
+    start_text = None
     if source.suffix.lower() == ".npz":
         data = read_listmode(source)
         events, scanner, file_isotope = data.events, given or data.scanner, data.isotope
+        start_text = data.start
     else:
         from recon.io.petsird import read_petsird
 
@@ -229,6 +243,10 @@ def run(args: argparse.Namespace) -> int:
         "units": results[0].image.units,
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm},
         "frames": rows,
+        # Every frame is decay-corrected to the scan start (its values are the activity then).
+        "timing": image_timing(
+            "PT", _start_datetime(start_text), results[0].image.reference_time_s, "start"
+        ),
     }  # fmt: skip
     with target.writing({"settings": _settings(args)}) as out:
         for index, result in enumerate(results):
@@ -301,14 +319,15 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
         "counts": float(counts.sum()), "relative_residual": residual,
         "image_total": float(values.sum()),
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm, "origin_mm": grid.origin},
+        "timing": image_timing("PT", None, image.reference_time_s, "start"),
     }  # fmt: skip
     with target.writing({"settings": _settings(args)}) as out:
         save_npy_atomic(out / "image.npy", values)
         write_interfile(out / "image.hv", image)
         save_reconstruction_figure(image, out / "image.png", title=f"recon pet: {source.name}")
         write_summary(out, "summary.json", summary)
-    print_table([{"item": k, "value": v} for k, v in summary.items() if k != "grid"],
-                ["item", "value"])  # fmt: skip
+    rows = [{"item": k, "value": v} for k, v in summary.items() if k not in ("grid", "timing")]
+    print_table(rows, ["item", "value"])
     print(f"wrote image.npy, image.hv/.v, image.png and summary.json to {args.output}")
     return 0
 

@@ -19,6 +19,7 @@ from recon.commands.common import (
     OutputFolder,
     config_option,
     existing_file,
+    image_timing,
     note,
     print_table,
     write_summary,
@@ -279,6 +280,11 @@ def run(args: argparse.Namespace) -> int:
         "iterations": image.info["iterations"], "subsets": image.info["subsets"],
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm, "origin_mm": grid.origin},
         "counts": float(np.sum(counts)), "image_total": float(values.sum()),
+        "timing": image_timing(
+            "NM", metadata.get("acquisition_datetime"), image.reference_time_s,
+            "injection" if args.ref_time == "injection" else "time",
+            metadata.get("injection_datetime"), metadata.get("injected_activity_bq"),
+        ),
     }  # fmt: skip
     from recon.io.interfile import write_interfile
 
@@ -288,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         save_reconstruction_figure(image, out / "image.png", title=f"recon spect: {source.name}")
         _write_dicom(image, out / "dicom", source, metadata, args.ref_time)
         write_summary(out, "summary.json", summary)
-    rows = [{"item": k, "value": v} for k, v in summary.items() if k not in ("grid",)]
+    rows = [{"item": k, "value": v} for k, v in summary.items() if k not in ("grid", "timing")]
     print_table(rows, ["item", "value"])
     print(f"wrote image.npy, image.hv/.v, image.png, dicom/ and summary.json to {args.output}")
     return 0

@@ -129,7 +129,7 @@ def read_entry(entry: dict[str, Any], base: Path, where: str) -> ImageRead:
         raise InputError('needs image = "path" (relative to the study file)')
     path = base / entry["image"]
     image, kind = _read_image(path, entry)
-    return ImageRead(where, entry, path, image, facts_of(image, kind))
+    return ImageRead(where, entry, path, image, facts_of(image, kind, path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,10 +175,14 @@ def resolve_injection_time(
 ) -> datetime | None:
     """The injection time: the study file's, checked against every DICOM administration time,
     or the one the DICOM files give."""
-    stated = [(r.where, r.facts.injection_datetime) for r in reads if r.facts.injection_datetime]
+    stated = [
+        (r.where, r.facts.injection_datetime, r.facts.stated_by)
+        for r in reads
+        if r.facts.injection_datetime
+    ]
     if stated:
-        where0, first = stated[0]
-        for where, when in stated[1:]:
+        where0, first, _ = stated[0]
+        for where, when, _ in stated[1:]:
             assert when is not None and first is not None
             if abs(seconds_between(when, first)) > TIME_TOLERANCE_S:
                 raise InputError(
@@ -186,20 +190,20 @@ def resolve_injection_time(
                 )
     if given is not None:
         if stated:
-            where0, first = stated[0]
+            where0, first, by = stated[0]
             assert first is not None
             if abs(seconds_between(given, first)) > TIME_TOLERANCE_S:
                 raise InputError(
                     _time_mismatch(
-                        "the injection time disagrees with the DICOM administration time",
-                        given, "[study] injection_time", first, f"the DICOM file of {where0}",
+                        f"the injection time disagrees with the {by} administration time",
+                        given, "[study] injection_time", first, f"the {by} of {where0}",
                     )
                     + "; correct the study file or leave injection_time out"
                 )  # fmt: skip
         sources["injection_time"] = "[study] injection_time"
         return given
     if stated:
-        sources["injection_time"] = f"DICOM administration time ({stated[0][0]})"
+        sources["injection_time"] = f"{stated[0][2]} administration time ({stated[0][0]})"
         return stated[0][1]
     return None
 
@@ -215,18 +219,20 @@ def resolve_injection(
     stated = [
         (r.where, r.facts.injected_activity_bq) for r in reads if r.facts.injected_activity_bq
     ]
+    by = next((r.facts.stated_by for r in reads if r.facts.injected_activity_bq), "")
     for where, value in stated[1:]:
         assert value is not None and stated[0][1] is not None
         if abs(value / stated[0][1] - 1) > ACTIVITY_TOLERANCE:
             raise InputError(
-                f"the DICOM administered activities differ: {stated[0][1]:.6g} Bq "
+                f"the image files' administered activities differ: {stated[0][1]:.6g} Bq "
                 f"({stated[0][0]}) and {value:.6g} Bq ({where}); give [study] "
                 "injected_activity_bq after checking them"
             )
     injected = _injection(study, isotope, injection_time)
     if injected is None:
         if stated:
-            sources["injected_activity_bq"] = f"DICOM Radionuclide Total Dose ({stated[0][0]})"
+            name = "Radionuclide Total Dose" if by == "DICOM" else "injected activity"
+            sources["injected_activity_bq"] = f"{by} {name} ({stated[0][0]})"
             return stated[0][1]
         return None
     sources["injected_activity_bq"] = "[study] injected_activity_bq"
@@ -244,8 +250,9 @@ def resolve_injection(
             net = gross = float(injected)
         if min(abs(net / dicom - 1), abs(gross / dicom - 1)) > ACTIVITY_TOLERANCE:
             raise InputError(
-                f"[study] injected activity {net:.6g} Bq (at injection) disagrees with the DICOM "
-                f"Radionuclide Total Dose {dicom:.6g} Bq of {where} by "
+                f"[study] injected activity {net:.6g} Bq (at injection) disagrees with the {by} "
+                f"{'Radionuclide Total Dose' if by == 'DICOM' else 'injected activity'} "
+                f"{dicom:.6g} Bq of {where} by "
                 f"{100 * abs(net / dicom - 1):.3g} % (tolerance {100 * ACTIVITY_TOLERANCE:g} %)"
             )
     return injected
@@ -350,8 +357,8 @@ def _scan_seconds(
         if acquired is not None and abs(seconds_between(when, acquired)) > TIME_TOLERANCE_S:
             raise InputError(
                 _time_mismatch(
-                    "the scan time disagrees with the DICOM acquisition time", when, "time",
-                    acquired, "the DICOM file",
+                    f"the scan time disagrees with the {facts.stated_by} acquisition time",
+                    when, "time", acquired, f"the {facts.stated_by}",
                 )
                 + "; correct the study file or leave time out"
             )  # fmt: skip
@@ -374,7 +381,8 @@ def _scan_seconds(
             )
         if file_seconds is not None and abs(hours * 3600 - file_seconds) > TIME_TOLERANCE_S:
             raise InputError(
-                f"hours_after_injection = {hours:g} disagrees with the DICOM acquisition time "
+                f"hours_after_injection = {hours:g} disagrees with the {facts.stated_by} "
+                "acquisition time "
                 f"{format_time(acquired)}, {file_seconds / 3600:.4g} h after the injection "
                 f"({describe_difference_s(hours * 3600 - file_seconds)} apart; tolerance "
                 f"{TIME_TOLERANCE_S:g} s); correct the study file or leave "
@@ -389,15 +397,15 @@ def _scan_seconds(
         )
     if file_seconds is None:
         raise InputError(
-            "the scan time comes from the DICOM acquisition time, but the injection time is "
-            "unknown: give [study] injection_time"
+            f"the scan time comes from the {facts.stated_by} acquisition time, but the "
+            "injection time is unknown: give [study] injection_time"
         )
     if file_seconds < 0:
         raise InputError(
-            f"the DICOM acquisition time {format_time(acquired)} is "
+            f"the {facts.stated_by} acquisition time {format_time(acquired)} is "
             f"{-file_seconds / 3600:.3g} h before the injection"
         )
-    sources["time"] = "DICOM acquisition time"
+    sources["time"] = f"{facts.stated_by} acquisition time"
     return file_seconds
 
 
@@ -411,14 +419,15 @@ def _mode(read: ImageRead, sources: dict[str, str]) -> str:
             expected = decay_mode(declared)
             to = "the administration" if declared == "ADMIN" else "the scan"
             raise InputError(
-                f"the DICOM image is decay-corrected to {to} (Decay Correction {declared}); "
+                f"the {read.facts.stated_by} image is decay-corrected to {to} (Decay Correction "
+                f"{declared}); "
                 f'set mode = "{expected}" for this time point (the study file says mode = '
                 f'"{mode}"), or leave mode out'
             )
         sources["mode"] = "study file"
         return str(mode)
     if declared is not None:
-        sources["mode"] = f"DICOM Decay Correction {declared}"
+        sources["mode"] = f"{read.facts.stated_by} Decay Correction {declared}"
         return decay_mode(declared)
     sources["mode"] = "default"
     return "activity_at_scan_time"

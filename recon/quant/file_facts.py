@@ -4,7 +4,10 @@ A DICOM PET/NM series (:func:`recon.io.read_dicom_image`) states when it was acq
 zero: Series or Acquisition Date/Time), when and how much was administered (Radiopharmaceutical
 Start DateTime, Radionuclide Total Dose), the isotope, what the values refer to (Decay Correction
 START, ADMIN or NONE) and their units (PET Units, NM Real World Value Mapping); Interfile headers
-name the isotope. `recon quant` takes these values when the study file leaves them out, and
+name the isotope and (as recon writes them) the values' unit; an image in a recon output folder
+has them in the ``summary.json`` recon wrote beside it (isotope, units, what time the values
+refer to, the acquisition and the injection: :func:`recon_output_facts`). `recon quant` takes
+these values when the study file leaves them out, and
 refuses when the study file gives them too and they disagree beyond these tolerances:
 
 - times (injection, scan): :data:`TIME_TOLERANCE_S` (DICOM times are to the second, hand-typed
@@ -19,10 +22,13 @@ A time zone on one side only is ignored (both are read as the scanner's local ti
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from recon._output import MANIFEST_NAME
 from recon.errors import InputError, PhysicsError
 from recon.image import Image
 from recon.physics.isotopes import get_isotope
@@ -34,6 +40,7 @@ __all__ = [
     "FileFacts",
     "decay_mode",
     "facts_of",
+    "recon_output_facts",
     "seconds_between",
 ]
 
@@ -70,6 +77,9 @@ class FileFacts:
         The file's own spelling (DICOM Units or UCUM code).
     weight_kg, height_m : float or None
         Patient Weight and Patient Size (DICOM).
+    source : str or None
+        Where the facts were read when not from the image file itself (``"recon
+        summary.json"``: the summary that recon wrote beside the image).
     """
 
     kind: str
@@ -82,6 +92,12 @@ class FileFacts:
     units_term: str | None = None
     weight_kg: float | None = None
     height_m: float | None = None
+    source: str | None = None
+
+    @property
+    def stated_by(self) -> str:
+        """Where the facts come from, for messages (``"DICOM"``, ``"recon summary.json"``)."""
+        return self.source or self.kind
 
 
 def _positive_or_none(value: Any) -> float | None:
@@ -99,11 +115,64 @@ def _isotope(name: Any) -> str | None:
         return None  # a free-text header name; the study's isotope rules
 
 
-def facts_of(image: Image, kind: str) -> FileFacts:
-    """The facts ``image`` carries, read by ``kind`` (``"DICOM"``, ``"Interfile"``, ...)."""
+def _datetime(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def recon_output_facts(path: Path, kind: str) -> FileFacts | None:
+    """The facts of an image that recon wrote, from the ``summary.json`` beside it.
+
+    Used when ``path`` lies in a recon output folder whose manifest (``recon-manifest.json``)
+    lists both the image and ``summary.json`` as recon's own: the summary's ``isotope``,
+    ``units`` and ``timing`` (what the values refer to: ``values_at`` with ``decay_correction``
+    START, or the injection with ADMIN; the acquisition start; the injection) are then the
+    image's facts. Returns None for any other file, or when the summary cannot be read.
+    """
+    folder = path.parent
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+        files = manifest["files"]
+        if path.name not in files or "summary.json" not in files:
+            return None
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(summary, dict):
+        return None
+    timing = summary.get("timing") if isinstance(summary.get("timing"), dict) else {}
+    decay = timing.get("decay_correction")
+    when = _datetime(timing.get("values_at"))
+    if decay == "ADMIN":
+        when = _datetime(timing.get("acquisition_datetime"))
+    units = summary.get("units")
+    return FileFacts(
+        kind,
+        acquisition_datetime=when,
+        injection_datetime=_datetime(timing.get("injection_datetime")),
+        injected_activity_bq=_positive_or_none(timing.get("injected_activity_bq")),
+        isotope=_isotope(summary.get("isotope")),
+        decay_correction=decay if decay in ("START", "ADMIN", "NONE") else None,
+        units=units if isinstance(units, str) and units else None,
+        source="recon summary.json",
+    )
+
+
+def facts_of(image: Image, kind: str, path: Path | None = None) -> FileFacts:
+    """The facts ``image`` carries, read by ``kind`` (``"DICOM"``, ``"Interfile"``, ...);
+    for an image in a recon output folder, those of the ``summary.json`` recon wrote beside it
+    (:func:`recon_output_facts`)."""
     info = image.info
     if kind != "DICOM":
-        return FileFacts(kind, isotope=_isotope(image.isotope))
+        from_recon = None if path is None else recon_output_facts(path, kind)
+        if from_recon is not None:
+            return from_recon
+        stated_units = image.units if "units" in info or _header_units(info) else None
+        return FileFacts(kind, isotope=_isotope(image.isotope), units=stated_units)
     when = info.get("acquisition_datetime")
     injected = info.get("injection_datetime")
     return FileFacts(
@@ -118,6 +187,12 @@ def facts_of(image: Image, kind: str) -> FileFacts:
         weight_kg=_positive_or_none(info.get("patient_weight_kg")),
         height_m=_positive_or_none(info.get("patient_height_m")),
     )
+
+
+def _header_units(info: dict[str, Any]) -> bool:
+    """Whether an Interfile header stated the values' unit (``quantification units``)."""
+    header = info.get("header")
+    return isinstance(header, dict) and any("quantification units" in str(k) for k in header)
 
 
 def decay_mode(decay_correction: str) -> str:
