@@ -20,6 +20,7 @@ __all__ = [
     "config_option",
     "existing_file",
     "image_timing",
+    "mu_options",
     "note",
     "parse_frames",
     "print_table",
@@ -40,6 +41,21 @@ DEVICE = Option(
     "device", "str", "where to compute", choices=("auto", "cpu", "gpu"),
     default_text="$RECON_DEVICE, else auto: the GPU when CuPy sees one",
 )  # fmt: skip
+
+
+def mu_options(energy: str, grid_hint: str) -> tuple[Option, Option]:
+    """``--mu FILE`` (an attenuation map at ``energy``) and ``--mu-units``."""
+    mu = Option(
+        "mu", "path",
+        f"attenuation map at {energy}: .npy (1/mm, on the reconstruction grid: {grid_hint}), "
+        "Interfile .hv (1/cm, as STIR and CASToR write them) or NIfTI; resampled onto the grid",
+        metavar="FILE",
+    )  # fmt: skip
+    units = Option(
+        "mu-units", "str", "unit of the --mu file's values", choices=("1/mm", "1/cm"),
+        default_text="1/mm for .npy, 1/cm for Interfile; required for NIfTI",
+    )  # fmt: skip
+    return mu, units
 
 
 def config_option(section: str) -> Option:

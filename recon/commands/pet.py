@@ -21,6 +21,7 @@ from recon.commands.common import (
     config_option,
     existing_file,
     image_timing,
+    mu_options,
     note,
     parse_frames,
     print_table,
@@ -45,12 +46,7 @@ OPTIONS = (
     Option("scanner", "str",
            f"scanner preset ({', '.join(PetScanner.preset_names())}) or a JSON file of "
            "PetScanner fields (overrides the file's)", default_text="the file's"),
-    Option("mu", "path",
-           "attenuation map at 511 keV: .npy (1/mm, on the image grid: see 'recon info' and "
-           "--shape), Interfile .hv (1/cm, as STIR and CASToR write them) or NIfTI; resampled "
-           "onto the grid", metavar="FILE"),
-    Option("mu-units", "str", "unit of the --mu file's values", choices=("1/mm", "1/cm"),
-           default_text="1/mm for .npy, 1/cm for Interfile; required for NIfTI"),
+    *mu_options("511 keV", "see 'recon info' and --shape"),
     Option("multiplicative", "path",
            "sinograms only: per-bin factors m of the model m*(P x) + a, as a sinogram file of "
            "the data's shape: detection efficiencies, times the attenuation exp(-line integral "

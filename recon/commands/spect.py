@@ -20,6 +20,7 @@ from recon.commands.common import (
     config_option,
     existing_file,
     image_timing,
+    mu_options,
     note,
     print_table,
     write_summary,
@@ -40,12 +41,7 @@ OPTIONS = (
     OVERWRITE,
     Option("ct", "path", "folder of the CT series for attenuation correction", metavar="DIR",
            exclusive_with=("mu",)),
-    Option("mu", "path",
-           "attenuation map at the photon energy: .npy (1/mm, on the reconstruction grid: see "
-           "'recon info'), Interfile .hv (1/cm, as STIR and CASToR write them) or NIfTI; "
-           "resampled onto the grid", metavar="FILE"),
-    Option("mu-units", "str", "unit of the --mu file's values", choices=("1/mm", "1/cm"),
-           default_text="1/mm for .npy, 1/cm for Interfile; required for NIfTI"),
+    *mu_options("the photon energy", "see 'recon info'"),
     Option("mu-spectub-mirrored", "flag",
            "the --mu map was made for STIR's SPECT projector (SPECTUB), which mirrors the "
            "emission left-right against the map: mirror the map back (default: the map is "
