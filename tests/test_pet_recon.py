@@ -386,3 +386,27 @@ def test_dynamic_frames_with_decay_and_randoms_agree_within_their_poisson_spread
         for g in range(f + 1, 3):
             combined = np.hypot(spreads[f], spreads[g])
             assert abs(values[f] - values[g]) < 3.0 * combined, (values, spreads)
+
+
+def test_listmode_sensitivity_is_back_projected_once_per_model_and_scaled_per_frame():
+    """As the PetListmodeModel docstring says: one geometric back projection per model object,
+    each frame's image that times its own time factor (duration × mean decay × branching)."""
+    grid, _, mu = _phantom()
+    model = recon.PetListmodeModel(_scanner(), grid, mu_map=mu, isotope="C-11", device="cpu")
+    calls = []
+    back = model.nontof_projector.back
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return back(*args, **kwargs)
+
+    model.nontof_projector.back = counted
+    early, late = model.sensitivity(0.0, 60.0), model.sensitivity(1200.0, 300.0)
+    n_calls = len(calls)
+    assert n_calls >= 1
+    model.sensitivity(600.0, 60.0)
+    assert len(calls) == n_calls  # nothing back-projected again for a third frame
+    iso = get_isotope("C-11")
+    factor = 300.0 * mean_activity_fraction(iso.half_life_s, 1200.0, 300.0, 0.0)
+    factor /= 60.0 * mean_activity_fraction(iso.half_life_s, 0.0, 60.0, 0.0)
+    assert late.sum() / early.sum() == pytest.approx(factor, rel=1e-5)
