@@ -345,11 +345,12 @@ def test_dynamic_frames_with_decay_and_randoms_agree_within_their_poisson_spread
     frame corrected with randoms from its own delayeds, as ``recon pet --frames`` does.
 
     Each frame's ``Σ_j g_j x_j`` (``g`` the geometric sensitivity: the expected true rate at the
-    reference time) is what EM fixes to the frame's prompts minus its randoms estimate, whose
-    total is the frame's delayeds: its Poisson spread is ``sqrt(P + D) / (P − D)`` of its value.
-    Any two frames must agree within three times their combined spread. (With the delayeds
-    drawn uniformly in time while the prompt randoms decayed, as before, the first frame came
-    out 2.5% above the last: 5 times their combined spread.)
+    reference time) is what EM fixes to the frame's prompts ``P`` minus its randoms estimate,
+    whose total is the frame's delayeds ``D``: Poisson variance ``P + D``, plus at most
+    ``n · D · (1 − D/P)`` as the last of the ``n`` subsets scales the trues among its own ``P/n``
+    prompts, a binomial share, by ``n``. Any two frames must agree within three times their
+    combined spread. (With the delayeds drawn uniformly in time while the prompt randoms
+    decayed, as before, the first frame came out 2.5% above the last: 4 times that spread.)
     """
     grid, activity, mu = _phantom()
     scanner = _scanner()
@@ -381,7 +382,8 @@ def test_dynamic_frames_with_decay_and_randoms_agree_within_their_poisson_spread
             frame_duration_s=length, progress=False,
         )  # fmt: skip
         values.append(float((geometric * np.asarray(image)).sum()) / truth)
-        spreads.append(np.sqrt(prompts + delayeds) / (prompts - delayeds))
+        variance = prompts + delayeds + 4 * delayeds * (1.0 - delayeds / prompts)  # 4 subsets
+        spreads.append(np.sqrt(variance) / (prompts - delayeds))
     for f in range(3):
         for g in range(f + 1, 3):
             combined = np.hypot(spreads[f], spreads[g])

@@ -74,9 +74,8 @@ def em_ratio(xp: Any, expected: Any, counts: Any = None, exposure_s: float = 1.0
     """
     if counts is None:
         floor = max(1.0 / (MAX_RATIO * float(exposure_s)), float(SMALLEST_NORMAL))
-        return (np.float32(1.0) / xp.maximum(expected, np.float32(floor))).astype(
-            xp.float32, copy=False
-        )
+        # A Python float on the left: numpy scalars there would try to convert a CuPy array.
+        return (1.0 / xp.maximum(expected, np.float32(floor))).astype(xp.float32, copy=False)
     floor = xp.maximum(counts * np.float32(1.0 / MAX_RATIO), SMALLEST_NORMAL)
     return (counts / xp.maximum(expected, floor)).astype(xp.float32, copy=False)
 
@@ -120,10 +119,12 @@ def em_update(
     ratio = em_ratio(xp, expected, counts, exposure_s)
     correction = back(ratio)
     with np.errstate(over="ignore", invalid="ignore"):  # numpy only; check_finite reports
-        updated = x * correction
+        updated = (x * correction).astype(xp.float32, copy=False)
         updated *= inv_sens
-    gone = (x == 0) | (updated < SMALLEST_NORMAL)
-    return xp.where(gone, np.float32(0.0), updated).astype(xp.float32, copy=False)
+    gone = updated < SMALLEST_NORMAL  # NaN compares False: kept for check_finite
+    gone |= x == 0
+    xp.copyto(updated, 0.0, where=gone)  # an elementwise kernel on CuPy, no host round trip
+    return updated
 
 
 def inverse_sensitivity(
@@ -152,7 +153,7 @@ def inverse_sensitivity(
     largest = float(sens.max()) if largest is None else float(largest)
     cutoff = max(_SENSITIVITY_CUTOFF * largest, float(numerator) * float(SMALLEST_NORMAL) * 2.0)
     safe = xp.maximum(sens, np.float32(cutoff))
-    inv = xp.where(sens > cutoff, np.float32(numerator) / safe, np.float32(0.0))
+    inv = xp.where(sens > cutoff, float(numerator) / safe, np.float32(0.0))
     return inv.astype(xp.float32, copy=False)
 
 
