@@ -350,7 +350,7 @@ def test_dynamic_frames_with_decay_and_randoms_agree_within_their_poisson_spread
     ``n · D · (1 − D/P)`` as the last of the ``n`` subsets scales the trues among its own ``P/n``
     prompts, a binomial share, by ``n``. Any two frames must agree within three times their
     combined spread. (With the delayeds drawn uniformly in time while the prompt randoms
-    decayed, as before, the first frame came out 2.5% above the last: 4 times that spread.)
+    decayed, as before, the first frame came out 4% above the last: 4 times that spread.)
     """
     grid, activity, mu = _phantom()
     scanner = _scanner()
