@@ -240,6 +240,27 @@ def test_a_non_finite_value_stops_the_reconstruction_naming_the_iteration():
         recon.mlem(model, counts, iterations=3, callback=poison, progress=False)
 
 
+def test_a_start_image_beyond_float32_is_refused():
+    """Counts and sensitivity 1e40 apart: the uniform start would be infinite in float32."""
+    model = _MatrixModel(MATRIX * np.float32(1e-30))
+    with pytest.raises(NumericalError, match="starting image would be 1.*e\\+40"):
+        recon.mlem(model, COUNTS * np.float32(1e10), iterations=1, progress=False)
+
+
+def test_non_finite_listmode_additive_rate_is_refused():
+    model = _MatrixModel(MATRIX)
+    events = recon.ListmodeEvents(
+        crystal_a=np.array([0, 2, 3], np.int32), crystal_b=np.ones(3, np.int32),
+        time_ms=np.zeros(3),
+    )  # fmt: skip
+    for rate in ([1.0, np.nan, 1.0], [1.0, np.inf, 1.0], [1.0, -1.0, 1.0]):
+        with pytest.raises(recon.InputError, match="additive_rate must be 3 finite non-negative"):
+            recon.lm_osem(
+                model, events, subsets=1, frame_duration_s=1.0,
+                additive_rate=np.array(rate, np.float32), progress=False,
+            )  # fmt: skip
+
+
 # -------------------------------------------------------------------- PET in the denormal regime
 def _collapsing_study():
     """Events of a hot cylinder beside a region of 1/100 its activity, on a ring with 150 ps TOF.
