@@ -113,20 +113,24 @@ def simulate_listmode(
             f"got {additive_time_law!r}"
         )
     tof_axis = model.tof is not None
-    max_bin = model.tof.max_bin if tof_axis else 0
-    trues = rng.poisson(np.asarray(model.backend.to_host(model.forward(activity)), np.float64))
-    parts = [(*_expand_bins(trues, model.layout, tof_axis), True, False)]
+    groups = []  # (crystal_a, crystal_b, signed TOF bin, prompt, follows the additive law)
+
+    def add(counts: np.ndarray, tof: bool, prompt: bool, additive_law: bool) -> None:
+        a, b, tof_idx = _expand_bins(counts, model.layout, tof)
+        signed = tof_idx - model.tof.max_bin if tof else tof_idx
+        groups.append((a, b, signed, np.full(a.size, prompt), np.full(a.size, additive_law)))
+
+    add(rng.poisson(np.asarray(model.backend.to_host(model.forward(activity)), np.float64)),
+        tof_axis, prompt=True, additive_law=False)  # fmt: skip
     if additive is not None:
-        extra = rng.poisson(_expected(model, additive, trues.shape, "additive"))
-        parts.append((*_expand_bins(extra, model.layout, tof_axis), True, True))
+        shape = (*model.layout.shape, model.tof.n_bins) if tof_axis else model.layout.shape
+        add(rng.poisson(_expected(model, additive, shape, "additive")),
+            tof_axis, prompt=True, additive_law=True)  # fmt: skip
     if delayed is not None:
-        late = rng.poisson(_expected(model, delayed, model.layout.shape, "delayed"))
-        parts.append((*_expand_bins(late, model.layout, False), False, True))
-    a = np.concatenate([p[0] for p in parts])
-    b = np.concatenate([p[1] for p in parts])
-    tof_bin = np.concatenate([p[2] - (max_bin if p[3] else 0) for p in parts])
-    is_prompt = np.concatenate([np.full(p[0].size, p[3]) for p in parts])
-    additive_law = np.concatenate([np.full(p[0].size, p[4]) for p in parts])
+        add(rng.poisson(_expected(model, delayed, model.layout.shape, "delayed")),
+            False, prompt=False, additive_law=True)  # fmt: skip
+    columns = zip(*groups, strict=True)
+    a, b, tof_bin, is_prompt, additive_law = (np.concatenate(column) for column in columns)
 
     swap = rng.random(a.size) < 0.5
     a, b = np.where(swap, b, a), np.where(swap, a, b)
