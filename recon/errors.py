@@ -13,6 +13,7 @@ __all__ = [
     "DeviceError",
     "PhysicsError",
     "KernelError",
+    "NumericalError",
 ]
 
 
@@ -38,3 +39,7 @@ class PhysicsError(ReconError, ValueError):
 
 class KernelError(ReconError, RuntimeError):
     """A compute kernel was called with arguments that do not match its contract."""
+
+
+class NumericalError(ReconError, ArithmeticError):
+    """A computation produced NaN or infinity (values beyond float32 range for the problem)."""

@@ -1,20 +1,25 @@
-"""Smoke tests of the benchmark scripts: they run (tiny problems) and write their JSON."""
+"""The benchmark scripts run (tiny problems), write their JSON, and process what they state:
+every operation's processed count equals its stated count, or the benchmark refuses to run."""
 
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import recon
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 pytestmark = pytest.mark.slow
 
 
-def _run(script: str, *args: str, out: Path) -> dict:
+def _run(script: str, *args: str, out: Path, check: bool = True) -> subprocess.CompletedProcess:
     out.mkdir()
     proc = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args, "--devices", "cpu", "--output", str(out)],
@@ -22,23 +27,86 @@ def _run(script: str, *args: str, out: Path) -> dict:
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def _record(out: Path) -> dict:
     files = list(out.glob("*.json"))
     assert len(files) == 1, files
     return json.loads(files[0].read_text(encoding="utf-8"))
 
 
-def test_pet_benchmark_tiny(tmp_path: Path) -> None:
-    record = _run("pet.py", "--tiny", out=tmp_path / "pet")
+def _layout_lors(n_rings: int, crystals_per_ring: int, max_ring_difference: int) -> int:
+    """LORs of a span-1 layout counted from its definition: one plane per ordered ring pair with
+    |ring difference| ≤ max, crystals/2 views, 2·(crystals // 4) + 1 radial bins."""
+    planes = sum(
+        1 for a in range(n_rings) for b in range(n_rings) if abs(a - b) <= max_ring_difference
+    )
+    return planes * (crystals_per_ring // 2) * (2 * (crystals_per_ring // 4) + 1)
+
+
+def test_pet_benchmark_tiny_processes_every_stated_event_and_lor(tmp_path: Path) -> None:
+    _run("pet.py", "--tiny", out=tmp_path / "pet")
+    record = _record(tmp_path / "pet")
     assert record["benchmark"] == "pet"
-    ops = record["runs"][0]["operations"]
+    run = record["runs"][0]
+    ops = run["operations"]
     names = " | ".join(op["operation"] for op in ops)
     for part in ("LM TOF forward", "LM TOF back", "sensitivity image", "LM-OSEM", "sinogram"):
         assert part in names
+    assert "prepared events" in names  # the case that used to fail with an IndexError
     assert all(op["median_s"] > 0 and len(op["times_s"]) >= 1 for op in ops)
 
+    scanner = recon.PetScanner.preset("small")
+    assert run["max_ring_difference"] == scanner.n_rings - 1  # the tiny scanner: all of them
+    lors = _layout_lors(scanner.n_rings, scanner.crystals_per_ring, run["max_ring_difference"])
+    assert run["sensitivity_lors"] == lors
+    for op in ops:
+        assert op["processed"] == op["n"], op["operation"]
+        if op["unit"] == "events":
+            assert op["n"] == 20_000  # the tiny configuration's stated events
+        elif op["operation"].startswith(("sensitivity", "sinogram")):
+            assert op["n"] == lors  # every view of the sinogram: the whole layout
+    assert [p["processed"] for p in run["processed"]] == [p["stated"] for p in run["processed"]]
 
-def test_spect_benchmark_small(tmp_path: Path) -> None:
-    record = _run("spect.py", "--small", "--repeats", "1", out=tmp_path / "spect")
+
+def test_pet_benchmark_refuses_a_sensitivity_it_cannot_afford(tmp_path: Path) -> None:
+    """The CPU budget used to fall back to a ring-difference-0 model that dropped most events."""
+    proc = _run("pet.py", "--tiny", "--time-budget", "1e-9", out=tmp_path / "pet", check=False)
+    assert proc.returncode != 0
+    assert "refused: the sensitivity image" in proc.stderr
+    assert not list((tmp_path / "pet").glob("*.json"))
+
+
+def test_pet_benchmark_refuses_events_its_model_would_drop() -> None:
+    bench = runpy.run_path(str(BENCHMARKS / "pet.py"), run_name="benchmark")
+    scanner = recon.PetScanner.preset("small")
+    pool = bench["make_events"](scanner, 2000, 50.0, 24.0, seed=3)  # all ring differences
+    events = bench["listmode"](pool, 2000)
+    rings = (
+        pool["crystal_a"] // scanner.crystals_per_ring
+        - pool["crystal_b"] // scanner.crystals_per_ring
+    )
+    outside = int(np.count_nonzero(np.abs(rings) > 1))
+    assert outside > 0
+    grid = recon.ImageGrid((8, 16, 16), 4.0)
+    narrow = recon.PetListmodeModel(scanner, grid, max_ring_difference=1, device="cpu")
+    with pytest.raises(SystemExit, match=f"processed {2000 - outside} of the 2000 events"):
+        bench["prepared_events"](narrow, events, "prepare")
+    # Drawn for that model instead, every event lies on one of its LORs.
+    pool = bench["make_events"](scanner, 2000, 50.0, 24.0, seed=3, max_ring_difference=1)
+    prepared = bench["prepared_events"](narrow, bench["listmode"](pool, 2000), "prepare")
+    assert prepared["n"] == 2000
+
+
+def test_spect_benchmark_small_processes_every_view(tmp_path: Path) -> None:
+    _run("spect.py", "--small", "--repeats", "1", out=tmp_path / "spect")
+    record = _record(tmp_path / "spect")
     assert record["benchmark"] == "spect"
-    assert record["runs"][0]["median_s"]
+    run = record["runs"][0]
+    assert run["median_s"]
+    assert set(run["processed"]) == set(run["median_s"])
+    for counts in run["processed"].values():
+        assert counts == {"stated": 120, "processed": 120, "unit": "views"}

@@ -292,3 +292,123 @@ def test_events_outside_the_layout_are_left_out():
     assert list(prepared["kept"]) == [True, True, False]
     image = recon.lm_osem(model, events, subsets=1, additive_rate=np.ones(3), progress=False)
     assert image.info["n_prompts"] == 2
+
+
+# ---------------------------------------------------------------------------- time laws
+def _truncated_exponential_mean_and_sd(k: float, duration: float) -> tuple[float, float]:
+    """Mean and standard deviation of a time with density ∝ exp(−k t) on [0, duration]."""
+    q = np.exp(-k * duration)
+    mean = 1.0 / k - duration * q / (1.0 - q)
+    second = 2.0 / k**2 - duration * (duration + 2.0 / k) * q / (1.0 - q)
+    return mean, float(np.sqrt(second - mean**2))
+
+
+@pytest.mark.parametrize("law, power", [("decay", 1), ("decay_squared", 2)])
+def test_additive_prompts_and_delayeds_follow_the_same_time_law(law, power):
+    """With no activity every prompt is an additive one: prompts and delayeds both have the mean
+    time of a rate ∝ A(t)^power, to within the standard error of their own counts."""
+    grid, _, mu = _phantom()
+    scanner = _scanner(tof=False)
+    duration = 1800.0
+    model = recon.PetSinogramModel(
+        scanner, grid, isotope="C-11", frame_duration_s=duration, device="cpu"
+    )
+    randoms = np.full(model.layout.shape, 20_000 / np.prod(model.layout.shape))
+    events = _events(
+        model, np.zeros(grid.shape, np.float32), duration, seed=5, additive=randoms,
+        delayed=randoms, additive_time_law=law,
+    )  # fmt: skip
+    k = power * get_isotope("C-11").decay_constant_per_s
+    mean, sd = _truncated_exponential_mean_and_sd(k, duration)
+    for kind in (events.prompts(), events.delayeds()):
+        times = np.asarray(kind.time_ms) / 1000.0
+        assert 18_000 < times.size < 22_000
+        assert abs(times.mean() - mean) < 4.0 * sd / np.sqrt(times.size)
+    # The other law's mean is far outside that spread: the test tells the laws apart.
+    other, _ = _truncated_exponential_mean_and_sd((3 - power) * k / power, duration)
+    assert abs(other - mean) > 20.0 * sd / np.sqrt(20_000)
+
+
+def test_unknown_time_law_and_misshapen_randoms_are_refused():
+    grid, activity, mu = _phantom()
+    model = recon.PetSinogramModel(_scanner(), grid, frame_duration_s=1.0, device="cpu")
+    with pytest.raises(recon.InputError, match="additive_time_law"):
+        _events(model, activity, 1.0, additive_time_law="linear")
+    with pytest.raises(recon.InputError, match="additive has shape"):
+        _events(model, activity, 1.0, additive=np.ones(model.layout.shape))  # not TOF-shaped
+    with pytest.raises(recon.InputError, match="delayed"):
+        _events(model, activity, 1.0, delayed=-np.ones(model.layout.shape))
+
+
+def test_dynamic_frames_with_decay_and_randoms_agree_within_their_poisson_spread():
+    """C-11 over 30 minutes (the activity falls to 36%) with randoms at 20% of the trues, each
+    frame corrected with randoms from its own delayeds, as ``recon pet --frames`` does.
+
+    Each frame's ``Σ_j g_j x_j`` (``g`` the geometric sensitivity: the expected true rate at the
+    reference time) is what EM fixes to the frame's prompts ``P`` minus its randoms estimate,
+    whose total is the frame's delayeds ``D``: Poisson variance ``P + D``, plus at most
+    ``n · D · (1 − D/P)`` as the last of the ``n`` subsets scales the trues among its own ``P/n``
+    prompts, a binomial share, by ``n``. Any two frames must agree within three times their
+    combined spread. (With the delayeds drawn uniformly in time while the prompt randoms
+    decayed, as before, the first frame came out 4% above the last: 4 times that spread.)
+    """
+    grid, activity, mu = _phantom()
+    scanner = _scanner()
+    duration = 1800.0
+    simulator = recon.PetSinogramModel(
+        scanner, grid, mu_map=mu, isotope="C-11", frame_duration_s=duration, device="cpu"
+    )
+    activity = _scaled_to(simulator, activity, 150_000)
+    layout = simulator.layout
+    randoms = recon.pet.randoms_from_singles(np.ones(scanner.n_crystals), 4.0, duration, layout)
+    randoms = randoms * (0.2 * 150_000 / randoms.sum())
+    n_tof = scanner.tof.n_bins
+    additive = np.repeat(randoms[..., None] / n_tof, n_tof, axis=-1)
+    events = _events(
+        simulator, activity, duration, seed=6, additive=additive, delayed=randoms,
+        additive_time_law="decay_squared",
+    )  # fmt: skip
+    model = recon.PetListmodeModel(scanner, grid, mu_map=mu, isotope="C-11", device="cpu")
+    geometric = model.geometric_sensitivity().astype(np.float64)
+    truth = float((geometric * activity).sum())
+    values, spreads = [], []
+    for start, length in [(0.0, 300.0), (300.0, 600.0), (900.0, 900.0)]:
+        frame = events.time_window(start * 1000.0, (start + length) * 1000.0)
+        prompts, delayeds = frame.prompts().n_events, frame.delayeds().n_events
+        estimate = recon.pet.randoms_from_delayeds(frame, layout)
+        rate = model.additive_rate(frame, estimate, length)
+        image = recon.lm_osem(
+            model, frame, iterations=3, subsets=4, additive_rate=rate, frame_start_s=start,
+            frame_duration_s=length, progress=False,
+        )  # fmt: skip
+        values.append(float((geometric * np.asarray(image)).sum()) / truth)
+        variance = prompts + delayeds + 4 * delayeds * (1.0 - delayeds / prompts)  # 4 subsets
+        spreads.append(np.sqrt(variance) / (prompts - delayeds))
+    for f in range(3):
+        for g in range(f + 1, 3):
+            combined = np.hypot(spreads[f], spreads[g])
+            assert abs(values[f] - values[g]) < 3.0 * combined, (values, spreads)
+
+
+def test_listmode_sensitivity_is_back_projected_once_per_model_and_scaled_per_frame():
+    """As the PetListmodeModel docstring says: one geometric back projection per model object,
+    each frame's image that times its own time factor (duration × mean decay × branching)."""
+    grid, _, mu = _phantom()
+    model = recon.PetListmodeModel(_scanner(), grid, mu_map=mu, isotope="C-11", device="cpu")
+    calls = []
+    back = model.nontof_projector.back
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return back(*args, **kwargs)
+
+    model.nontof_projector.back = counted
+    early, late = model.sensitivity(0.0, 60.0), model.sensitivity(1200.0, 300.0)
+    n_calls = len(calls)
+    assert n_calls >= 1
+    model.sensitivity(600.0, 60.0)
+    assert len(calls) == n_calls  # nothing back-projected again for a third frame
+    iso = get_isotope("C-11")
+    factor = 300.0 * mean_activity_fraction(iso.half_life_s, 1200.0, 300.0, 0.0)
+    factor /= 60.0 * mean_activity_fraction(iso.half_life_s, 0.0, 60.0, 0.0)
+    assert late.sum() / early.sum() == pytest.approx(factor, rel=1e-5)

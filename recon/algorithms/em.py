@@ -19,6 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from recon.algorithms.em_update import (
+    check_finite,
+    em_update,
+    inverse_sensitivity,
+    uniform_start,
+)
 from recon.algorithms.filters import gaussian_filter_fwhm
 from recon.errors import InputError
 from recon.image import Image
@@ -58,8 +64,11 @@ def osem(
     """Ordered-subsets expectation maximisation (Hudson & Larkin, IEEE TMI 13:601, 1994).
 
     For each subset ``S``: ``x ← x / (Pᵀ_S m_S) · Pᵀ_S (m_S ⊙ y_S / ȳ_S)`` with
-    ``ȳ = m ⊙ (P x) + a``. Bins with ``ȳ = 0`` contribute nothing (0/0 → 0) and voxels no subset
-    sees stay 0; the estimate stays non-negative.
+    ``ȳ = m ⊙ (P x) + a``. The update is guarded (:func:`recon.algorithms.em_update.em_update`):
+    bins with ``y = 0`` contribute nothing, ``y/ȳ`` is capped at ``1e12`` where the estimate has
+    collapsed under a count, voxels at 0 (among them those no subset sees) stay exactly 0, and
+    values that would be denormal become 0, so finite non-negative inputs give a finite
+    non-negative image. The image is checked for NaN and infinity once per iteration.
 
     Parameters
     ----------
@@ -85,24 +94,30 @@ def osem(
     -------
     Image
         The estimate in the model's units, with ``info`` recording the algorithm settings.
+
+    Raises
+    ------
+    NumericalError
+        The image holds NaN or infinity after an iteration (data or model factors beyond float32
+        range); the message names the iteration.
     """
     iterations = _check_iterations(iterations)
     xp = model.xp
     y = model.validate_data(counts, "counts")
     a = model.additive if additive is None else model.validate_data(additive, "additive")
     order = model.subsets(subsets)
+    label = "MLEM" if len(order) == 1 else "OSEM"
     sens = [model.sensitivity(s) for s in order]
+    total_sens = sum(sens)
     # Voxels that no subset sees cannot be estimated: keep them at 0 instead of dividing by 0.
-    tiny = xp.float32(1e-12) * max(float(s.max()) for s in sens)
-    inv_sens = [xp.where(s > tiny, 1.0 / xp.maximum(s, tiny), 0.0).astype(xp.float32) for s in sens]
+    largest = max(float(s.max()) for s in sens)
+    inv_sens = [inverse_sensitivity(xp, s, largest=largest) for s in sens]
 
     if x0 is None:
-        total_sens = sum(sens)
         expected = float(y.sum()) - (0.0 if a is None else float(a.sum()))
         scale = max(expected, 0.0) / max(float(total_sens.sum()), 1e-30)
-        x = xp.where(total_sens > tiny, xp.float32(scale if scale > 0 else 1.0), 0.0).astype(
-            xp.float32
-        )
+        seen = inverse_sensitivity(xp, total_sens, largest=largest) > 0
+        x = uniform_start(xp, seen, scale if scale > 0 else 1.0, label)
     else:
         x = model.backend.asarray(np.asarray(x0) if isinstance(x0, Image) else x0)
         if tuple(x.shape) != tuple(model.image_shape):
@@ -113,20 +128,20 @@ def osem(
 
     y_sub = [model.take(y, s) for s in order]
     a_sub = [None if a is None else model.take(a, s) for s in order]
-    label = "MLEM" if len(order) == 1 else "OSEM"
     with Progress(iterations * len(order), label, enabled=progress) as bar:
         for it in range(1, iterations + 1):
             for k, subset in enumerate(order):
                 expected_k = model.forward(x, subset)
                 if a_sub[k] is not None:
                     expected_k += a_sub[k]
-                ratio = xp.where(
-                    expected_k > 0, y_sub[k] / xp.where(expected_k > 0, expected_k, 1), 0
-                )
-                x *= model.back(ratio.astype(xp.float32), subset) * inv_sens[k]
+                x = em_update(
+                    xp, x, expected_k, lambda r, s=subset: model.back(r, s), inv_sens[k],
+                    counts=y_sub[k],
+                )  # fmt: skip
                 bar.step(f"iteration {it}")
                 if callback is not None:
                     callback(IterationState(it, k, iterations, len(order), x))
+            check_finite(xp, x, label, it, iterations)
             bar.log(f"iteration {it}/{iterations} done")
 
     if post_filter_fwhm_mm:

@@ -387,8 +387,11 @@ class PetListmodeModel(_PetCorrections):
 
     ``m_i`` holds the LOR's attenuation and normalisation, the decay from the reference time to
     the event's own time, the branching ratio and the calibration. The sensitivity image covers
-    all LORs of the sinogram layout (all crystal pairs within ``max_ring_difference``) with the
-    time factor of the frame, and is computed once per frame and kept on the device.
+    all LORs of the sinogram layout (all crystal pairs within ``max_ring_difference``): its
+    geometric part (attenuation × normalisation, :meth:`geometric_sensitivity`) is back-projected
+    once per model object, on first use, and kept on the device; each frame's
+    :meth:`sensitivity` is that image times the frame's time factor (duration, decay, branching
+    ratio, calibration). Prompts on LORs outside the layout are left out (:meth:`prepare`).
     """
 
     def __init__(
@@ -411,7 +414,6 @@ class PetListmodeModel(_PetCorrections):
         )  # fmt: skip
         if normalization is not None and self._bin_norm is not None:
             raise InputError("listmode normalisation must be per-crystal efficiencies")
-        self._sensitivity_cache: dict[tuple[float, float], Any] = {}
         self._geometry_sensitivity = None
 
     def geometric_sensitivity(self) -> Any:
@@ -437,7 +439,8 @@ class PetListmodeModel(_PetCorrections):
         return self._geometry_sensitivity
 
     def sensitivity(self, frame_start_s: float, frame_duration_s: float) -> Any:
-        """Sensitivity image of a frame: geometric sensitivity × the frame's time factor."""
+        """Sensitivity image of a frame: the cached geometric sensitivity × the frame's time
+        factor (a new image each call; only the geometric part is cached)."""
         return self.geometric_sensitivity() * np.float32(
             self._time_factor(frame_start_s, frame_duration_s)
         )
