@@ -11,6 +11,7 @@ from recon.errors import (
     GeometryError,
     InputError,
     KernelError,
+    NumericalError,
     PhysicsError,
     ReconError,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "KernelError",
     "ListmodeEvents",
     "LorProjector",
+    "NumericalError",
     "PetListmodeModel",
     "PetLorSinogramModel",
     "PetScanner",
