@@ -17,8 +17,8 @@ Geometry
     A ``.npy`` array has no geometry: it must have the grid's shape. Interfile and NIfTI images
     carry their grid (DESIGN.md §3 world coordinates); when it differs from the reconstruction
     grid the map is sampled trilinearly at the grid's voxel centres, and 0 (air) outside it.
-    An Interfile map is placed where STIR's projectors put it (:mod:`recon.io.interfile`,
-    "Images"): ``stir_placement="spect"`` as SPECTUB does (``recon spect`` passes it: image
+    An Interfile map is placed where STIR's projectors put it (:mod:`recon.io.interfile.image`):
+    ``stir_placement="spect"`` as SPECTUB does (``recon spect`` passes it: image
     plane ``k`` at the height of projection row ``k``, centred on the rotation axis),
     ``"pet"`` as the PET projectors do, default by the file's modality. It is read in the
     scanner frame taken as head-first supine, whatever its patient position says, because
