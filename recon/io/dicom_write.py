@@ -41,6 +41,7 @@ import numpy as np
 
 from recon.errors import InputError
 from recon.image import Image
+from recon.io._dicom import combine_datetime, parse_date_time
 
 __all__ = [
     "NM_IMAGE_STORAGE",
@@ -371,15 +372,16 @@ def _uid(value: Any, name: str) -> str:
 
 
 def _parse_dicom_datetime(value: Any, name: str) -> datetime:
-    from pydicom.valuerep import DT
-
     if isinstance(value, datetime):
         return value
     if isinstance(value, str):
-        try:
-            return DT(value)
-        except ValueError as exc:
-            raise InputError(f"{name} {value!r} is not a DICOM date-time: {exc}") from None
+        when = parse_date_time(value, "DT")
+        if when is None:
+            raise InputError(
+                f"{name} {value!r} is not a DICOM date-time (YYYYMMDDHHMMSS.FFFFFF&ZZXX, PS3.5 "
+                "6.2; later parts may be left off)"
+            )
+        return when
     raise InputError(f"{name} must be a datetime, got {type(value).__name__}")
 
 
@@ -387,16 +389,17 @@ def _acquisition_datetime(value: datetime | None, source: Any, have_injection: b
     if value is not None:
         return _parse_dicom_datetime(value, "acquisition_datetime")
     if source is not None:
-        from pydicom.valuerep import DA, TM
-
         if source.get("AcquisitionDateTime"):
             return _parse_dicom_datetime(str(source.AcquisitionDateTime), "AcquisitionDateTime")
         for d, t in (("AcquisitionDate", "AcquisitionTime"), ("SeriesDate", "SeriesTime")):
             if source.get(d) and source.get(t):
-                try:
-                    return datetime.combine(DA(str(source.get(d))), TM(str(source.get(t))))
-                except ValueError as exc:
-                    raise InputError(f"source {d}/{t} cannot be read: {exc}") from None
+                when = combine_datetime(source.get(d), source.get(t))
+                if when is None:
+                    raise InputError(
+                        f"source {d}/{t} cannot be read: {source.get(d)!r}/{source.get(t)!r} is "
+                        "not a DICOM date and time"
+                    )
+                return when
     if have_injection:
         raise InputError(
             "acquisition_datetime is needed with injection (uptake depends on the delay between "
