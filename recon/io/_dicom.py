@@ -1,9 +1,11 @@
 """Small DICOM helpers shared by the readers: element values and numbers, tag names, opening
-files, DA/TM/DT values, rescaled pixel data."""
+files, DA/TM/DT values (the one date and time parser), radionuclide codes, rescaled pixel
+data."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 import os
 import re
@@ -18,7 +20,9 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from recon.errors import GeometryError, InputError
+from recon.errors import GeometryError, InputError, PhysicsError
+from recon.physics.isotopes import get_isotope
+from recon.physics.radionuclide_codes import isotope_for_code
 
 __all__ = [
     "MBQ_PLAUSIBLE_MAX",
@@ -28,12 +32,15 @@ __all__ = [
     "number",
     "numbers",
     "parse_date_time",
+    "radionuclide_names",
     "rescaled_pixels",
     "seconds_between",
     "tag_label",
     "tag_value",
     "utc_offset",
 ]
+
+log = logging.getLogger("recon")
 
 
 def tag_label(keyword: str) -> str:
@@ -288,6 +295,36 @@ def seconds_between(later: _dt.datetime | None, earlier: _dt.datetime | None) ->
     if (later.tzinfo is None) != (earlier.tzinfo is None):
         later, earlier = later.replace(tzinfo=None), earlier.replace(tzinfo=None)
     return (later - earlier).total_seconds()
+
+
+def radionuclide_names(code: Dataset) -> list[str]:
+    """Names an item of Radionuclide Code Sequence (0054,0300) gives its nuclide, best first.
+
+    Its Code Meaning as written (``"^99m^Technetium"``), then recon's name for its Code Value
+    (SNOMED CT or the legacy SNOMED-RT id; :mod:`recon.physics.radionuclide_codes`). When the
+    meaning names another nuclide than the value (or one recon does not know), the item
+    contradicts itself: a warning names both and only the meaning is used, as these readers did
+    before they read code values.
+    """
+    meaning = tag_value(code, "CodeMeaning")
+    value = tag_value(code, "CodeValue")
+    isotope = isotope_for_code(value, tag_value(code, "CodingSchemeDesignator"))
+    if meaning is None:
+        return [] if isotope is None else [isotope]
+    if isotope is not None and _isotope_name(str(meaning)) != isotope:
+        log.warning(
+            "%s: Code Value %s is %s but Code Meaning is %r; the meaning is used",
+            tag_label("RadionuclideCodeSequence"), value, isotope, str(meaning),
+        )  # fmt: skip
+        isotope = None
+    return [str(meaning)] + ([] if isotope is None else [isotope])
+
+
+def _isotope_name(text: str) -> str | None:
+    try:
+        return get_isotope(text).name
+    except PhysicsError:
+        return None
 
 
 def rescaled_pixels(ds: Dataset, source: str) -> np.ndarray:

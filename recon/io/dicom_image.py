@@ -67,13 +67,14 @@ from recon.io._dicom import load_dataset
 from recon.io._dicom import number as _number
 from recon.io._dicom import numbers as _numbers
 from recon.io._dicom import parse_date_time as _parse_date_time
+from recon.io._dicom import radionuclide_names as _code_names
 from recon.io._dicom import rescaled_pixels as _rescaled_pixels
 from recon.io._dicom import seconds_between as _seconds_between
 from recon.io._dicom import tag_label as _tag
 from recon.io._dicom import tag_value as _value
 from recon.io._dicom import utc_offset as _utc_offset
 from recon.io._guard import malformed_input_is_input_error
-from recon.io.dicom_write import NM_IMAGE_STORAGE, PET_IMAGE_STORAGE, RADIONUCLIDE_CODES
+from recon.io.dicom_write import NM_IMAGE_STORAGE, PET_IMAGE_STORAGE
 from recon.physics.isotopes import Isotope, get_isotope
 
 __all__ = ["read_dicom_image"]
@@ -414,9 +415,7 @@ def _drug(ds: Dataset, zero: _dt.datetime | None, nm: bool) -> dict[str, Any]:
     item = items[0] if items else Dataset()
     names: list[str] = []
     for code in (_value(item, "RadionuclideCodeSequence") or [])[:1]:
-        meaning, value = _value(code, "CodeMeaning"), _value(code, "CodeValue")
-        names += [str(meaning)] if meaning is not None else []
-        names += [n for n, (v, _) in RADIONUCLIDE_CODES.items() if v == str(value)]
+        names += _code_names(code)
     for holder in (item, ds):
         nuclide = _value(holder, "Radionuclide")
         names += [str(nuclide)] if nuclide is not None else []

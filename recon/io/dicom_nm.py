@@ -40,6 +40,7 @@ from recon.io._dicom import load_dataset
 from recon.io._dicom import number as _number
 from recon.io._dicom import numbers as _numbers
 from recon.io._dicom import parse_date_time as _parse_date_time
+from recon.io._dicom import radionuclide_names as _code_names
 from recon.io._dicom import seconds_between as _seconds_between
 from recon.io._dicom import tag_label as _tag
 from recon.io._dicom import tag_value as _value
@@ -576,9 +577,7 @@ def _isotope_info(ds: Dataset, acquisition: _dt.datetime | None) -> dict[str, An
     names: list[str] = []
     codes = _value(item, "RadionuclideCodeSequence") or []
     for code in codes[:1]:
-        meaning = _value(code, "CodeMeaning")
-        if meaning is not None:
-            names.append(str(meaning))
+        names += _code_names(code)
     for holder in (item, ds):
         nuclide = _value(holder, "Radionuclide")
         if nuclide is not None:
