@@ -62,12 +62,12 @@ def grid_world_to_index(grid: ImageGrid) -> np.ndarray:
         ``M`` with ``M @ (x, y, z, 1) = (k, j, i, 1)``: world mm (LPS) to fractional
         ``(z, y, x)`` array indices, as :meth:`ImageGrid.world_to_index`.
     """
-    dz, dy, dx = grid.voxel_size_mm
-    oz, oy, ox = grid.origin  # type: ignore[misc]
+    step = np.asarray(grid.voxel_size_mm, dtype=np.float64)  # (z, y, x)
+    origin = np.asarray(grid.origin, dtype=np.float64)
     m = np.zeros((4, 4))
-    for row, (axis, step, origin) in enumerate(((2, dz, oz), (1, dy, oy), (0, dx, ox))):
-        m[row, axis] = 1.0 / step
-        m[row, 3] = -origin / step
+    for row in range(3):  # index row: z, y, x; world column: x, y, z
+        m[row, 2 - row] = 1.0 / step[row]
+        m[row, 3] = -origin[row] / step[row]
     m[3, 3] = 1.0
     return m
 
