@@ -314,6 +314,23 @@ def test_npy_mask_on_another_grid_is_an_error(study, tmp_path, capsys):
     assert "(4, 4, 4)" in err and "(16, 24, 24)" in err
 
 
+@pytest.mark.parametrize("bad", ["pickle", "truncated"])
+def test_npy_files_are_read_defensively(study, tmp_path, capsys, bad):
+    # A pickled (object) array is never unpickled; a header that declares more data than the
+    # file holds is refused before anything is allocated (recon._npy.load_npy).
+    target = tmp_path / ("tp24h.npy" if bad == "pickle" else "small.npy")
+    if bad == "pickle":
+        np.save(target, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    else:
+        np.save(target, np.ones((16, 24, 24), dtype=np.uint8))
+        target.write_bytes(target.read_bytes()[:200])
+        _edit(study, 'mask = "background.nii.gz"', 'mask = "small.npy"')
+    code, _, err = run(capsys, study, "-o", tmp_path / "r")
+    assert code == 2 and err.count("\n") == 1, err
+    assert target.name in err
+    assert ("pickle" if bad == "pickle" else "truncated") in err
+
+
 def test_missing_study_file(tmp_path, capsys):
     code, _, err = run(capsys, tmp_path / "nothing.toml", "-o", tmp_path / "r")
     assert code == 2 and "not found" in err and err.count("\n") == 1

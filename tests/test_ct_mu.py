@@ -229,6 +229,38 @@ def test_coronal_slices_with_other_spacing() -> None:
     check_phantom_map(np.asarray(read_ct_mu_map(datasets, GRID, TC99M_KEV)))
 
 
+def _rotation(axis: str, degrees: float) -> np.ndarray:
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    if axis == "x":
+        return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize(
+    "rotation",
+    [_rotation("z", 30.0), _rotation("z", 30.0) @ _rotation("x", 20.0)],
+    ids=["axial-rotated-30", "double-oblique"],
+)
+def test_oblique_orientation(rotation: np.ndarray) -> None:
+    # Rows and columns at oblique angles (the second also tilts the slice normal by 20°): the
+    # stack is sampled in world coordinates, so the map is the same object on the same grid.
+    row, col = rotation[:, 0], rotation[:, 1]
+    normal = np.cross(row, col)
+    shape, pixel_spacing, slice_spacing = (70, 128, 126), (2.0, 2.1), 2.5
+    centre = np.array([CYL_CENTRE[0], CYL_CENTRE[1], 0.0])
+    first = (
+        centre
+        - (shape[0] - 1) / 2 * slice_spacing * normal
+        - (shape[1] - 1) / 2 * pixel_spacing[0] * col
+        - (shape[2] - 1) / 2 * pixel_spacing[1] * row
+    )
+    datasets = phantom_ct(
+        orientation=(*row, *col), first_position=tuple(first), pixel_spacing=pixel_spacing,
+        slice_spacing=slice_spacing, shape=shape,
+    )  # fmt: skip
+    check_phantom_map(np.asarray(read_ct_mu_map(datasets, GRID, TC99M_KEV)))
+
+
 def test_uneven_slice_spacing_and_a_grid_beyond_the_ct() -> None:
     datasets = phantom_ct()
     del datasets[5]  # a gap at z = −47.7 mm: spacing 2.5 mm except one 5 mm step

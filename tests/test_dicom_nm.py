@@ -508,6 +508,21 @@ def test_injection_time_after_the_scan_is_the_day_before() -> None:
     assert meta["injection_to_acquisition_s"] == pytest.approx(2 * 3600)
 
 
+def test_utc_offsets_on_both_times_are_honoured() -> None:
+    # Injection 09:30 at UTC+1 is 08:30Z; the scan at 11:00Z starts 2.5 h later (1.5 h if the
+    # offsets were dropped). The metadata keep the times as recorded.
+    ds, _ = simple_dataset(injection_time=None, injection_datetime="20240305093000+0100")
+    for keyword in ("AcquisitionDate", "AcquisitionTime", "SeriesDate", "SeriesTime"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.AcquisitionDateTime = "20240305110000+0000"
+    _, _, meta = read_nm_projections(ds)
+    assert meta["acquisition_datetime_source"] == "AcquisitionDateTime"
+    assert meta["injection_to_acquisition_s"] == pytest.approx(2.5 * 3600)
+    assert str(meta["acquisition_datetime"]) == "2024-03-05 11:00:00"
+    assert str(meta["injection_datetime"]) == "2024-03-05 09:30:00"
+
+
 def test_activity_given_in_bq_is_recognised(caplog) -> None:
     ds, _ = simple_dataset(total_dose=7.4e8)
     with caplog.at_level(logging.WARNING, logger="recon"):

@@ -1,10 +1,10 @@
 """Interfile 3.3 (STIR/CASToR dialect): real STIR files, round trips, orientation, bad input, fuzz.
 
-The orientation mapping under test (recon.io.interfile._stir_angles_to_design and the row flip) is
-DESIGN.md §3a's DICOM mapping: θ_k = 180° − (start + s·k·extent/n), s = −1 for CW; the first
-stored row is the head end; bins run along t(θ). The real STIR SPECT file cannot tell the sign of
-the rotation (its source distribution is not published with it), so the orientation is pinned
-down by writing an asymmetric point source and checking where it lands in the raw file.
+The orientation mapping under test (recon.io.interfile.spect._stir_angles_to_design and the row
+flip) is DESIGN.md §3a's DICOM mapping: θ_k = 180° − (start + s·k·extent/n), s = −1 for CW; the
+first stored row is the head end; bins run along t(θ). The real STIR SPECT file cannot tell the
+sign of the rotation (its source distribution is not published with it), so the orientation is
+pinned down by writing an asymmetric point source and checking where it lands in the raw file.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from recon.io import (
     read_interfile_spect,
     write_interfile,
 )
-from recon.io.interfile import _design_angles_to_stir, _stir_angles_to_design
+from recon.io.interfile import header as interfile_header
+from recon.io.interfile.spect import _design_angles_to_stir, _stir_angles_to_design
 
 STIR_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stir"
 
@@ -50,11 +51,11 @@ def _sha(path: Path) -> str:
 
 def _edit(header: Path, *, drop: tuple[str, ...] = (), set_: dict | None = None, add=()) -> Path:
     """Rewrite ``header`` in place: drop keys, change values, add lines before the end."""
-    set_ = {interfile._normalise_key(k): v for k, v in (set_ or {}).items()}
-    drop_keys = {interfile._normalise_key(k) for k in drop}
+    set_ = {interfile_header._normalise_key(k): v for k, v in (set_ or {}).items()}
+    drop_keys = {interfile_header._normalise_key(k) for k in drop}
     out = []
     for line in header.read_text().splitlines():
-        key = interfile._normalise_key(line.split(":=")[0]) if ":=" in line else None
+        key = interfile_header._normalise_key(line.split(":=")[0]) if ":=" in line else None
         if key in drop_keys:
             continue
         if key in set_:
@@ -154,7 +155,7 @@ def test_parser_is_tolerant_of_case_marks_spacing_comments_and_lists():
     assert h.get("matrix size [1]") == "128"
     assert h.get("!MATRIX SIZE [1]") == "128"
     assert h.get("number of projections") == "120"
-    assert interfile._split_list(h.get("radii"), "radii", "") == ["150", "151.5", "152"]
+    assert interfile_header._split_list(h.get("radii"), "radii", "") == ["150", "151.5", "152"]
     assert "end of interfile" in h
     assert h.get("missing", "x") == "x"
 
@@ -365,7 +366,7 @@ def test_image_axes_are_stir_x_y_and_inverted_z(tmp_path):
     write_interfile(tmp_path / "p.hv", Image(data=data, grid=grid))
     raw = np.fromfile(tmp_path / "p.v", "<f4").reshape(5, 6, 7)  # STIR planes, x fastest
     assert raw[0, 1, 6] == 1.0  # STIR plane 0 is the deepest in the gantry: superior (HFS)
-    header = interfile._read_header(tmp_path / "p.hv")
+    header = interfile_header._read_header(tmp_path / "p.hv")
     # x, y: the first voxel's position (LPS); z: the grid is centred, and STIR's projectors put
     # the middle plane at the origin's z, so the offset of a centred grid is 0 (not −4 mm).
     assert [float(header.get(f"first pixel offset (mm) [{i}]")) for i in (1, 2, 3)] == [
@@ -433,7 +434,7 @@ def test_raw_file_layout_of_an_asymmetric_point(tmp_path):
     write_interfile(
         tmp_path / "pt.hs", SpectModel(geometry, grid, device="cpu").project(x), geometry
     )
-    header = interfile._read_header(tmp_path / "pt.hs")
+    header = interfile_header._read_header(tmp_path / "pt.hs")
     assert header.get("start angle") == "180" and header.get("direction of rotation") == "CW"
     raw = np.fromfile(tmp_path / "pt.s", "<f4").reshape(12, 17, 33)
 

@@ -38,7 +38,6 @@ import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from scipy.ndimage import map_coordinates
 from scipy.optimize import brentq
 
 from recon.errors import GeometryError, InputError, PhysicsError
@@ -46,6 +45,7 @@ from recon.grid import ImageGrid
 from recon.image import Image
 from recon.io._dicom import rescaled_pixels as _pixels
 from recon.io._guard import malformed_input_is_input_error
+from recon.resample import sample_on_grid
 
 __all__ = [
     "CtSeries",
@@ -88,7 +88,6 @@ _CARNEY_KVP = np.array(sorted(_CARNEY), dtype=np.float64)
 _ANNIHILATION_KEV = 511.0
 # Energies this close to 511 keV use Carney's coefficients directly.
 _CARNEY_TOLERANCE_KEV = 1.0
-_SLAB_VOXELS = 4_000_000
 # A step this much longer than the usual slice spacing means slices are missing (helical CT
 # spacing varies by a few percent at most).
 _GAP_FACTOR = 1.5
@@ -451,33 +450,29 @@ def _warn_missing_slices(along: np.ndarray) -> None:
         )  # fmt: skip
 
 
+def _world_to_stack(ct: CtSeries) -> np.ndarray:
+    """Affine from world mm to (position along the normal in mm, row index, column index)."""
+    origin = np.asarray(ct.origin_mm, dtype=np.float64)
+    m = np.zeros((4, 4))
+    for row, (direction, scale, offset) in enumerate(
+        (
+            (ct.normal, 1.0, float(ct.slice_positions_mm[0])),
+            (ct.column_direction, 1.0 / ct.pixel_spacing_mm[0], 0.0),
+            (ct.row_direction, 1.0 / ct.pixel_spacing_mm[1], 0.0),
+        )
+    ):
+        m[row, :3] = np.asarray(direction) * scale
+        m[row, 3] = offset - float(np.asarray(direction) @ origin) * scale
+    m[3, 3] = 1.0
+    return m
+
+
 def _resample(values: np.ndarray, ct: CtSeries, grid: ImageGrid) -> np.ndarray:
-    """``values`` (slice, row, column) sampled trilinearly at the grid's voxel centres."""
-    nz, ny, nx = grid.shape
-    z_mm, y_mm, x_mm = grid.axis_mm(0), grid.axis_mm(1), grid.axis_mm(2)
-    out = np.empty(grid.shape, dtype=np.float32)
-    n_slices = values.shape[0]
-    slab = max(1, _SLAB_VOXELS // (ny * nx))
-    yy, xx = np.meshgrid(y_mm, x_mm, indexing="ij")
-    for start in range(0, nz, slab):
-        zs = z_mm[start : start + slab]
-        points = np.empty((zs.size, ny, nx, 3))
-        points[..., 0] = xx
-        points[..., 1] = yy
-        points[..., 2] = zs[:, None, None]
-        rel = points - ct.origin_mm
-        column = rel @ (ct.row_direction / ct.pixel_spacing_mm[1])
-        row = rel @ (ct.column_direction / ct.pixel_spacing_mm[0])
-        # Fractional slice index from the (possibly unevenly spaced) slice positions; points
-        # outside the stack get an index far outside, which map_coordinates fills with air.
-        along = rel @ ct.normal + ct.slice_positions_mm[0]
-        index = np.interp(
-            along, ct.slice_positions_mm, np.arange(n_slices), left=-10.0, right=n_slices + 9.0
-        )
-        out[start : start + zs.size] = map_coordinates(
-            values, [index, row, column], order=1, mode="constant", cval=0.0, prefilter=False
-        )
-    return out
+    """``values`` (slice, row, column) sampled trilinearly at the grid's voxel centres; air (0)
+    outside the stack, whose slices may be unevenly spaced."""
+    return sample_on_grid(
+        values, _world_to_stack(ct), grid, order=1, axis0_positions_mm=ct.slice_positions_mm
+    )
 
 
 @malformed_input_is_input_error("CT series")
@@ -493,7 +488,7 @@ def read_ct_mu_map(
     The slices are sorted along the normal of Image Orientation (Patient) by the projection of
     Image Position (Patient), converted to HU with Rescale Slope/Intercept and to μ with
     :func:`hu_to_mu`, then sampled at the grid's voxel centres in world coordinates by trilinear
-    interpolation (``scipy.ndimage.map_coordinates``, order 1). Whatever lies outside the CT is
+    interpolation (:func:`recon.resample.sample_on_grid`, order 1). Whatever lies outside the CT is
     air (μ = 0), so CT and emission fields of view, voxel sizes, slice spacings (even uneven) and
     table positions may differ. The CT is sampled, not averaged: a CT much finer than the grid
     keeps its noise.

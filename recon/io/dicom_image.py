@@ -47,7 +47,6 @@ import datetime as _dt
 import logging
 import math
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -67,12 +66,15 @@ from recon.io._dicom import combine_datetime as _combine
 from recon.io._dicom import load_dataset
 from recon.io._dicom import number as _number
 from recon.io._dicom import numbers as _numbers
-from recon.io._dicom import parse_datetime as _parse_dt
+from recon.io._dicom import parse_date_time as _parse_date_time
+from recon.io._dicom import radionuclide_names as _code_names
 from recon.io._dicom import rescaled_pixels as _rescaled_pixels
+from recon.io._dicom import seconds_between as _seconds_between
 from recon.io._dicom import tag_label as _tag
 from recon.io._dicom import tag_value as _value
+from recon.io._dicom import utc_offset as _utc_offset
 from recon.io._guard import malformed_input_is_input_error
-from recon.io.dicom_write import NM_IMAGE_STORAGE, PET_IMAGE_STORAGE, RADIONUCLIDE_CODES
+from recon.io.dicom_write import NM_IMAGE_STORAGE, PET_IMAGE_STORAGE
 from recon.physics.isotopes import Isotope, get_isotope
 
 __all__ = ["read_dicom_image"]
@@ -105,7 +107,6 @@ _ORIENTATION_TOL = 1e-4
 # A Series Time this much after the first slice's Acquisition Time is clock rounding, not a
 # series re-created after the scan (seen: 15 µs).
 _SERIES_TIME_SLACK_S = 1.0
-_OFFSET = re.compile(r"([+-])(\d{2})(\d{2})$")
 
 _Item = tuple[Dataset, str]
 
@@ -383,15 +384,6 @@ def _pixels(ds: Dataset, source: str, n_frames: int, rows: int, cols: int) -> np
 
 
 # ---------------------------------------------------------------------------------- time, drug
-def _zone(text: Any) -> _dt.tzinfo | None:
-    """The UTC offset ending ``text`` (``+0200``), or None."""
-    match = _OFFSET.search(str(text).strip()) if text is not None else None
-    if match is None:
-        return None
-    minutes = int(match.group(2)) * 60 + int(match.group(3))
-    return _dt.timezone(_dt.timedelta(minutes=-minutes if match.group(1) == "-" else minutes))
-
-
 def _when(ds: Dataset, date_kw: str, time_kw: str) -> _dt.datetime | None:
     date, time = _value(ds, date_kw), _value(ds, time_kw)
     if date is None or time is None:
@@ -401,27 +393,20 @@ def _when(ds: Dataset, date_kw: str, time_kw: str) -> _dt.datetime | None:
         raise InputError(
             f"{_tag(date_kw)}/{_tag(time_kw)} {date!r}/{time!r} is not a DICOM date and time"
         )
-    return when.replace(tzinfo=_zone(_value(ds, "TimezoneOffsetFromUTC")))
+    return when.replace(tzinfo=_utc_offset(_value(ds, "TimezoneOffsetFromUTC")))
 
 
 def _datetime(ds: Dataset, holder: Dataset, keyword: str) -> _dt.datetime | None:
     text = _value(holder, keyword)
     if text is None:
         return None
-    when = _parse_dt(text)
-    if when is None:
+    when = _parse_date_time(text, "DT")
+    if not isinstance(when, _dt.datetime):
         raise InputError(f"{_tag(keyword)} {text!r} is not a DICOM date-time")
     # A DT value carries its own offset; otherwise the file's Timezone Offset From UTC applies.
-    return when.replace(tzinfo=_zone(text) or _zone(_value(ds, "TimezoneOffsetFromUTC")))
-
-
-def _seconds(later: _dt.datetime | None, earlier: _dt.datetime | None) -> float | None:
-    if later is None or earlier is None:
-        return None
-    if (later.tzinfo is None) != (earlier.tzinfo is None):
-        # One time has an offset and the other none: both are taken as the scanner's local time.
-        later, earlier = later.replace(tzinfo=None), earlier.replace(tzinfo=None)
-    return (later - earlier).total_seconds()
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_utc_offset(_value(ds, "TimezoneOffsetFromUTC")))
+    return when
 
 
 def _drug(ds: Dataset, zero: _dt.datetime | None, nm: bool) -> dict[str, Any]:
@@ -430,9 +415,7 @@ def _drug(ds: Dataset, zero: _dt.datetime | None, nm: bool) -> dict[str, Any]:
     item = items[0] if items else Dataset()
     names: list[str] = []
     for code in (_value(item, "RadionuclideCodeSequence") or [])[:1]:
-        meaning, value = _value(code, "CodeMeaning"), _value(code, "CodeValue")
-        names += [str(meaning)] if meaning is not None else []
-        names += [n for n, (v, _) in RADIONUCLIDE_CODES.items() if v == str(value)]
+        names += _code_names(code)
     for holder in (item, ds):
         nuclide = _value(holder, "Radionuclide")
         names += [str(nuclide)] if nuclide is not None else []
@@ -471,7 +454,7 @@ def _drug(ds: Dataset, zero: _dt.datetime | None, nm: bool) -> dict[str, Any]:
         "half_life_s": half_life,
         "injected_activity_bq": dose,
         "injection_datetime": injection,
-        "injection_time_s": _seconds(injection, zero),
+        "injection_time_s": _seconds_between(injection, zero),
     }
 
 
@@ -586,7 +569,7 @@ def _pet_images(items: list[_Item], frame: int | None, label: str) -> list[Image
     series_dt = _when(first, "SeriesDate", "SeriesTime")
     acquired = [t for t in (_when(d, "AcquisitionDate", "AcquisitionTime") for d, _ in items) if t]
     earliest = min(acquired, key=lambda t: t.replace(tzinfo=None)) if acquired else None
-    late = _seconds(series_dt, earliest)
+    late = _seconds_between(series_dt, earliest)
     zero, zero_source = series_dt, "SeriesDate/SeriesTime"
     if series_dt is None or (late is not None and late > _SERIES_TIME_SLACK_S):
         zero, zero_source = earliest, "earliest AcquisitionDate/AcquisitionTime"
@@ -623,7 +606,8 @@ def _pet_images(items: list[_Item], frame: int | None, label: str) -> list[Image
         volume = np.stack([_pixels(ds, s, 1, rows, cols)[0] for ds, s in group])
         ds0 = group[0][0]
         starts = (
-            _seconds(_when(ds, "AcquisitionDate", "AcquisitionTime"), zero) for ds, _ in group
+            _seconds_between(_when(ds, "AcquisitionDate", "AcquisitionTime"), zero)
+            for ds, _ in group
         )
         start = min((s for s in starts if s is not None), default=None)
         duration = _number(ds0, "ActualFrameDuration", "", InputError)

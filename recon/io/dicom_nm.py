@@ -39,9 +39,9 @@ from recon.io._dicom import combine_datetime as _combine
 from recon.io._dicom import load_dataset
 from recon.io._dicom import number as _number
 from recon.io._dicom import numbers as _numbers
-from recon.io._dicom import parse_date as _parse_date
-from recon.io._dicom import parse_datetime as _parse_datetime
-from recon.io._dicom import parse_time as _parse_time
+from recon.io._dicom import parse_date_time as _parse_date_time
+from recon.io._dicom import radionuclide_names as _code_names
+from recon.io._dicom import seconds_between as _seconds_between
 from recon.io._dicom import tag_label as _tag
 from recon.io._dicom import tag_value as _value
 from recon.io._guard import malformed_input_is_input_error
@@ -545,13 +545,18 @@ def _acquisition_datetime(ds: Dataset) -> tuple[_dt.datetime | None, str | None]
     for source, value in (
         ("AcquisitionDate/AcquisitionTime", _combine(
             _value(ds, "AcquisitionDate"), _value(ds, "AcquisitionTime"))),
-        ("AcquisitionDateTime", _parse_datetime(_value(ds, "AcquisitionDateTime"))),
+        ("AcquisitionDateTime", _parse_date_time(_value(ds, "AcquisitionDateTime"), "DT")),
         ("SeriesDate/SeriesTime", _combine(_value(ds, "SeriesDate"), _value(ds, "SeriesTime"))),
         ("StudyDate/StudyTime", _combine(_value(ds, "StudyDate"), _value(ds, "StudyTime"))),
     ):  # fmt: skip
         if value is not None:
             return value, source
     return None, None
+
+
+def _as_recorded(when: _dt.datetime | None) -> _dt.datetime | None:
+    """The local time a DICOM value recorded, without its UTC offset."""
+    return None if when is None else when.replace(tzinfo=None)
 
 
 def _isotope_info(ds: Dataset, acquisition: _dt.datetime | None) -> dict[str, Any]:
@@ -572,9 +577,7 @@ def _isotope_info(ds: Dataset, acquisition: _dt.datetime | None) -> dict[str, An
     names: list[str] = []
     codes = _value(item, "RadionuclideCodeSequence") or []
     for code in codes[:1]:
-        meaning = _value(code, "CodeMeaning")
-        if meaning is not None:
-            names.append(str(meaning))
+        names += _code_names(code)
     for holder in (item, ds):
         nuclide = _value(holder, "Radionuclide")
         if nuclide is not None:
@@ -606,16 +609,17 @@ def _isotope_info(ds: Dataset, acquisition: _dt.datetime | None) -> dict[str, An
             info["injected_activity_bq"] = dose
         else:
             info["injected_activity_bq"] = dose * 1e6
-    injection = _parse_datetime(_value(item, "RadiopharmaceuticalStartDateTime"))
+    injection = _parse_date_time(_value(item, "RadiopharmaceuticalStartDateTime"), "DT")
     if injection is None:
-        start = _parse_time(_value(item, "RadiopharmaceuticalStartTime"))
+        start = _parse_date_time(_value(item, "RadiopharmaceuticalStartTime"), "TM")
         if start is not None:
-            day = acquisition.date() if acquisition is not None else None
-            day = day or _parse_date(_value(ds, "StudyDate"))
+            local = _as_recorded(acquisition)
+            day = local.date() if local is not None else None
+            day = day or _parse_date_time(_value(ds, "StudyDate"), "DA")
             if day is not None:
                 injection = _dt.datetime.combine(day, start)
                 # An injection "later" than the scan on the same day was on the day before.
-                if acquisition is not None and injection > acquisition:
+                if local is not None and injection > local:
                     injection -= _dt.timedelta(days=1)
     info["injection_datetime"] = injection
     return info
@@ -967,14 +971,11 @@ def read_nm_projections(
         "radionuclide": iso["radionuclide"],
         "radiopharmaceutical": iso["radiopharmaceutical"],
         "injected_activity_bq": iso["injected_activity_bq"],
-        "injection_datetime": injection,
-        "acquisition_datetime": acquisition,
+        # As recorded (naive); the interval honours UTC offsets that both values carry.
+        "injection_datetime": _as_recorded(injection),
+        "acquisition_datetime": _as_recorded(acquisition),
         "acquisition_datetime_source": acquisition_source,
-        "injection_to_acquisition_s": (
-            (acquisition - injection).total_seconds()
-            if acquisition is not None and injection is not None
-            else None
-        ),
+        "injection_to_acquisition_s": _seconds_between(acquisition, injection),
         "patient_position": recorded_position,
         "patient_position_used": used_position,
         "n_detectors": n_det,

@@ -41,6 +41,8 @@ import numpy as np
 
 from recon.errors import InputError
 from recon.image import Image
+from recon.io._dicom import combine_datetime, parse_date_time
+from recon.physics.radionuclide_codes import DICOM_RADIONUCLIDE_CODES
 
 __all__ = [
     "NM_IMAGE_STORAGE",
@@ -53,29 +55,11 @@ __all__ = [
 NM_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 
-#: Radionuclide codes for Radionuclide Code Sequence (0054,0300): SNOMED CT concept ids (coding
-#: scheme "SCT") and code meanings from PS3.16 CID 18 "Isotopes in Radiopharmaceuticals" (single
-#: photon) and CID 4020 "PET Radionuclide". The legacy SNOMED-RT ids (scheme "SRT", used before
-#: DICOM 2019) are given after each line for readers that still match on them, e.g. C-111A1 for
-#: ^18^Fluorine; the mapping is PS3.16's SRT-to-SCT table, as shipped in pydicom's code dictionary.
+#: Radionuclide Code Sequence (0054,0300) values by isotope: (SNOMED CT concept id, code
+#: meaning), written with scheme "SCT". A view of recon.physics.radionuclide_codes (PS3.16 CID 18
+#: and CID 4020, with the legacy SRT ids), kept for code that imported it from here.
 RADIONUCLIDE_CODES: dict[str, tuple[str, str]] = {
-    "Tc-99m": ("72454006", "^99m^Technetium"),  # SRT C-163A8, CID 18
-    "In-111": ("56609000", "^111^Indium"),  # SRT C-145A4, CID 18
-    "I-123": ("21572004", "^123^Iodine"),  # SRT C-114A4, CID 18
-    "I-131": ("1368003", "^131^Iodine"),  # SRT C-114B1, CID 18
-    "Lu-177": ("447553000", "^177^Lutetium"),  # SRT C-101ED, CID 18
-    "Ga-67": ("2008008", "^67^Gallium"),  # SRT C-131A2, CID 18
-    "Tl-201": ("60057003", "^201^Thallium"),  # SRT C-138A9, CID 18
-    "F-18": ("77004003", "^18^Fluorine"),  # SRT C-111A1, CID 18 and CID 4020
-    "C-11": ("40565003", "^11^Carbon"),  # SRT C-105A1, CID 4020
-    "N-13": ("21576001", "^13^Nitrogen"),  # SRT C-107A1, CID 4020
-    "O-15": ("129504001", "^15^Oxygen"),  # SRT C-B1038, CID 4020
-    "Ga-68": ("35337001", "^68^Gallium"),  # SRT C-131A3, CID 4020
-    "Cu-64": ("3932008", "^64^Copper"),  # SRT C-127A2, CID 18 and CID 4020
-    "Zr-89": ("63360001", "^89^Zirconium"),  # SRT C-168A4, CID 4020
-    "I-124": ("40937006", "^124^Iodine"),  # SRT C-114A5, CID 4020
-    "Rb-82": ("79197006", "^82^Rubidium"),  # SRT C-159A2, CID 4020
-    "Mn-52": ("37225000", "^52^Manganese"),  # SRT C-149A1, CID 4020
+    name: (code.sct, code.meaning) for name, code in DICOM_RADIONUCLIDE_CODES.items()
 }
 
 # Units (0054,1001) Defined Terms (PS3.3 C.8.9.1.1.3) and the matching UCUM codes of CID 84
@@ -371,15 +355,16 @@ def _uid(value: Any, name: str) -> str:
 
 
 def _parse_dicom_datetime(value: Any, name: str) -> datetime:
-    from pydicom.valuerep import DT
-
     if isinstance(value, datetime):
         return value
     if isinstance(value, str):
-        try:
-            return DT(value)
-        except ValueError as exc:
-            raise InputError(f"{name} {value!r} is not a DICOM date-time: {exc}") from None
+        when = parse_date_time(value, "DT")
+        if when is None:
+            raise InputError(
+                f"{name} {value!r} is not a DICOM date-time (YYYYMMDDHHMMSS.FFFFFF&ZZXX, PS3.5 "
+                "6.2; later parts may be left off)"
+            )
+        return when
     raise InputError(f"{name} must be a datetime, got {type(value).__name__}")
 
 
@@ -387,16 +372,17 @@ def _acquisition_datetime(value: datetime | None, source: Any, have_injection: b
     if value is not None:
         return _parse_dicom_datetime(value, "acquisition_datetime")
     if source is not None:
-        from pydicom.valuerep import DA, TM
-
         if source.get("AcquisitionDateTime"):
             return _parse_dicom_datetime(str(source.AcquisitionDateTime), "AcquisitionDateTime")
         for d, t in (("AcquisitionDate", "AcquisitionTime"), ("SeriesDate", "SeriesTime")):
             if source.get(d) and source.get(t):
-                try:
-                    return datetime.combine(DA(str(source.get(d))), TM(str(source.get(t))))
-                except ValueError as exc:
-                    raise InputError(f"source {d}/{t} cannot be read: {exc}") from None
+                when = combine_datetime(source.get(d), source.get(t))
+                if when is None:
+                    raise InputError(
+                        f"source {d}/{t} cannot be read: {source.get(d)!r}/{source.get(t)!r} is "
+                        "not a DICOM date and time"
+                    )
+                return when
     if have_injection:
         raise InputError(
             "acquisition_datetime is needed with injection (uptake depends on the delay between "
@@ -747,8 +733,10 @@ def _radiopharmaceutical_item(inj: dict[str, Any], pet: bool) -> Any:
 
     item = Dataset()
     iso = inj["radionuclide"]
-    code = RADIONUCLIDE_CODES.get(iso.name) if iso is not None else None
-    item.RadionuclideCodeSequence = Sequence([_code(code[0], "SCT", code[1])] if code else [])
+    code = DICOM_RADIONUCLIDE_CODES.get(iso.name) if iso is not None else None
+    item.RadionuclideCodeSequence = Sequence(
+        [_code(code.sct, "SCT", code.meaning)] if code is not None else []
+    )
     if inj.get("radiopharmaceutical"):
         item.Radiopharmaceutical = inj["radiopharmaceutical"]
     if inj.get("datetime") is not None:

@@ -17,8 +17,8 @@ Geometry
     A ``.npy`` array has no geometry: it must have the grid's shape. Interfile and NIfTI images
     carry their grid (DESIGN.md §3 world coordinates); when it differs from the reconstruction
     grid the map is sampled trilinearly at the grid's voxel centres, and 0 (air) outside it.
-    An Interfile map is placed where STIR's projectors put it (:mod:`recon.io.interfile`,
-    "Images"): ``stir_placement="spect"`` as SPECTUB does (``recon spect`` passes it: image
+    An Interfile map is placed where STIR's projectors put it (:mod:`recon.io.interfile.image`):
+    ``stir_placement="spect"`` as SPECTUB does (``recon spect`` passes it: image
     plane ``k`` at the height of projection row ``k``, centred on the rotation axis),
     ``"pet"`` as the PET projectors do, default by the file's modality. It is read in the
     scanner frame taken as head-first supine, whatever its patient position says, because
@@ -55,6 +55,7 @@ import numpy as np
 from recon.errors import InputError
 from recon.grid import ImageGrid
 from recon.image import Image
+from recon.resample import resample
 
 __all__ = ["MU_UNITS", "read_mu_map", "resample_onto"]
 
@@ -78,20 +79,20 @@ def _suffix(path: Path) -> str:
 def resample_onto(image: Image, grid: ImageGrid) -> np.ndarray:
     """``image`` sampled trilinearly at the voxel centres of ``grid`` (world coordinates).
 
-    Points outside ``image``'s voxel centres get 0. Returns a float32 array of ``grid.shape``;
-    the array itself when the grids coincide.
-    """
-    values = np.asarray(image, dtype=np.float32)
-    if image.grid.same_as(grid):
-        return values
-    from scipy.ndimage import map_coordinates
+    Parameters
+    ----------
+    image : Image
+        The map on its own grid.
+    grid : ImageGrid
+        The grid to sample on.
 
-    z, y, x = grid.meshgrid_mm()
-    index = image.grid.world_to_index(np.stack([x, y, z], axis=-1))  # (..., 3) in (z, y, x)
-    coords = [index[..., axis] for axis in range(3)]
-    return map_coordinates(
-        values, coords, order=1, mode="constant", cval=0.0, prefilter=False
-    ).astype(np.float32)
+    Returns
+    -------
+    float32 ndarray of shape ``grid.shape``
+        0 at points outside ``image``'s voxel centres (:func:`recon.resample.resample`); the
+        image's own array when the grids coincide.
+    """
+    return resample(np.asarray(image, dtype=np.float32), image.grid, grid)
 
 
 def read_mu_map(

@@ -25,6 +25,7 @@ from recon._files import write_atomically
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
 from recon.image import Image
+from recon.resample import sample_on_grid
 
 __all__ = ["grid_affine_ras", "read_nifti_image", "read_voi_mask", "write_nifti"]
 
@@ -167,18 +168,8 @@ def read_voi_mask(
     if inside.shape == grid.shape[::-1] and np.allclose(affine, target, atol=1e-3):
         return np.ascontiguousarray(inside.transpose(2, 1, 0))
 
-    # Nearest neighbour: map every grid voxel centre into the file's voxel indices.
-    to_file = np.linalg.inv(affine) @ target
-    nz, ny, nx = grid.shape
-    jj, ii = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-    out = np.zeros(grid.shape, dtype=bool)
-    for k in range(nz):  # one slice at a time keeps the memory small for large grids
-        ijk = np.stack([ii, jj, np.full_like(ii, k), np.ones_like(ii)], axis=0).reshape(4, -1)
-        idx = np.rint((to_file @ ijk)[:3]).astype(np.int64)
-        valid = np.all((idx >= 0) & (idx < np.asarray(inside.shape)[:, None]), axis=0)
-        values = np.zeros(idx.shape[1], dtype=bool)
-        values[valid] = inside[idx[0, valid], idx[1, valid], idx[2, valid]]
-        out[k] = values.reshape(ny, nx)
+    # Nearest neighbour: every grid voxel centre (LPS) goes through RAS into the file's indices.
+    out = sample_on_grid(inside, np.linalg.inv(affine) @ _LPS_TO_RAS, grid, order=0)
     if inside.any() and not out.any():
         raise GeometryError(
             f"the VOI in {path.name} does not overlap the image grid; was it drawn on this study?"

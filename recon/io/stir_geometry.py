@@ -59,7 +59,7 @@ Images
     images as SPECTUB centres them), so a STIR reconstruction of a sinogram and recon's lie in
     the same place; :func:`stir_default_grid` is the grid STIR's own reconstruction would have,
     odd-sized transaxially and centred, which recon also writes with origin 0. The rules and
-    their sources are listed in :mod:`recon.io.interfile` ("Images").
+    their sources are listed in :mod:`recon.io.interfile.image`.
 
 Not covered: TOF projection data, non-cylindrical (block) geometries, and STIR builds with
 ``STIR_LEGACY_IGNORE_VIEW_OFFSET``. The sign of vendor view offsets has changed in STIR's history

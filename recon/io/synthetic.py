@@ -36,8 +36,9 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
 from recon._files import write_atomically
-from recon.errors import GeometryError, InputError, ReconError
+from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
+from recon.physics.radionuclide_codes import DICOM_RADIONUCLIDE_CODES
 
 __all__ = [
     "CT_IMAGE_STORAGE",
@@ -93,6 +94,10 @@ def save(ds: Dataset, path: str | os.PathLike[str]) -> Path:
     return write_atomically(Path(path), lambda handle: ds.save_as(handle, enforce_file_format=True))
 
 
+#: Tc-99m's code, written by default with its legacy SNOMED-RT id as many scanners still do.
+_TC99M = DICOM_RADIONUCLIDE_CODES["Tc-99m"]
+
+
 def nm_tomo_dataset(
     frames: np.ndarray,
     *,
@@ -106,8 +111,8 @@ def nm_tomo_dataset(
     start_angle_in: str = "detector",
     cor_offsets_mm: Sequence[float] | None = None,
     windows: Sequence[tuple[str, float, float]] = (("EM", 126.0, 154.0),),
-    radionuclide_code_meaning: str | None = "^99m^Technetium",
-    radionuclide_code_value: str = "C-163A8",
+    radionuclide_code_meaning: str | None = _TC99M.meaning,
+    radionuclide_code_value: str = _TC99M.srt,
     radionuclide_coding_scheme: str = "SRT",
     radiopharmaceutical: str | None = "Tc99m MDP",
     total_dose: float | None = 740.0,
@@ -476,23 +481,6 @@ def mu_to_hu(
 
 
 # ----------------------------------------------------------------------------- simulated study
-def _radionuclide_code(name: str) -> tuple[str, str, str] | None:
-    """(value, scheme, meaning) of the isotope in DICOM CID 18, from pydicom's code tables."""
-    from pydicom.sr.codedict import codes
-
-    from recon.physics.isotopes import get_isotope
-
-    table = codes.cid18
-    for keyword in table.dir():
-        code = getattr(table, keyword)
-        try:
-            if get_isotope(code.meaning).name == name:
-                return code.value, code.scheme_designator, code.meaning
-        except ReconError:  # a nuclide recon's table does not know
-            continue
-    return None
-
-
 def _windows(energy_kev: float) -> list[tuple[str, float, float]]:
     lo = energy_kev * (1.0 - _PEAK_WIDTH / 2)
     hi = energy_kev * (1.0 + _PEAK_WIDTH / 2)
@@ -695,7 +683,7 @@ def write_simulated_spect_study(
 
     study_uid = generate_uid()
     frame_uid = generate_uid()
-    code = _radionuclide_code(iso.name)
+    code = DICOM_RADIONUCLIDE_CODES.get(iso.name)
     injection: dict[str, Any] = {"total_dose": None, "injection_time": None}
     if injection_before_s is not None:
         injected_at = acquisition_datetime - _dt.timedelta(seconds=float(injection_before_s))
@@ -718,9 +706,9 @@ def write_simulated_spect_study(
         frames, angular_step_deg=step, start_angles_deg=head_starts, direction="CW",
         pixel_spacing=(dz, dx), frame_duration_ms=1000.0 * float(time_per_view_s),
         radial_positions=float(radius_mm), windows=windows,
-        radionuclide_code_meaning=None if code is None else code[2],
-        radionuclide_code_value="" if code is None else code[0],
-        radionuclide_coding_scheme="" if code is None else code[1],
+        radionuclide_code_meaning=None if code is None else code.meaning,
+        radionuclide_code_value="" if code is None else code.sct,
+        radionuclide_coding_scheme="" if code is None else "SCT",
         radiopharmaceutical=f"{iso.name} (simulated)",
         acquisition_date=acquisition_datetime.strftime("%Y%m%d"),
         acquisition_time=acquisition_datetime.strftime("%H%M%S"),

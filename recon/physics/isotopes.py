@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from recon.errors import InputError, PhysicsError
+from recon.physics.radionuclide_codes import DICOM_RADIONUCLIDE_CODES
 
 __all__ = ["ANNIHILATION_KEV", "ISOTOPES", "Isotope", "Photon", "get_isotope"]
 
@@ -178,22 +179,10 @@ ISOTOPES: dict[str, Isotope] = {
     )
 }
 
-# Element names, so that "Technetium-99m" or "fluorine18" are understood as well as symbols.
+# Element names, so that "Technetium-99m" or "fluorine18" are understood as well as symbols: the
+# names that end the DICOM code meanings (one table, recon.physics.radionuclide_codes).
 _ELEMENT_NAMES = {
-    "tc": "technetium",
-    "in": "indium",
-    "i": "iodine",
-    "lu": "lutetium",
-    "ga": "gallium",
-    "tl": "thallium",
-    "f": "fluorine",
-    "c": "carbon",
-    "n": "nitrogen",
-    "o": "oxygen",
-    "cu": "copper",
-    "zr": "zirconium",
-    "rb": "rubidium",
-    "mn": "manganese",
+    code.isotope.split("-")[0].lower(): code.element for code in DICOM_RADIONUCLIDE_CODES.values()
 }
 
 _CANONICAL = re.compile(r"^([A-Z][a-z]?)-(\d+)(m?)$")

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from recon._npy import load_npy
 from recon.errors import InputError
 from recon.grid import ImageGrid
 from recon.image import Image
@@ -58,13 +59,6 @@ def suffix_of(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def read_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"cannot read {path.name} as a .npy array: {exc}") from None
-
-
 def _read_dicom(path: Path, entry: dict[str, Any]) -> Image:
     """A DICOM PET/NM image series (a folder or one file); ``frame`` picks a dynamic frame."""
     from recon.io.dicom_image import read_dicom_image  # noqa: PLC0415
@@ -106,7 +100,7 @@ def _read_image(path: Path, entry: dict[str, Any]) -> tuple[Image, str]:
 
         return read_nifti_image(path), "NIfTI"
     if suffix == ".npy":
-        array = read_npy(path)
+        array = load_npy(path, "image")  # header, pickles and sizes checked first
         if array.ndim != 3 or not np.issubdtype(array.dtype, np.number):
             raise InputError(f"{path.name} must hold a 3-D numeric array (z, y, x)")
         if "voxel_mm" not in entry:

@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from recon._npy import load_npy
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
 from recon.image import Image
-from recon.quant._study_images import read_npy, suffix_of
+from recon.quant._study_images import suffix_of
 from recon.quant._toml import check_keys, number, table, triple
 from recon.quant.timeseries import resample_voi
 from recon.quant.voi import Voi, iso_contour
@@ -113,7 +114,7 @@ def mask_voi(path: Path, grid: ImageGrid, name: str, label: int | None, segment:
         return Voi.from_mask(read_voi_mask(path, grid, label), grid, name)
     if suffix != ".npy":
         raise InputError(f"{path.name}: masks are NIfTI (.nii, .nii.gz), .npy or DICOM SEG (.dcm)")
-    array = read_npy(path)
+    array = load_npy(path, "VOI mask")  # header, pickles and sizes checked first
     if array.shape != grid.shape:
         raise GeometryError(
             f"{path.name} has shape {array.shape} but the image grid is {grid.shape} "

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from recon.errors import GeometryError, InputError
@@ -43,6 +42,7 @@ from recon.quant._common import (
     positive,
 )
 from recon.quant.voi import Voi, voi_stats
+from recon.resample import resample
 
 __all__ = [
     "DECAY_MODES",
@@ -98,39 +98,6 @@ def _rigid(transform: Any) -> np.ndarray:
     return m
 
 
-def _index_affine(
-    target: ImageGrid, source: ImageGrid, target_to_source_xyz: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Matrix and offset taking target (z, y, x) indices to source (z, y, x) indices."""
-    flip = np.eye(3)[::-1]  # (x, y, z) <-> (z, y, x)
-    rot = flip @ target_to_source_xyz[:3, :3] @ flip
-    shift = flip @ target_to_source_xyz[:3, 3]
-    d_t = np.diag(target.voxel_size_mm)
-    d_s_inv = np.diag(1.0 / np.asarray(source.voxel_size_mm))
-    matrix = d_s_inv @ rot @ d_t
-    offset = d_s_inv @ (rot @ np.asarray(target.origin) + shift - np.asarray(source.origin))
-    return matrix, offset
-
-
-def _resample(
-    array: np.ndarray,
-    source: ImageGrid,
-    target: ImageGrid,
-    target_to_source_xyz: np.ndarray,
-    order: int,
-) -> np.ndarray:
-    matrix, offset = _index_affine(target, source, target_to_source_xyz)
-    return ndimage.affine_transform(
-        np.asarray(array, dtype=np.float64),
-        matrix,
-        offset=offset,
-        output_shape=target.shape,
-        order=order,
-        mode="constant",
-        cval=0.0,
-    )
-
-
 def resample_voi(
     voi: Voi, target_grid: ImageGrid, transform: Any = None, *, name: str | None = None
 ) -> Voi:
@@ -166,7 +133,7 @@ def resample_voi(
     if transform is None and voi.grid.same_as(target_grid):
         return voi if new_name == voi.name else voi.renamed(new_name)
     t = np.eye(4) if transform is None else _rigid(transform)
-    values = _resample(voi.mask, voi.grid, target_grid, np.linalg.inv(t), order=1)
+    values = resample(voi.mask, voi.grid, target_grid, transform=np.linalg.inv(t), order=1)
     mask = values >= 0.5
     if not mask.any():
         raise GeometryError(f"VOI {voi.name!r} lies outside the target image after resampling")
@@ -188,7 +155,8 @@ def resample_image(
         Rigid transform from the reference frame to the image's frame (``p_image = T · p_ref``,
         world mm), as in :class:`TimePoint`. None: the same world frame.
     order : int, keyword-only
-        Spline order of :func:`scipy.ndimage.affine_transform` (0 nearest, 1 trilinear).
+        0 nearest (the value of the image voxel containing each target voxel centre), 1
+        trilinear, 2–5 spline (:func:`recon.resample.sample_on_grid`).
 
     Returns
     -------
@@ -200,7 +168,13 @@ def resample_image(
         raise InputError(f"image must be a recon.Image, got {type(image).__name__}")
     check_grid(target_grid)
     t = np.eye(4) if transform is None else _rigid(transform)
-    data = _resample(np.asarray(image), image.grid, target_grid, t, order=int(order))
+    data = resample(
+        np.asarray(image),
+        image.grid,
+        target_grid,
+        transform=None if transform is None else t,
+        order=order,
+    )
     return Image(
         data=data.astype(np.float32),
         grid=target_grid,

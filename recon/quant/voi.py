@@ -23,6 +23,7 @@ from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
 from recon.image import Image
 from recon.quant._common import check_grid, check_same_grid, finite, non_negative, positive, xyz
+from recon.resample import sample_on_grid
 
 __all__ = [
     "PEAK_SPHERE_ML",
@@ -221,15 +222,9 @@ class Voi:
         if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
             raise GeometryError(f"{path}: the NIfTI affine is singular or not finite")
         selected = data != 0 if label is None else data == label
-        z, y, x = grid.meshgrid_mm()
-        # LPS -> RAS: negate x and y.
-        ras = np.stack([-x, -y, z, np.ones_like(x)], axis=-1)
-        ijk = ras @ np.linalg.inv(affine).T
-        idx = np.rint(ijk[..., :3]).astype(np.int64)
-        inside = np.all((idx >= 0) & (idx < np.asarray(selected.shape)), axis=-1)
-        mask = np.zeros(grid.shape, dtype=bool)
-        i, j, k = (idx[..., n][inside] for n in range(3))
-        mask[inside] = selected[i, j, k]
+        # LPS -> RAS (negate x and y), then the file's inverse affine: nearest file voxel.
+        lps_to_index = np.linalg.inv(affine) @ np.diag([-1.0, -1.0, 1.0, 1.0])
+        mask = sample_on_grid(selected, lps_to_index, grid, order=0)
         if name is None:
             name = os.path.basename(os.fspath(path)).split(".")[0]
         return cls(mask, grid, name)
