@@ -57,8 +57,8 @@ import numpy as np
 
 import recon
 from recon._files import write_text_atomic
-from recon.algorithms.em_update import inverse_sensitivity
-from recon.algorithms.listmode import lm_osem, lm_subset_update, subset_events
+from recon.algorithms.em import em_reconstruct
+from recon.algorithms.listmode import lm_osem
 from recon.backend import Backend, gpu_available, resolve_backend
 from recon.pet.sinogram import SinogramLayout
 from recon.phantoms import uniform_cylinder
@@ -426,7 +426,7 @@ def _lm_projections(
 
 def _listmode_case(b: _Bench, model: Any, pool: dict[str, np.ndarray], n: int) -> None:
     """Prepare, forward, back and one LM-OSEM iteration (two ways) for ``n`` events."""
-    xp, backend = b.xp, b.backend
+    backend = b.backend
     label = _fmt_count(n)
     events = listmode(pool, n)
     _lm_projections(b, model, events, pool, n, label)
@@ -446,25 +446,25 @@ def _listmode_case(b: _Bench, model: Any, pool: dict[str, np.ndarray], n: int) -
     )  # fmt: skip
     result.clear()
     _free(backend)
-    # The same subset loop as lm_osem (its own subset update), over events prepared and
-    # reordered once.
+    # The same EM loop as lm_osem, on a frame whose events are prepared and arranged in subset
+    # order once (the per-iteration cost).
     duration = max(float(events.time_ms[-1]) / 1e3, 1e-3)
-    sens = model.sensitivity(0.0, duration)
-    prep = prepared_events(model, events, f"LM-OSEM ({label} events; prepared events)")
-    prep, blocks, _ = subset_events(model, prep, SUBSETS)
-    inv_sens = inverse_sensitivity(xp, sens, numerator=len(blocks))
-    x0 = xp.where(inv_sens > 0, xp.float32(n / float(sens.sum())), xp.float32(0.0))
-    x0 = x0.astype(xp.float32)
+    frame = model.frame(events, 0.0, duration)
+    check_processed(
+        f"LM-OSEM ({label} events; prepared events, model max ring difference "
+        f"{model.layout.max_ring_difference})",
+        events.n_events, frame.n_prompts, "events",
+    )  # fmt: skip
+    order = frame.subsets(SUBSETS)
+    counts = frame.counts()
+    frame.sensitivity(order[0])  # cached, as in every iteration after the first
 
     def iteration() -> Any:
-        xk = x0
-        for block in blocks:
-            xk = lm_subset_update(model, xk, prep, block, None, inv_sens, duration)
-        return xk
+        return em_reconstruct(frame, counts, None, order, 1, "LM-OSEM", progress=False)
 
     b.record(
         f"LM-OSEM iteration, {SUBSETS} subsets ({label} events; prepared events)",
-        b.timed(iteration), n, "events", processed=sum(blk.stop - blk.start for blk in blocks),
+        b.timed(iteration), n, "events", processed=frame.n_prompts,
     )  # fmt: skip
 
 

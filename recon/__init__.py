@@ -19,6 +19,7 @@ from recon.grid import ImageGrid
 from recon.image import Image
 from recon.pet import (
     ListmodeEvents,
+    ListmodeFrame,
     LorProjector,
     PetListmodeModel,
     PetLorSinogramModel,
@@ -28,6 +29,7 @@ from recon.pet import (
     Tof,
 )
 from recon.spect import Collimator, SpectGeometry, SpectModel
+from recon.system_model import SystemModel
 
 __version__ = "0.1.0"
 
@@ -55,6 +57,7 @@ __all__ = [
     "IterationState",
     "KernelError",
     "ListmodeEvents",
+    "ListmodeFrame",
     "LorProjector",
     "NumericalError",
     "PetListmodeModel",
@@ -66,6 +69,7 @@ __all__ = [
     "SinogramLayout",
     "SpectGeometry",
     "SpectModel",
+    "SystemModel",
     "Tof",
     "gaussian_filter_fwhm",
     "lm_osem",

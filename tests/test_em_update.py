@@ -19,10 +19,10 @@ from recon.algorithms.em_update import (
     em_update,
     inverse_sensitivity,
 )
-from recon.backend import resolve_backend
 from recon.errors import NumericalError
 from recon.pet import simulate_listmode
 from recon.phantoms import uniform_cylinder
+from recon.system_model import ViewModel, ViewSubsets
 
 DENORMAL = 1e-40  # below float32's smallest normal (1.18e-38), representable as a denormal
 
@@ -136,64 +136,55 @@ def test_check_finite_names_the_iteration():
 
 
 # -------------------------------------------------------------------- through osem and lm_osem
-class _MatrixModel:
+class _MatrixModel(ViewModel):
     """A system model whose projector is a hand-made matrix (bins × voxels): ``ȳ = A x``.
 
-    Binned data for :func:`recon.osem`; each "event" of the listmode interface names a row of
-    ``A`` through its ``crystal_a``, for :func:`recon.lm_osem`.
+    Binned data for :func:`recon.osem`; :meth:`frame` makes the listmode counterpart, whose
+    events name rows of ``A`` through their ``crystal_a``, for :func:`recon.lm_osem`.
     """
-
-    isotope = None
-    additive = None
 
     def __init__(self, matrix: np.ndarray) -> None:
         self.matrix = np.asarray(matrix, np.float32)
-        self.backend = resolve_backend("cpu")
-        self.xp = np
-        self.grid = recon.ImageGrid((1, 1, self.matrix.shape[1]), 1.0)
-        self.image_shape = self.grid.shape
+        super().__init__(recon.ImageGrid((1, 1, self.matrix.shape[1]), 1.0), "cpu", "a test")
+        self.view_subsets = ViewSubsets(self.matrix.shape[0], view_axis=0)
+
+    @property
+    def data_shape(self):
+        return (self.matrix.shape[0],)
+
+    @property
+    def units(self):
+        return "counts/s (uncalibrated)"
 
     def _image(self, flat):
         return np.asarray(flat, np.float32).reshape(self.image_shape)
 
-    # binned interface
-    def validate_data(self, data, name="counts"):
-        return np.asarray(data, np.float32)
-
-    def subsets(self, n):
-        assert n == 1
-        return [None]
-
-    def take(self, data, subset):
-        return data
-
     def forward(self, x, subset=None):
-        return self.matrix @ np.asarray(x).ravel()
+        return self.matrix[self._views(subset)] @ np.asarray(x).ravel()
 
     def back(self, y, subset=None):
-        return self._image(self.matrix.T @ y)
+        return self._image(self.matrix[self._views(subset)].T @ y)
 
-    def sensitivity(self, *frame):
-        """Binned: ``Aᵀ1``; listmode (frame start and duration): ``duration · Aᵀ1``."""
-        duration = frame[1] if len(frame) == 2 else 1.0
-        return self._image(self.matrix.sum(axis=0) * np.float32(duration))
+    def frame(self, events, start_s, duration_s, additive_rate):
+        return _MatrixFrame(self, events, duration_s)
 
-    # listmode interface
-    def validate_image(self, image):
-        return np.asarray(image, np.float32)
 
-    def prepare(self, events):
+class _MatrixFrame(_MatrixModel):
+    """The frame of :class:`_MatrixModel`: one count per event, ``m_i`` the frame duration and
+    the sensitivity that of every row over the frame (as :class:`recon.ListmodeFrame`)."""
+
+    def __init__(self, parent, events, duration_s):
         rows = np.asarray(events.crystal_a, np.int64)
-        return {"row": rows, "n": rows.size, "n_given": rows.size, "kept": None}
+        super().__init__(parent.matrix[rows] * np.float32(duration_s))
+        self.full_sensitivity = self._image(parent.matrix.sum(axis=0) * np.float32(duration_s))
+        self.n_prompts, self.additive = rows.size, None
+        self.frame_start_s, self.frame_duration_s, self.decay_factor = 0.0, duration_s, 1.0
 
-    def forward_events(self, x, prepared, index=slice(None)):
-        return self.matrix[prepared["row"][index]] @ np.asarray(x).ravel()
+    def counts(self):
+        return np.ones(self.n_prompts, np.float32)
 
-    def back_events(self, values, prepared, index=slice(None)):
-        return self._image(self.matrix[prepared["row"][index]].T @ values)
-
-    def to_image(self, x, **info):
-        return recon.Image(x, self.grid, info=info)
+    def sensitivity(self, subset=None):
+        return self.full_sensitivity
 
 
 def test_osem_on_hand_made_arrays_stays_finite():
@@ -248,12 +239,14 @@ def test_a_start_image_beyond_float32_is_refused():
 
 
 def test_non_finite_listmode_additive_rate_is_refused():
-    model = _MatrixModel(MATRIX)
+    scanner = recon.PetScanner(n_rings=2, crystals_per_ring=32, radius_mm=80.0,
+                               ring_spacing_mm=4.0)  # fmt: skip
+    model = recon.PetListmodeModel(scanner, recon.ImageGrid((2, 8, 8), 8.0), device="cpu")
     events = recon.ListmodeEvents(
-        crystal_a=np.array([0, 2, 3], np.int32), crystal_b=np.ones(3, np.int32),
+        crystal_a=np.array([0, 2, 3], np.int32), crystal_b=np.array([16, 18, 19], np.int32),
         time_ms=np.zeros(3),
     )  # fmt: skip
-    for rate in ([1.0, np.nan, 1.0], [1.0, np.inf, 1.0], [1.0, -1.0, 1.0]):
+    for rate in ([1.0, np.nan, 1.0], [1.0, np.inf, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0]):
         with pytest.raises(recon.InputError, match="additive_rate must be 3 finite non-negative"):
             recon.lm_osem(
                 model, events, subsets=1, frame_duration_s=1.0,
@@ -305,7 +298,8 @@ def test_listmode_reconstruction_driven_towards_denormals_stays_finite():
     image = recon.lm_osem(
         model, events, iterations=4, subsets=32, frame_duration_s=60.0, progress=False
     )
-    assert min(smallest) < 1e-30  # some events' expectations collapsed towards denormals
+    # Some events' expected counts over the 60 s frame collapsed towards denormals (1e-38).
+    assert min(smallest) < 1e-28
     _assert_clean(np.asarray(image))
 
 

@@ -403,10 +403,10 @@ def test_listmode_sensitivity_is_back_projected_once_per_model_and_scaled_per_fr
         return back(*args, **kwargs)
 
     model.nontof_projector.back = counted
-    early, late = model.sensitivity(0.0, 60.0), model.sensitivity(1200.0, 300.0)
+    early, late = model.frame_sensitivity(0.0, 60.0), model.frame_sensitivity(1200.0, 300.0)
     n_calls = len(calls)
     assert n_calls >= 1
-    model.sensitivity(600.0, 60.0)
+    model.frame_sensitivity(600.0, 60.0)
     assert len(calls) == n_calls  # nothing back-projected again for a third frame
     iso = get_isotope("C-11")
     factor = 300.0 * mean_activity_fraction(iso.half_life_s, 1200.0, 300.0, 0.0)

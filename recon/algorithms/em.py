@@ -1,14 +1,8 @@
-"""Expectation-maximisation reconstruction: MLEM and OSEM.
+"""Expectation-maximisation reconstruction: MLEM and OSEM, and the EM loop LM-OSEM shares.
 
-Both are written against the *system-model interface* and never look at the modality or the
-device. A system model provides
-
-- ``backend`` / ``xp``: where arrays live and the array module;
-- ``validate_data(data, name)``: the data as a device float32 array, or a ReconError;
-- ``subsets(n)``: ordered subsets of the data; ``take(data, subset)``: the data of one subset;
-- ``forward(x, subset)`` = ``m ⊙ (P x)`` and ``back(y, subset)`` = ``Pᵀ (m ⊙ y)`` on that subset;
-- ``sensitivity(subset)`` = ``Pᵀ m`` (cached by the model);
-- ``additive``: its own additive term ``a`` (or None); ``to_image(array, **info)``.
+Written against the system-model contract (:class:`recon.SystemModel`) only: they never look
+at the modality or the device. :func:`em_reconstruct` is the one EM loop; :func:`osem`,
+:func:`mlem` and :func:`recon.lm_osem` are thin entries to it.
 """
 
 from __future__ import annotations
@@ -16,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from recon.algorithms.em_update import (
     check_finite,
@@ -29,8 +21,9 @@ from recon.algorithms.filters import gaussian_filter_fwhm
 from recon.errors import InputError
 from recon.image import Image
 from recon.progress import Progress
+from recon.system_model import SystemModel
 
-__all__ = ["IterationState", "mlem", "osem"]
+__all__ = ["IterationState", "em_reconstruct", "mlem", "osem"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +44,7 @@ def _check_iterations(iterations: int) -> int:
 
 
 def osem(
-    model: Any,
+    model: SystemModel,
     counts: Any,
     additive: Any = None,
     iterations: int = 4,
@@ -72,8 +65,8 @@ def osem(
 
     Parameters
     ----------
-    model : system model
-        E.g. :class:`recon.SpectModel`.
+    model : SystemModel
+        E.g. :class:`recon.SpectModel`, :class:`recon.PetSinogramModel`.
     counts : array of the model's data shape
         Measured counts (non-negative, finite).
     additive : array of the data shape, optional
@@ -102,26 +95,64 @@ def osem(
         range); the message names the iteration.
     """
     iterations = _check_iterations(iterations)
-    xp = model.xp
     y = model.validate_data(counts, "counts")
     a = model.additive if additive is None else model.validate_data(additive, "additive")
     order = model.subsets(subsets)
     label = "MLEM" if len(order) == 1 else "OSEM"
+    return em_reconstruct(
+        model, y, a, order, iterations, label, x0=x0, callback=callback, progress=progress,
+        post_filter_fwhm_mm=post_filter_fwhm_mm,
+    )  # fmt: skip
+
+
+def em_reconstruct(
+    model: SystemModel,
+    y: Any,
+    a: Any,
+    order: list[Any],
+    iterations: int,
+    label: str,
+    *,
+    x0: Any = None,
+    callback: Callable[[IterationState], Any] | None = None,
+    progress: bool | None = None,
+    post_filter_fwhm_mm: float | None = None,
+    info: dict[str, Any] | None = None,
+) -> Image:
+    """The EM loop of MLEM, OSEM and LM-OSEM over validated data and the model's subsets.
+
+    Parameters
+    ----------
+    model : SystemModel
+    y, a : device arrays of the data shape
+        Counts (validated) and the additive term (or None).
+    order : list
+        The model's subsets, in the order they are visited.
+    iterations : int
+        Passes over the subsets.
+    label : str
+        The algorithm's name, for progress, messages and ``Image.info``.
+    x0, callback, progress, post_filter_fwhm_mm
+        As in :func:`osem`.
+    info : dict, optional
+        More entries for the result's ``info``.
+    """
+    xp = model.xp
     sens = [model.sensitivity(s) for s in order]
     total_sens = sum(sens)
     # Voxels that no subset sees cannot be estimated: keep them at 0 instead of dividing by 0.
-    largest = max(float(s.max()) for s in sens)
-    inv_sens = [inverse_sensitivity(xp, s, largest=largest) for s in sens]
+    # Subsets that share one sensitivity image (listmode) share its inverse too.
+    distinct = {id(s): s for s in sens}
+    largest = max(float(s.max()) for s in distinct.values())
+    inverses = {k: inverse_sensitivity(xp, s, largest=largest) for k, s in distinct.items()}
+    inv_sens = [inverses[id(s)] for s in sens]
 
     if x0 is None:
-        expected = float(y.sum()) - (0.0 if a is None else float(a.sum()))
-        scale = max(expected, 0.0) / max(float(total_sens.sum()), 1e-30)
+        scale = model.start_value(y, a, total_sens)
         seen = inverse_sensitivity(xp, total_sens, largest=largest) > 0
         x = uniform_start(xp, seen, scale if scale > 0 else 1.0, label)
     else:
-        x = model.backend.asarray(np.asarray(x0) if isinstance(x0, Image) else x0)
-        if tuple(x.shape) != tuple(model.image_shape):
-            raise InputError(f"x0 has shape {tuple(x.shape)}, expected {tuple(model.image_shape)}")
+        x = model.validate_image(x0, "x0")
         if not bool(xp.all(xp.isfinite(x))) or float(x.min()) < 0:
             raise InputError("x0 must be finite and non-negative")
         x = x.copy()
@@ -147,17 +178,13 @@ def osem(
     if post_filter_fwhm_mm:
         x = gaussian_filter_fwhm(x, post_filter_fwhm_mm, model.grid.voxel_size_mm)
     return model.to_image(
-        x,
-        algorithm=label,
-        iterations=iterations,
-        subsets=len(order),
-        post_filter_fwhm_mm=post_filter_fwhm_mm,
-        additive=a is not None,
-    )
+        x, algorithm=label, iterations=iterations, subsets=len(order),
+        post_filter_fwhm_mm=post_filter_fwhm_mm, additive=a is not None, **(info or {}),
+    )  # fmt: skip
 
 
 def mlem(
-    model: Any,
+    model: SystemModel,
     counts: Any,
     additive: Any = None,
     iterations: int = 20,

@@ -1,6 +1,7 @@
 """PET: ring-scanner geometry, sinogram and listmode data, the LOR projector and system models."""
 
 from recon.pet.listmode import ListmodeEvents, histogram
+from recon.pet.listmode_frame import EventSubset, ListmodeFrame
 from recon.pet.lor_model import PetLorSinogramModel
 from recon.pet.model import PetListmodeModel, PetSinogramModel
 from recon.pet.projector import LorProjector
@@ -11,7 +12,9 @@ from recon.pet.sinogram import SinogramLayout
 from recon.pet.tof import Tof
 
 __all__ = [
+    "EventSubset",
     "ListmodeEvents",
+    "ListmodeFrame",
     "LorProjector",
     "PetListmodeModel",
     "PetLorSinogramModel",

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from recon._validation import as_mu_map
-from recon.backend import Backend, resolve_backend
+from recon.backend import Backend
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
-from recon.pet.model import PetImageSide, frame_time_factor, validated_counts
+from recon.pet.model import frame_time_factor
 from recon.pet.projector import LorProjector
+from recon.system_model import ViewModel, ViewSubsets
 
 __all__ = ["PetLorSinogramModel"]
 
@@ -99,7 +100,7 @@ def _check_finite(*arrays: np.ndarray) -> None:
         raise GeometryError("LOR endpoints contain NaN or infinite values")
 
 
-class PetLorSinogramModel(PetImageSide):
+class PetLorSinogramModel(ViewModel):
     r"""Sinogram model ``ȳ = m ⊙ (P x) + a`` whose bins are given as LOR endpoints.
 
     Data have shape ``(plane, view, tangential)``; bin ``[p, v, t]`` is the line from
@@ -214,15 +215,11 @@ class PetLorSinogramModel(PetImageSide):
         device: str | Backend | None,
         chunk_lors: int,
     ) -> None:
-        if not isinstance(grid, ImageGrid):
-            raise GeometryError("grid must be an ImageGrid")
         if calibration is not None and not calibration > 0:
             raise InputError("calibration must be a positive factor (counts per Bq·s per mL)")
-        grid.check_memory(copies=4, what="a PET model")
-        self.grid = grid
-        self.backend = resolve_backend(device)
-        self.xp = self.backend.xp
-        self.data_shape = lors.shape
+        ViewModel.__init__(self, grid, device, "a PET model")
+        self._data_shape = lors.shape
+        self.view_subsets = ViewSubsets(lors.shape[1], view_axis=1)
         lors.to(self.backend)
         self._lors = lors
         self.projector = LorProjector(grid, tof=None, device=self.backend, chunk_lors=chunk_lors)
@@ -249,8 +246,6 @@ class PetLorSinogramModel(PetImageSide):
                 shape = (self.data_shape[0], int(views.shape[0]), self.data_shape[2])
                 factor[:, views] *= self.xp.exp(-line).reshape(shape).astype(np.float32)
         self._factor = factor
-        self._sensitivity_cache: dict[tuple[int, ...], Any] = {}
-        self._view_cache: dict[tuple[int, ...], Any] = {}
         self.additive = None
         parts = [p for p in (randoms, scatter) if p is not None]
         if parts:
@@ -264,32 +259,22 @@ class PetLorSinogramModel(PetImageSide):
 
     # ------------------------------------------------------------------ interface
     @property
+    def data_shape(self) -> tuple[int, int, int]:
+        """``(plane, view, tangential)``."""
+        return self._data_shape
+
+    @property
+    def units(self) -> str:
+        """``"Bq/mL"`` with a calibration, else counts/s (uncalibrated)."""
+        return "Bq/mL" if self.calibration is not None else "counts/s (uncalibrated)"
+
+    @property
     def multiplicative(self) -> Any:
         """``m`` per bin (time factor × normalisation × attenuation), on the device."""
         return self._factor
 
-    def validate_data(self, data: Any, name: str = "counts") -> Any:
-        return validated_counts(self.backend, data, self.data_shape, name)
-
-    def subsets(self, n_subsets: int) -> list[np.ndarray]:
-        n_views = self.data_shape[1]
-        if int(n_subsets) != n_subsets or not 1 <= int(n_subsets) <= n_views:
-            raise InputError(f"subsets must be between 1 and the number of views ({n_views})")
-        return [np.arange(s, n_views, int(n_subsets)) for s in range(int(n_subsets))]
-
-    def _views(self, subset: Any) -> Any:
-        """Device array of the subset's views, made once per subset (no transfer per call)."""
-        views = np.arange(self.data_shape[1]) if subset is None else np.asarray(subset, np.int64)
-        key = tuple(int(v) for v in views.reshape(-1))
-        if key not in self._view_cache:
-            self._view_cache[key] = self.backend.asarray(views, np.int64)
-        return self._view_cache[key]
-
-    def take(self, data: Any, subset: Any) -> Any:
-        return data if subset is None else data[:, self._views(subset)]
-
     def _geometry(self, subset: Any) -> tuple[Any, Any, Any]:
-        views = self._views(subset)
+        views = self._device_indices(self._views(subset))
         xs, xe = self._lors.endpoints(views, self.xp)
         return xs, xe, self._factor[:, views]
 
@@ -308,13 +293,9 @@ class PetLorSinogramModel(PetImageSide):
         weighted = self.xp.ascontiguousarray((y * factor).reshape(-1).astype(np.float32))
         return self.projector.back(weighted, xs, xe, checked=False)
 
-    def sensitivity(self, subset: Any = None) -> Any:
-        """``Pᵀ m`` over the views of ``subset`` (cached)."""
-        views = np.arange(self.data_shape[1]) if subset is None else np.asarray(subset, np.int64)
-        key = tuple(int(v) for v in views.reshape(-1))
-        if key not in self._sensitivity_cache:
-            xs, xe, factor = self._geometry(subset)
-            self._sensitivity_cache[key] = self.projector.back(
-                self.xp.ascontiguousarray(factor.reshape(-1)), xs, xe, checked=False
-            )
-        return self._sensitivity_cache[key]
+    def _compute_sensitivity(self, views: np.ndarray) -> Any:
+        """``Pᵀ m`` over ``views``, from the factors directly (no array of ones)."""
+        xs, xe, factor = self._geometry(views)
+        return self.projector.back(
+            self.xp.ascontiguousarray(factor.reshape(-1)), xs, xe, checked=False
+        )

@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recon._memory import check_memory
-from recon._validation import as_grid_array, as_mu_map
-from recon.backend import Backend, resolve_backend
+from recon._validation import as_mu_map
+from recon.backend import Backend
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
-from recon.image import Image
 from recon.pet.listmode import ListmodeEvents
 from recon.pet.projector import LorProjector
 from recon.pet.scanner import PetScanner
 from recon.pet.sinogram import SinogramLayout
+from recon.system_model import ViewModel, ViewSubsets, checked_backend
+
+if TYPE_CHECKING:
+    from recon.pet.listmode_frame import ListmodeFrame
 
 __all__ = ["PetListmodeModel", "PetSinogramModel"]
 
@@ -61,80 +64,38 @@ def frame_time_factor(
     return factor
 
 
-class PetImageSide:
-    """What every PET model says about its images: grid, units, isotope and reference time.
+class _PetCorrections:
+    """What sinogram and listmode models share: projector, mu-map, normalisation, time factors.
 
-    Subclasses set ``grid``, ``backend``, ``isotope``, ``reference_time_s`` and ``calibration``.
+    ``grid``, ``backend`` and ``xp`` are set before :meth:`_set_up_corrections` is called.
     """
 
     grid: ImageGrid
     backend: Backend
-    isotope: str | None
-    reference_time_s: float
+    xp: Any
     calibration: float | None
 
     @property
     def units(self) -> str:
+        """``"Bq/mL"`` with a calibration, else counts/s (uncalibrated)."""
         return "Bq/mL" if self.calibration is not None else "counts/s (uncalibrated)"
 
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.grid.shape
-
-    def to_image(self, data: Any, **info: Any) -> Image:
-        return Image(
-            data=data,
-            grid=self.grid,
-            units=self.units,
-            isotope=self.isotope,
-            reference_time_s=self.reference_time_s if self.isotope else None,
-            info=info,
-        )
-
-    def validate_image(self, image: Any) -> Any:
-        """``image`` as a float32 device array on the model grid (or a ReconError)."""
-        return as_grid_array(image, self.grid, self.backend)
-
-
-def validated_counts(backend: Backend, data: Any, shape: tuple[int, ...], name: str) -> Any:
-    """``data`` of ``shape`` as a device array, finite and non-negative (or an InputError)."""
-    found = tuple(getattr(data, "shape", np.shape(data)))
-    if found != tuple(shape):
-        raise InputError(f"{name} has shape {found}, expected {tuple(shape)}")
-    arr = backend.asarray(data)
-    if not bool(backend.xp.all(backend.xp.isfinite(arr))) or float(arr.min()) < 0:
-        raise InputError(
-            f"{name} must be finite and non-negative (clip pre-corrected data at 0 first)"
-        )
-    return arr
-
-
-class _PetCorrections(PetImageSide):
-    """What sinogram and listmode models share: projector, mu-map, normalisation, time factors."""
-
-    def __init__(
+    def _set_up_corrections(
         self,
         scanner: PetScanner,
-        grid: ImageGrid,
         mu_map: Any,
         normalization: Any,
         isotope: str | None,
         reference_time_s: float,
         calibration: float | None,
         use_tof: bool | None,
-        device: str | Backend | None,
         max_ring_difference: int | None,
         chunk_lors: int,
     ) -> None:
         if not isinstance(scanner, PetScanner):
             raise GeometryError("scanner must be a PetScanner (e.g. PetScanner.preset('small'))")
-        if not isinstance(grid, ImageGrid):
-            raise GeometryError("grid must be an ImageGrid")
-        grid.check_memory(copies=4, what="a PET model")
+        grid = self.grid
         self.scanner = scanner
-        self.grid = grid
-        self.backend = resolve_backend(device)
-        self.xp = self.backend.xp
         if use_tof is None:
             use_tof = scanner.tof is not None
         if use_tof and scanner.tof is None:
@@ -218,7 +179,7 @@ class _PetCorrections(PetImageSide):
         )
 
 
-class PetSinogramModel(_PetCorrections):
+class PetSinogramModel(_PetCorrections, ViewModel):
     r"""Span-1 sinogram model ``ȳ = m ⊙ (P x) + a`` with data ``(plane, view, radial[, tof])``.
 
     Parameters
@@ -266,10 +227,12 @@ class PetSinogramModel(_PetCorrections):
         device: str | Backend | None = None,
         chunk_lors: int = 2**20,
     ) -> None:
-        super().__init__(
-            scanner, grid, mu_map, normalization, isotope, reference_time_s, calibration,
-            use_tof, device, max_ring_difference, chunk_lors,
+        ViewModel.__init__(self, grid, device, "a PET model")
+        self._set_up_corrections(
+            scanner, mu_map, normalization, isotope, reference_time_s, calibration, use_tof,
+            max_ring_difference, chunk_lors,
         )  # fmt: skip
+        self.view_subsets = ViewSubsets(self.layout.shape[1], view_axis=1)
         # OSEM holds the counts, the additive term, the expectation and the ratio.
         check_memory(
             4.0 * 4 * math.prod(self.data_shape),
@@ -279,9 +242,7 @@ class PetSinogramModel(_PetCorrections):
         self.frame_start_s = float(frame_start_s)
         self.frame_duration_s = float(frame_duration_s)
         self.time_factor = self._time_factor(self.frame_start_s, self.frame_duration_s)
-        self._factors: dict[tuple[int, ...], Any] = {}
-        self._sensitivity_cache: dict[tuple[int, ...], Any] = {}
-        self._view_cache: dict[tuple[int, ...], Any] = {}
+        self._factors: dict[bytes, Any] = {}
         self.additive = None
         parts = [p for p in (randoms, scatter) if p is not None]
         if parts:
@@ -289,6 +250,7 @@ class PetSinogramModel(_PetCorrections):
 
     @property
     def data_shape(self) -> tuple[int, ...]:
+        """``(plane, view, radial[, tof])``."""
         shape = self.layout.shape
         return (*shape, self.tof.n_bins) if self.tof is not None else shape
 
@@ -298,35 +260,10 @@ class PetSinogramModel(_PetCorrections):
         host = np.asarray(self.backend.to_host(array), dtype=np.float32)
         return np.repeat(host[..., None] / self.tof.n_bins, self.tof.n_bins, axis=-1)
 
-    def validate_data(self, data: Any, name: str = "counts") -> Any:
-        return validated_counts(self.backend, data, self.data_shape, name)
-
-    def subsets(self, n_subsets: int) -> list[np.ndarray]:
-        n_views = self.layout.shape[1]
-        if not 1 <= int(n_subsets) <= n_views:
-            raise InputError(f"subsets must be between 1 and the number of views ({n_views})")
-        return [np.arange(s, n_views, int(n_subsets)) for s in range(int(n_subsets))]
-
-    def _views(self, subset: Any) -> np.ndarray:
-        n_views = self.layout.shape[1]
-        return np.arange(n_views) if subset is None else np.asarray(subset, dtype=np.int64)
-
-    def _device_views(self, views: np.ndarray) -> Any:
-        """The views as a device index array, made once per subset (no transfer per call)."""
-        key = tuple(int(v) for v in views)
-        if key not in self._view_cache:
-            self._view_cache[key] = self.backend.asarray(views, np.int64)
-        return self._view_cache[key]
-
-    def take(self, data: Any, subset: Any) -> Any:
-        if subset is None:
-            return data
-        return data[:, self._device_views(self._views(subset))]
-
     def _subset_geometry(self, views: np.ndarray) -> tuple[Any, Any, Any]:
         """LOR endpoints of the views (made on the device) and their multiplicative factors."""
-        key = tuple(int(v) for v in views)
-        device_views = self._device_views(views)
+        key = views.tobytes()
+        device_views = self._device_indices(views)
         xstart, xend = self.layout.endpoints(device_views, xp=self.xp, checked=False)
         if key not in self._factors:
             ca, cb = self._layout_crystals(views)
@@ -367,31 +304,30 @@ class PetSinogramModel(_PetCorrections):
             checked=False,
         )  # fmt: skip
 
-    def sensitivity(self, subset: Any = None) -> Any:
-        """``Pᵀ m`` over the views of ``subset`` (non-TOF: TOF bins sum to the non-TOF LOR)."""
-        views = self._views(subset)
-        key = tuple(int(v) for v in views)
-        if key not in self._sensitivity_cache:
-            xstart, xend, factor = self._subset_geometry(views)
-            self._sensitivity_cache[key] = self.nontof_projector.back(
-                self.xp.ascontiguousarray(factor.reshape(-1)),
-                xstart.reshape(-1, 3),
-                xend.reshape(-1, 3),
-                checked=False,
-            )
-        return self._sensitivity_cache[key]
+    def _compute_sensitivity(self, views: np.ndarray) -> Any:
+        """``Pᵀ m`` over ``views`` by the non-TOF projector (TOF bins sum to the non-TOF LOR)."""
+        xstart, xend, factor = self._subset_geometry(views)
+        return self.nontof_projector.back(
+            self.xp.ascontiguousarray(factor.reshape(-1)),
+            xstart.reshape(-1, 3),
+            xend.reshape(-1, 3),
+            checked=False,
+        )
 
 
 class PetListmodeModel(_PetCorrections):
     r"""Listmode model: one expected rate per event, ``ȳ_i = m_i (P x)_i + a_i``.
 
     ``m_i`` holds the LOR's attenuation and normalisation, the decay from the reference time to
-    the event's own time, the branching ratio and the calibration. The sensitivity image covers
-    all LORs of the sinogram layout (all crystal pairs within ``max_ring_difference``): its
-    geometric part (attenuation × normalisation, :meth:`geometric_sensitivity`) is back-projected
-    once per model object, on first use, and kept on the device; each frame's
-    :meth:`sensitivity` is that image times the frame's time factor (duration, decay, branching
-    ratio, calibration). Prompts on LORs outside the layout are left out (:meth:`prepare`).
+    the event's own time, the branching ratio and the calibration. A reconstruction works on a
+    :meth:`frame`: the model restricted to one time window's prompts, which is a
+    :class:`recon.SystemModel` like a sinogram model (its data are one count per event), so
+    LM-OSEM is OSEM on it. The frame's sensitivity covers all LORs of the sinogram layout (all
+    crystal pairs within ``max_ring_difference``): its geometric part (attenuation ×
+    normalisation, :meth:`geometric_sensitivity`) is back-projected once per model object, on
+    first use, and kept on the device; each frame scales it by its time factor (duration, decay,
+    branching ratio, calibration: :meth:`frame_sensitivity`). Prompts on LORs outside the layout
+    are left out (:meth:`prepare`).
     """
 
     def __init__(
@@ -408,9 +344,12 @@ class PetListmodeModel(_PetCorrections):
         device: str | Backend | None = None,
         chunk_lors: int = 2**20,
     ) -> None:
-        super().__init__(
-            scanner, grid, mu_map, normalization, isotope, reference_time_s, calibration,
-            use_tof, device, max_ring_difference, chunk_lors,
+        self.grid = grid
+        self.backend = checked_backend(grid, device, "a PET listmode model")
+        self.xp = self.backend.xp
+        self._set_up_corrections(
+            scanner, mu_map, normalization, isotope, reference_time_s, calibration, use_tof,
+            max_ring_difference, chunk_lors,
         )  # fmt: skip
         if normalization is not None and self._bin_norm is not None:
             raise InputError("listmode normalisation must be per-crystal efficiencies")
@@ -438,12 +377,50 @@ class PetListmodeModel(_PetCorrections):
             self._geometry_sensitivity = image
         return self._geometry_sensitivity
 
-    def sensitivity(self, frame_start_s: float, frame_duration_s: float) -> Any:
-        """Sensitivity image of a frame: the cached geometric sensitivity × the frame's time
-        factor (a new image each call; only the geometric part is cached)."""
+    def frame_sensitivity(self, frame_start_s: float, frame_duration_s: float) -> Any:
+        """Sensitivity image of a frame over all LORs: the cached geometric sensitivity × the
+        frame's time factor (a new image each call; only the geometric part is cached)."""
         return self.geometric_sensitivity() * np.float32(
             self._time_factor(frame_start_s, frame_duration_s)
         )
+
+    def decay_factor(self, frame_start_s: float, frame_duration_s: float) -> float:
+        """Activity at the reference time over the mean activity during the frame (1 without an
+        isotope): how much a frame's image is raised by decay correction."""
+        if self.isotope is None:
+            return 1.0
+        from recon.physics.decay import decay_correction_factor
+        from recon.physics.isotopes import get_isotope
+
+        half_life = get_isotope(self.isotope).half_life_s
+        return float(
+            decay_correction_factor(
+                half_life, frame_start_s, frame_duration_s, self.reference_time_s
+            )
+        )
+
+    def frame(
+        self,
+        events: ListmodeEvents,
+        frame_start_s: float | None = None,
+        frame_duration_s: float | None = None,
+        additive_rate: Any = None,
+    ) -> ListmodeFrame:
+        """This model restricted to the prompts of one frame: a :class:`ListmodeFrame`.
+
+        Parameters
+        ----------
+        events : ListmodeEvents
+            The frame's events (prompts are used; delayeds are ignored).
+        frame_start_s, frame_duration_s : float, optional
+            The frame (s from scan start); default: from 0 to the last event time.
+        additive_rate : array of shape (n_prompts,), optional
+            Expected additive rate (randoms + scatter) in counts/s of each prompt's LOR and TOF
+            bin, in the order of the prompts (:meth:`additive_rate`).
+        """
+        from recon.pet.listmode_frame import ListmodeFrame
+
+        return ListmodeFrame(self, events, frame_start_s, frame_duration_s, additive_rate)
 
     def prepare(self, events: ListmodeEvents) -> dict[str, Any]:
         """Device arrays for the prompts of ``events``: endpoints, TOF bins and factors ``m_i``.

@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from recon._validation import as_grid_array, as_mu_map
-from recon.backend import Backend, resolve_backend
+from recon._validation import as_mu_map
+from recon.backend import Backend
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
-from recon.image import Image
 from recon.spect.collimator import Collimator
 from recon.spect.geometry import SpectGeometry
+from recon.system_model import ViewModel, ViewSubsets
 
 __all__ = ["SpectModel"]
 
@@ -44,7 +44,7 @@ def _overlap_matrix(
     return np.clip(hi - lo, 0.0, None) / width_out
 
 
-class SpectModel:
+class SpectModel(ViewModel):
     r"""Parallel-hole SPECT system model ``ȳ = m ⊙ (P x) + a``.
 
     ``P`` rotates the image to each view, attenuates every depth plane by ``exp(−∫μ)`` to the
@@ -102,8 +102,8 @@ class SpectModel:
     ) -> None:
         if not isinstance(geometry, SpectGeometry):
             raise GeometryError("geometry must be a SpectGeometry")
-        if not isinstance(grid, ImageGrid):
-            raise GeometryError("grid must be an ImageGrid")
+        # The model keeps a few images (mu-map, attenuation tables); OSEM adds its own.
+        super().__init__(grid, device, "a SPECT model")
         dz, dy, dx = grid.voxel_size_mm
         if not math.isclose(dy, dx, rel_tol=1e-6):
             raise GeometryError(
@@ -111,13 +111,9 @@ class SpectModel:
                 f"got y={dy} mm, x={dx} mm; "
                 "resample the grid"
             )
-        # The model keeps a few images (mu-map, attenuation tables); OSEM adds its own.
-        grid.check_memory(copies=4, what="a SPECT model")
         self.geometry = geometry
-        self.grid = grid
+        self.view_subsets = ViewSubsets(geometry.n_views, view_axis=0)
         self.collimator = collimator
-        self.backend = resolve_backend(device)
-        self.xp = self.backend.xp
         self.chunk_bytes = int(chunk_bytes)
 
         self._kernels = _kernels_for(self.backend)
@@ -137,36 +133,6 @@ class SpectModel:
         plane_bytes = 4 * self.n_depth * grid.shape[0] * geometry.n_u
         if self._mu is not None and plane_bytes * geometry.n_views <= attenuation_cache_bytes:
             self._att_cache = self._attenuation(np.arange(geometry.n_views, dtype=np.int32))
-        self._sensitivity_cache: dict[tuple[int, ...], Any] = {}
-        self._id_cache: dict[tuple[int, ...], tuple[Any, Any]] = {}
-
-    # ------------------------------------------------------------------ validation
-    def validate_data(self, data: Any, name: str = "counts", views: Any = None) -> Any:
-        """Check a projection-shaped array and return it on the model's device as float32.
-
-        Raises
-        ------
-        InputError
-            Wrong shape, NaN/infinite or negative values.
-        """
-        n = self.geometry.n_views if views is None else len(views)
-        expected = (n, self.geometry.n_v, self.geometry.n_u)
-        shape = tuple(getattr(data, "shape", np.shape(data)))
-        if shape != expected:
-            raise InputError(
-                f"{name} has shape {shape} but the geometry expects (view, v, u) = {expected}"
-            )
-        arr = self.backend.asarray(data)
-        xp = self.xp
-        if not bool(xp.all(xp.isfinite(arr))):
-            raise InputError(f"{name} contains NaN or infinite values")
-        if float(arr.min()) < 0:
-            raise InputError(f"{name} contains negative values; projection data must be ≥ 0")
-        return arr
-
-    def validate_image(self, image: Any) -> Any:
-        """``image`` as a float32 device array on the model grid (or a ReconError)."""
-        return as_grid_array(image, self.grid, self.backend)
 
     # ------------------------------------------------------------------ tables
     def _build_tables(self) -> None:
@@ -240,62 +206,18 @@ class SpectModel:
 
     @property
     def units(self) -> str:
+        """``"Bq/mL"`` with a sensitivity, else counts/s per voxel (uncalibrated)."""
         return "Bq/mL" if self.sensitivity_cps_per_mbq is not None else "counts/s (uncalibrated)"
 
     # ------------------------------------------------------------------ system-model interface
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.grid.shape
-
-    @property
     def data_shape(self) -> tuple[int, int, int]:
+        """Projections ``(view, v, u)``."""
         return self.geometry.projection_shape
 
-    def subsets(self, n_subsets: int) -> list[np.ndarray]:
-        """Interleaved view subsets: subset ``s`` holds views ``s, s+n, s+2n, …``."""
-        n_views = self.geometry.n_views
-        if not 1 <= int(n_subsets) <= n_views:
-            raise InputError(
-                f"subsets must be between 1 and the number of views ({n_views}), got {n_subsets}"
-            )
-        return [
-            np.arange(s, n_views, int(n_subsets), dtype=np.int32) for s in range(int(n_subsets))
-        ]
-
-    def take(self, data: Any, subset: Any) -> Any:
-        """The part of projection-shaped ``data`` that belongs to ``subset`` (None: all)."""
-        if subset is None:
-            return data
-        return data[self._device_ids(self._views(subset))[1]]
-
-    def to_image(self, data: Any, **info: Any) -> Image:
-        """Wrap an image array of this model as a :class:`recon.Image`."""
-        return Image(
-            data=data,
-            grid=self.grid,
-            units=self.units,
-            isotope=self.isotope,
-            reference_time_s=self.reference_time_s if self.isotope else None,
-            info=info,
-        )
-
-    def _views(self, subset: Any) -> np.ndarray:
-        if subset is None:
-            return np.arange(self.geometry.n_views, dtype=np.int32)
-        views = np.asarray(subset, dtype=np.int32).reshape(-1)
-        if views.size == 0 or views.min() < 0 or views.max() >= self.geometry.n_views:
-            raise InputError(f"view indices must be within [0, {self.geometry.n_views})")
-        return views
-
-    def _device_ids(self, views: np.ndarray) -> tuple[Any, Any]:
-        """View ids as int32 and int64 device arrays, uploaded once per distinct view list."""
-        key = tuple(int(v) for v in views)
-        if key not in self._id_cache:
-            self._id_cache[key] = (
-                self.backend.asarray(views, np.int32),
-                self.backend.asarray(views, np.int64),
-            )
-        return self._id_cache[key]
+    def _ids(self, views: np.ndarray) -> Any:
+        """The views as int32 device indices, for the kernels (uploaded once per list)."""
+        return self._device_indices(views, np.int32)
 
     def _chunks(self, views: np.ndarray) -> list[np.ndarray]:
         nz = self.grid.shape[0]
@@ -314,8 +236,8 @@ class SpectModel:
         if self._mu is None:
             return None, None
         if self._att_cache is not None:
-            return self._att_cache, self._device_ids(chunk)[0]
-        return self._attenuation(chunk), self._device_ids(np.arange(chunk.size))[0]
+            return self._att_cache, self._ids(chunk)
+        return self._attenuation(chunk), self._ids(np.arange(chunk.size))
 
     def project(self, image: Any, subset: Any = None) -> Any:
         """The linear projector without view factors: ``P x`` for the given views."""
@@ -326,7 +248,7 @@ class SpectModel:
         out = xp.empty((views.size, geom.n_v, geom.n_u), np.float32)
         start = 0
         for chunk in self._chunks(views):
-            ids = self._device_ids(chunk)[0]
+            ids = self._ids(chunk)
             att, rows = self._att_for(chunk)
             q = xp.empty((chunk.size, self.n_depth, nz, geom.n_u), np.float32)
             self._kernels.rotate_forward(self, x, att, rows, ids, q)
@@ -352,7 +274,7 @@ class SpectModel:
         image = xp.zeros(self.grid.shape, np.float32)
         start = 0
         for chunk in self._chunks(views):
-            ids = self._device_ids(chunk)[0]
+            ids = self._ids(chunk)
             planes = y[start : start + chunk.size]
             start += chunk.size
             if self._axial is not None:
@@ -368,7 +290,7 @@ class SpectModel:
         """Linear part of the model, ``m ⊙ (P x)``, for the views in ``subset`` (None: all)."""
         views = self._views(subset)
         proj = self.project(image, views)
-        m = self.view_factors[self._device_ids(views)[1]]
+        m = self.view_factors[self._device_indices(views)]
         return proj * m[:, None, None]
 
     def back(self, data: Any, subset: Any = None) -> Any:
@@ -378,17 +300,8 @@ class SpectModel:
         expected = (views.size, self.geometry.n_v, self.geometry.n_u)
         if tuple(y.shape) != expected:
             raise InputError(f"data has shape {tuple(y.shape)}, expected {expected} (view, v, u)")
-        m = self.view_factors[self._device_ids(views)[1]]
+        m = self.view_factors[self._device_indices(views)]
         return self.backproject(y * m[:, None, None], views)
-
-    def sensitivity(self, subset: Any = None) -> Any:
-        """``Pᵀ m`` for the views of ``subset``, computed once and kept on the device."""
-        views = self._views(subset)
-        key = tuple(int(v) for v in views)
-        if key not in self._sensitivity_cache:
-            ones = self.xp.ones((views.size, self.geometry.n_v, self.geometry.n_u), np.float32)
-            self._sensitivity_cache[key] = self.back(ones, views)
-        return self._sensitivity_cache[key]
 
 
 # ---------------------------------------------------------------------- kernel dispatch
