@@ -13,6 +13,7 @@ from scipy.optimize import brentq
 
 import recon
 from recon.errors import GeometryError, InputError
+from recon.io import read_voi
 from recon.phantoms import sphere_mask
 from recon.quant import (
     Voi,
@@ -118,7 +119,7 @@ def test_nifti_round_trip(grid, tmp_path):
     data = np.transpose(voi.mask.astype(np.uint8), (2, 1, 0))
     path = tmp_path / "lesion.nii.gz"
     nibabel.save(nibabel.Nifti1Image(data, affine), str(path))
-    back = Voi.from_nifti(path, grid)
+    back = read_voi(path, grid)
     assert back.name == "lesion"
     np.testing.assert_array_equal(back.mask, voi.mask)
 
@@ -134,10 +135,10 @@ def test_nifti_mask_on_another_grid_is_resampled(grid, tmp_path):
     affine = np.array([[-dx, 0, 0, -ox], [0, -dy, 0, -oy], [0, 0, dz, oz], [0, 0, 0, 1.0]])
     path = tmp_path / "labels.nii"
     nibabel.save(nibabel.Nifti1Image(np.transpose(labels, (2, 1, 0)), affine), str(path))
-    voi = Voi.from_nifti(path, grid, name="lesion", label=2)
+    voi = read_voi(path, grid, name="lesion", label=2)
     assert voi.volume_ml == pytest.approx(sphere_ml(20.0), rel=0.1)
     np.testing.assert_allclose(voi.centroid_mm, (6.0, -10.0, 4.0), atol=1.0)
-    both = Voi.from_nifti(path, grid)
+    both = read_voi(path, grid)
     assert both.n_voxels > voi.n_voxels
 
 
@@ -146,7 +147,7 @@ def test_nifti_without_nibabel_says_how_to_install(grid, tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "nibabel", None)
     with pytest.raises(InputError, match="pip install nibabel"):
-        Voi.from_nifti(tmp_path / "x.nii", grid)
+        read_voi(tmp_path / "x.nii", grid)
 
 
 # ------------------------------------------------------------------------------ statistics

@@ -25,7 +25,13 @@ from recon.io.interfile import (
 )
 from recon.io.listmode_file import ListmodeFile, read_listmode, write_listmode
 from recon.io.mu_map import read_mu_map
-from recon.io.nifti import grid_affine_ras, read_nifti_image, read_voi_mask, write_nifti
+from recon.io.nifti import (
+    grid_affine_ras,
+    read_nifti_image,
+    read_voi,
+    read_voi_mask,
+    write_nifti,
+)
 from recon.io.petsird import read_petsird
 from recon.io.stir_geometry import (
     layout_to_stir_sinogram,
@@ -61,6 +67,7 @@ __all__ = [
     "read_nifti_image",
     "read_petsird",
     "read_seg_vois",
+    "read_voi",
     "read_voi_mask",
     "scatter_estimate",
     "select_scatter_windows",

@@ -38,7 +38,7 @@ from recon.io._dicom import load_dataset
 from recon.io._dicom import tag_label as _tag
 from recon.io._dicom import tag_value as _value
 from recon.io._guard import malformed_input_is_input_error
-from recon.quant.voi import Voi
+from recon.voi import Voi
 
 __all__ = ["SEGMENTATION_STORAGE", "read_seg_vois"]
 

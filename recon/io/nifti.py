@@ -26,8 +26,9 @@ from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
 from recon.image import Image
 from recon.resample import sample_on_grid
+from recon.voi import Voi
 
-__all__ = ["grid_affine_ras", "read_nifti_image", "read_voi_mask", "write_nifti"]
+__all__ = ["grid_affine_ras", "read_nifti_image", "read_voi", "read_voi_mask", "write_nifti"]
 
 # NIFTI_XFORM_SCANNER_ANAT: coordinates are the scanner's (here: the DICOM patient frame).
 _XFORM_SCANNER_ANAT = 1
@@ -106,6 +107,23 @@ def write_nifti(image: Image, path: str | os.PathLike[str]) -> Path:
     if suffix == ".nii.gz":
         payload = gzip.compress(payload, mtime=0)
     return write_atomically(path, lambda handle: handle.write(payload))
+
+
+def read_voi(
+    path: str | os.PathLike[str],
+    grid: ImageGrid,
+    name: str | None = None,
+    label: int | None = None,
+) -> Voi:
+    """A :class:`recon.voi.Voi` from a NIfTI mask or label file, on ``grid``.
+
+    The mask is read as :func:`read_voi_mask` reads it; ``name`` defaults to the file name
+    without its extension.
+    """
+    mask = read_voi_mask(path, grid, label)
+    if name is None:
+        name = os.path.basename(os.fspath(path)).split(".")[0]
+    return Voi.from_mask(mask, grid, name)
 
 
 def read_voi_mask(

@@ -3,52 +3,36 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
+from recon._checks import check_grid, finite, non_negative, positive, xyz
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
 from recon.physics.isotopes import Isotope, get_isotope
+
+__all__ = [
+    "LN2",
+    "TimeLike",
+    "check_grid",
+    "check_same_grid",
+    "decay_constant_per_s",
+    "elapsed_s",
+    "finite",
+    "finite_array",
+    "half_life_s",
+    "non_negative",
+    "positive",
+    "xyz",
+]
 
 #: A point in time: a :class:`datetime.datetime`, or seconds on a clock shared by every time
 #: passed to the same call (e.g. seconds after injection, or POSIX seconds).
 TimeLike = datetime | float | int
 
 LN2 = math.log(2.0)
-
-
-def finite(value: Any, name: str) -> float:
-    """``value`` as a finite float, or an InputError naming it."""
-    if isinstance(value, bool):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise InputError(f"{name} must be finite, got {value!r}")
-    return v
-
-
-def positive(value: Any, name: str, unit: str = "") -> float:
-    """``value`` as a finite float > 0, or an InputError naming it and its unit."""
-    v = finite(value, name)
-    if v <= 0:
-        suffix = f" ({unit})" if unit else ""
-        raise InputError(f"{name} must be positive{suffix}, got {value!r}")
-    return v
-
-
-def non_negative(value: Any, name: str, unit: str = "") -> float:
-    """``value`` as a finite float ≥ 0, or an InputError naming it and its unit."""
-    v = finite(value, name)
-    if v < 0:
-        suffix = f" ({unit})" if unit else ""
-        raise InputError(f"{name} must not be negative{suffix}, got {value!r}")
-    return v
 
 
 def finite_array(values: Any, name: str, ndim: int | None = None) -> np.ndarray:
@@ -100,22 +84,6 @@ def half_life_s(isotope: str | Isotope | float) -> float:
 def decay_constant_per_s(isotope: str | Isotope | float) -> float:
     """λ = ln 2 / T½ in 1/s."""
     return LN2 / half_life_s(isotope)
-
-
-def xyz(point: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
-    """Three finite world coordinates ``(x, y, z)`` in mm, or a GeometryError."""
-    p = np.asarray(point, dtype=np.float64).ravel()
-    if p.size != 3 or not np.all(np.isfinite(p)):
-        raise GeometryError(
-            f"{name} must be 3 finite world coordinates (x, y, z) in mm, got {point!r}"
-        )
-    return p
-
-
-def check_grid(grid: Any) -> ImageGrid:
-    if not isinstance(grid, ImageGrid):
-        raise GeometryError(f"grid must be a recon.ImageGrid, got {type(grid).__name__}")
-    return grid
 
 
 def check_same_grid(a: ImageGrid, b: ImageGrid, what_a: str, what_b: str) -> None:
