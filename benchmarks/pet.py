@@ -61,7 +61,7 @@ from recon.algorithms.em import em_reconstruct
 from recon.algorithms.listmode import lm_osem
 from recon.backend import Backend, gpu_available, resolve_backend
 from recon.pet.sinogram import SinogramLayout
-from recon.phantoms import uniform_cylinder
+from recon.simulate.phantoms import uniform_cylinder
 
 SUBSETS = 34
 SCAN_S = 600.0

@@ -32,7 +32,7 @@ import recon
 from recon._files import write_text_atomic
 from recon.algorithms import osem
 from recon.backend import gpu_available, resolve_backend
-from recon.phantoms import uniform_cylinder
+from recon.simulate.phantoms import uniform_cylinder
 
 
 def _device_name(backend: Any) -> str:

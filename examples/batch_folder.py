@@ -16,8 +16,8 @@ goes on.
 
 Without ``--input`` the script first makes a demonstration folder, ``DIR/input``, holding three
 small simulated studies (a Tc-99m SPECT/CT and an In-111 SPECT/CT written as DICOM by
-:func:`recon.io.synthetic.write_simulated_spect_study`, and an F-18 TOF listmode file) and one
-deliberately corrupt file, ``corrupt.dcm``, planted to show how a bad file is reported.
+:func:`recon.simulate.dicom_study.write_simulated_spect_study`, and an F-18 TOF listmode file)
+and one deliberately corrupt file, ``corrupt.dcm``, planted to show how a bad file is reported.
 
 Exit status: with ``--input``, 0 only if every study succeeded, 1 if any failed. In the
 demonstration the planted file is expected to fail (it is reported as ``failed (planted)``), so
@@ -47,11 +47,12 @@ import numpy as np
 import recon
 from recon._files import write_text_atomic
 from recon.cli import main as recon_cli
-from recon.io import hu_to_mu, write_listmode
-from recon.io.synthetic import write_simulated_spect_study
+from recon.io import write_listmode
 from recon.pet import PetScanner, PetSinogramModel, randoms_from_singles, simulate_listmode
-from recon.phantoms import sphere_mask, uniform_cylinder
+from recon.physics import hu_to_mu
 from recon.physics.isotopes import get_isotope
+from recon.simulate.dicom_study import write_simulated_spect_study
+from recon.simulate.phantoms import sphere_mask, uniform_cylinder
 
 PLANTED = "corrupt.dcm"
 

@@ -38,7 +38,7 @@ from recon._files import save_npy_atomic
 from recon.cli import main as recon_cli
 from recon.io import write_listmode
 from recon.pet import PetScanner, PetSinogramModel, randoms_from_singles, simulate_listmode
-from recon.phantoms import nema_iec_phantom, sphere_mask
+from recon.simulate.phantoms import nema_iec_phantom, sphere_mask
 
 ISOTOPE = "C-11"
 DURATION_S = 600.0

@@ -34,7 +34,7 @@ from recon._files import save_npy_atomic
 from recon.cli import main as recon_cli
 from recon.io import layout_to_stir_sinogram, write_interfile
 from recon.pet import PetLorSinogramModel, PetScanner, SinogramLayout
-from recon.phantoms import nema_iec_phantom, sphere_mask
+from recon.simulate.phantoms import nema_iec_phantom, sphere_mask
 
 ISOTOPE = "F-18"
 DURATION_S = 300.0

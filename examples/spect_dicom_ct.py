@@ -4,10 +4,10 @@ Simulates a NEMA-IEC-like body phantom (six hot spheres of 10-37 mm at 4:1, a lu
 body) seen by a dual-head camera with the LEHR collimator: attenuation, collimator response, decay,
 scatter and Poisson noise in a photopeak and two TEW scatter windows. The acquisition is written
 as one DICOM NM TOMO file and the attenuation map as a CT series in the same Frame of Reference
-(:func:`recon.io.synthetic.write_simulated_spect_study`). Then the study is reconstructed exactly
-as ``recon spect NM --ct CT --sensitivity 90`` does (OSEM with CT-based attenuation correction,
-collimator response, decay and TEW scatter correction, in Bq/mL) and the sphere recovery
-coefficients are printed.
+(:func:`recon.simulate.dicom_study.write_simulated_spect_study`). Then the study is
+reconstructed exactly as ``recon spect NM --ct CT --sensitivity 90`` does (OSEM with CT-based
+attenuation correction, collimator response, decay and TEW scatter correction, in Bq/mL) and
+the sphere recovery coefficients are printed.
 
 Usage::
 
@@ -30,8 +30,8 @@ import numpy as np
 
 import recon
 from recon.cli import main as recon_cli
-from recon.io.synthetic import write_simulated_spect_study
-from recon.phantoms import MU_WATER_PER_MM_140KEV, nema_iec_phantom, sphere_mask
+from recon.simulate.dicom_study import write_simulated_spect_study
+from recon.simulate.phantoms import MU_WATER_PER_MM_140KEV, nema_iec_phantom, sphere_mask
 
 SENSITIVITY_CPS_PER_MBQ = 90.0  # LEHR planar sensitivity, typical of current cameras
 BACKGROUND_BQ_ML = 5000.0

@@ -20,7 +20,7 @@ import numpy as np
 
 import recon
 from recon._files import save_npy_atomic
-from recon.phantoms import sphere_mask, uniform_cylinder
+from recon.simulate.phantoms import sphere_mask, uniform_cylinder
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -1,8 +1,8 @@
 """Synthetic DICOM objects for the I/O tests: NM TOMO multi-frame acquisitions and CT series.
 
-The builders live in :mod:`recon.io.synthetic` (the product's way to write simulated studies);
-this module re-exports them under the names the tests use. :func:`write_series` here numbers
-the files backwards, so that listing order is not slice order and the readers must sort.
+The builders live in :mod:`recon.simulate.dicom_study` (the product's way to write simulated
+studies); this module re-exports them under the names the tests use. :func:`write_series` here
+numbers the files backwards, so that listing order is not slice order and the readers must sort.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from pydicom.valuerep import DSfloat
 
 from recon.grid import ImageGrid
 from recon.image import Image
-from recon.io.synthetic import (
+from recon.physics.attenuation import mu_to_hu
+from recon.simulate.dicom_study import (
     CT_IMAGE_STORAGE,
     NM_IMAGE_STORAGE,
     ct_series,
-    mu_to_hu,
     nm_tomo_dataset,
     save,
     write_simulated_spect_study,
 )
-from recon.io.synthetic import write_series as _write_series
+from recon.simulate.dicom_study import write_series as _write_series
 
 __all__ = [
     "asymmetric_grid",

@@ -24,7 +24,7 @@ import numpy as np
 import recon
 from recon.io import layout_to_stir_sinogram, write_interfile
 from recon.io.listmode_file import write_listmode
-from recon.io.synthetic import ct_series, nm_tomo_dataset, save, write_series
+from recon.simulate.dicom_study import ct_series, nm_tomo_dataset, save, write_series
 
 __all__ = ["CASES", "build_sandbox"]
 

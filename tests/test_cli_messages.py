@@ -103,7 +103,7 @@ def test_negative_sinogram_bins_are_reported(
 
 def test_a_missing_ct_slice_is_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from recon.io.ct import read_ct_series
-    from recon.io.synthetic import ct_series, write_series
+    from recon.simulate.dicom_study import ct_series, write_series
 
     slices = ct_series(np.zeros((8, 16, 16)), pixel_spacing=(4.0, 4.0),
                        first_position=(-30.0, -30.0, -14.0), slice_spacing=4.0)  # fmt: skip

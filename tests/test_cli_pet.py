@@ -14,7 +14,7 @@ from recon.cli import main
 from recon.commands.common import parse_frames
 from recon.io.listmode_file import write_listmode
 from recon.pet import simulate_listmode
-from recon.phantoms import uniform_cylinder
+from recon.simulate.phantoms import uniform_cylinder
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 
 import recon
 from recon.cli import main
-from recon.phantoms import sphere_mask, uniform_cylinder
+from recon.simulate.phantoms import sphere_mask, uniform_cylinder
 from tests.dicom_factory import ct_series, nm_tomo_dataset, save, write_series
 
 PIXEL = 6.0
@@ -183,8 +183,8 @@ def test_dicom_in_to_dicom_out_recovers_sphere_activity(tmp_path, n_heads):
     """Synthetic NM+CT written as the standard describes -> `recon spect` -> DICOM NM result whose
     sphere and background concentrations match the truth within the engine-test tolerances (10%
     over a 30 mm VOI in the 37 mm sphere, see tests/test_em.py, and in the background)."""
-    from recon.io.synthetic import write_simulated_spect_study
-    from recon.phantoms import nema_iec_phantom
+    from recon.simulate.dicom_study import write_simulated_spect_study
+    from recon.simulate.phantoms import nema_iec_phantom
 
     # The engine test's study (tests/test_em.py): NEMA-IEC-like phantom, 4 mm voxels, 96 views.
     grid = recon.ImageGrid((24, 80, 80), 4.0)

@@ -10,7 +10,8 @@ import pytest
 
 import recon
 from recon.errors import GeometryError, InputError, PhysicsError
-from recon.io.ct import effective_ct_energy_kev, hu_to_mu, read_ct_mu_map, read_ct_series
+from recon.io.ct import read_ct_mu_map, read_ct_series
+from recon.physics.attenuation import effective_ct_energy_kev, hu_to_mu
 from tests.dicom_factory import ct_series, nm_tomo_dataset, save, write_series
 
 TC99M_KEV = 140.511

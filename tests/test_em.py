@@ -7,9 +7,9 @@ import pytest
 
 import recon
 from recon.algorithms import IterationState, mlem, osem
-from recon.phantoms import nema_iec_phantom, sphere_mask, uniform_cylinder
 from recon.physics.decay import mean_activity_fraction
 from recon.physics.isotopes import get_isotope
+from recon.simulate.phantoms import nema_iec_phantom, sphere_mask, uniform_cylinder
 
 
 def _small_problem(collimator: bool = True, isotope: str | None = None, minutes: float = 10.0):

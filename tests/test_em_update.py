@@ -21,7 +21,7 @@ from recon.algorithms.em_update import (
 )
 from recon.errors import NumericalError
 from recon.pet import simulate_listmode
-from recon.phantoms import uniform_cylinder
+from recon.simulate.phantoms import uniform_cylinder
 from recon.system_model import ViewModel, ViewSubsets
 
 DENORMAL = 1e-40  # below float32's smallest normal (1.18e-38), representable as a denormal

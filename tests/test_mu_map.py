@@ -128,7 +128,7 @@ def test_stir_spect_map_planes_meet_their_projection_rows(tmp_path: Path) -> Non
     """SPECTUB pairs image plane k with projection row k (both centred axially): water in STIR
     planes 1-2 of a map written as STIR writes it (origin 0, no modality, no position, as in
     STIR's recon_test_pack) attenuates exactly rows 1-2 of the file's projections."""
-    from recon.phantoms import uniform_cylinder
+    from recon.simulate.phantoms import uniform_cylinder
     from tests.stir_factory import write_stir_image
 
     geometry, grid = _stir_spect_study(tmp_path)

@@ -25,7 +25,7 @@ from recon.errors import GeometryError, InputError, KernelError
 from recon.pet import _cpu
 from recon.pet.projector import LorProjector
 from recon.pet.tof import Tof
-from recon.phantoms import uniform_cylinder
+from recon.simulate.phantoms import uniform_cylinder
 from tests.cuda_compat.build import gxx_available
 
 ROOT = Path(__file__).resolve().parents[1]

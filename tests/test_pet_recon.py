@@ -7,9 +7,9 @@ import pytest
 
 import recon
 from recon.pet import simulate_listmode
-from recon.phantoms import uniform_cylinder
 from recon.physics.decay import decay_correction_factor, mean_activity_fraction
 from recon.physics.isotopes import get_isotope
+from recon.simulate.phantoms import uniform_cylinder
 
 RATE = 0.002  # activity concentration (uncalibrated counts/s per mm of path) of the phantoms
 

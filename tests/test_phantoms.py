@@ -9,7 +9,7 @@ import pytest
 
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
-from recon.phantoms import (
+from recon.simulate.phantoms import (
     LUNG_DENSITY_RATIO,
     MU_WATER_PER_MM_140KEV,
     NEMA_SPHERE_DIAMETERS_MM,

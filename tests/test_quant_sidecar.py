@@ -16,7 +16,7 @@ from recon.cli import main
 from recon.io import write_interfile
 from tests.hostile_corpus import build_sandbox
 
-# nm_tomo_dataset's defaults (recon.io.synthetic): injection 08:30, acquisition 11:00 on
+# nm_tomo_dataset's defaults (recon.simulate.dicom_study): injection 08:30, acquisition 11:00 on
 # 2024-03-05, Radionuclide Total Dose 740 MBq of Tc-99m.
 INJECTION = datetime(2024, 3, 5, 8, 30)
 ACQUISITION = datetime(2024, 3, 5, 11, 0)

@@ -9,7 +9,6 @@ import pytest
 
 import recon
 from recon.errors import GeometryError, InputError
-from recon.phantoms import sphere_mask
 from recon.quant import (
     ExponentialFit,
     TimePoint,
@@ -23,6 +22,7 @@ from recon.quant import (
     time_activity_curve,
     time_integrated_activity,
 )
+from recon.simulate.phantoms import sphere_mask
 
 HOUR, DAY = 3600.0, 86400.0
 LN2 = math.log(2.0)

@@ -14,7 +14,6 @@ from scipy.optimize import brentq
 import recon
 from recon.errors import GeometryError, InputError
 from recon.io import read_voi
-from recon.phantoms import sphere_mask
 from recon.quant import (
     Voi,
     iso_contour,
@@ -22,6 +21,7 @@ from recon.quant import (
     recovery_coefficient,
     voi_stats,
 )
+from recon.simulate.phantoms import sphere_mask
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 

@@ -22,11 +22,17 @@ from recon.io import PetSinogram, read_interfile_image, read_interfile_sinogram
 from recon.io.stir_geometry import (
     stir_default_grid,
     stir_lor_endpoints,
-    stir_sinogram_model,
+    stir_lor_tables,
     stir_sinogram_to_layout,
 )
 
 STIR_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stir"
+
+
+def stir_sinogram_model(sino, grid=None, lors="detectors"):
+    """The model `recon pet` builds for a STIR sinogram: its separable LORs on a grid."""
+    grid = stir_default_grid(sino) if grid is None else grid
+    return recon.PetLorSinogramModel.separable(*stir_lor_tables(sino, lors), grid, device="cpu")
 
 
 def _write_stir(
@@ -244,7 +250,7 @@ def test_point_source_lands_where_stir_puts_it(tmp_path: Path, arc: bool) -> Non
     )  # fmt: skip
     sino = read_interfile_sinogram(header)
     grid = recon.ImageGrid((15, 60, 60), (4.0, 4.0, 4.0))
-    model = stir_sinogram_model(sino, grid, lors="stir", device="cpu")
+    model = stir_sinogram_model(sino, grid, lors="stir")
     image = recon.osem(model, sino.data, iterations=3, subsets=4, progress=False)
     peak = _peak_world(image)
     np.testing.assert_allclose(peak, point, atol=4.0)
@@ -264,7 +270,7 @@ def test_detector_pairs_map_onto_the_sinogram_layout(tmp_path: Path) -> None:
     grid = recon.ImageGrid((7, 40, 40), (4.0, 4.0, 4.0))
     rng = np.random.default_rng(7)
     x = rng.random(grid.shape).astype(np.float32)
-    stir_model = stir_sinogram_model(sino, grid, device="cpu")
+    stir_model = stir_sinogram_model(sino, grid)
     stir_projection = np.asarray(stir_model.forward(x))
     mapped, layout = stir_sinogram_to_layout(PetSinogram(stir_projection, sino.description))
     assert layout.n_radial == n_tang if n_tang % 2 else n_tang + 1
@@ -353,7 +359,7 @@ def test_real_stir_sinogram_reconstructs_consistently() -> None:
     grid = stir_default_grid(sino)
     assert grid.shape == (27, 75, 75)
     np.testing.assert_allclose(grid.voxel_size_mm, (3.27, 3.0, 3.0))
-    model = stir_sinogram_model(sino, device="cpu")
+    model = stir_sinogram_model(sino)
     counts = np.clip(sino.data, 0, None)
     image = recon.osem(model, counts, iterations=3, subsets=8, progress=False)
     fit = np.asarray(model.forward(image))
@@ -550,7 +556,7 @@ def test_mashed_views_are_the_sum_of_detector_views(tmp_path: Path, arc: bool) -
     )  # fmt: skip
     sino = read_interfile_sinogram(header)
     grid = recon.ImageGrid((7, 60, 60), (4.0, 3.0, 3.0))
-    model = stir_sinogram_model(sino, grid, device="cpu")
+    model = stir_sinogram_model(sino, grid)
     image = np.asarray(recon.osem(model, sino.data, iterations=4, subsets=4, progress=False))
     z, y, x = grid.meshgrid_mm()
     near = (np.hypot(x - point[0], y - point[1]) < 12.0) & (np.abs(z) < 6)

@@ -1,4 +1,5 @@
-"""recon.io.synthetic: simulated SPECT/CT studies written as DICOM read back by recon's readers."""
+"""recon.simulate.dicom_study: simulated SPECT/CT studies written as DICOM, read back by recon's
+readers."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 import recon
 from recon.errors import InputError
 from recon.io import read_ct_mu_map, read_nm_projections, scatter_estimate
-from recon.io.synthetic import mu_to_hu, write_simulated_spect_study
-from recon.phantoms import sphere_mask, uniform_cylinder
+from recon.physics.attenuation import mu_to_hu
+from recon.simulate.dicom_study import write_simulated_spect_study
+from recon.simulate.phantoms import sphere_mask, uniform_cylinder
 
 TC99M_KEV = 140.511
 MU_WATER = 0.0154
@@ -105,7 +107,7 @@ def test_mu_to_hu_gives_the_textbook_numbers():
     w = MU_WATER
     hu = mu_to_hu(np.array([0.0, 0.3 * w, w]), TC99M_KEV, mu_water_per_mm=w)
     np.testing.assert_allclose(hu, [-1000.0, -700.0, 0.0], atol=1e-3)
-    bone = recon.io.hu_to_mu(1200.0, TC99M_KEV, 120.0)
+    bone = recon.physics.hu_to_mu(1200.0, TC99M_KEV, 120.0)
     assert mu_to_hu(np.array([bone]), TC99M_KEV)[0] == pytest.approx(1200.0, abs=0.5)
 
 

@@ -39,9 +39,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     resolve(args, OPTIONS, "demo")
     if args.pet:
-        from recon.demo_pet import run_pet_demo as demo
+        from recon.simulate.demo_pet import run_pet_demo as demo
     else:
-        from recon.demo import run_spect_demo as demo
+        from recon.simulate.demo_spect import run_spect_demo as demo
     settings = {} if args.iterations is None else {"iterations": args.iterations}
     demo(
         output_dir=args.output, subsets=args.subsets, device=args.device, seed=args.seed,

@@ -258,7 +258,8 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
     """OSEM of a STIR Interfile sinogram on explicit LORs (any span, arc-corrected or not)."""
     from recon.algorithms import osem
     from recon.io.interfile import read_interfile_sinogram, write_interfile
-    from recon.io.stir_geometry import stir_default_grid, stir_sinogram_model
+    from recon.io.stir_geometry import stir_default_grid, stir_lor_tables
+    from recon.pet import PetLorSinogramModel
 
     for option in ("frames", "scanner", "no_tof"):
         if getattr(args, option):
@@ -294,8 +295,8 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
     duration_s = sino.description.get("frame_duration_s")
     if args.subsets > counts.shape[1]:
         raise InputError(f"--subsets {args.subsets} is more than the {counts.shape[1]} views")
-    model = stir_sinogram_model(
-        sino, grid, mu_map=mu, normalization=multiplicative, scatter=additive,
+    model = PetLorSinogramModel.separable(
+        *stir_lor_tables(sino), grid, mu_map=mu, normalization=multiplicative, scatter=additive,
         isotope=_isotope_name(args.isotope), calibration=args.calibration, frame_start_s=start_s,
         frame_duration_s=duration_s or 1.0, device=args.device,
     )  # fmt: skip

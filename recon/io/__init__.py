@@ -1,12 +1,6 @@
 """File formats: DICOM NM/PT/CT, Interfile 3.3 (STIR/CASToR), NIfTI, PETSIRD, recon listmode."""
 
-from recon.io.ct import (
-    CtSeries,
-    effective_ct_energy_kev,
-    hu_to_mu,
-    read_ct_mu_map,
-    read_ct_series,
-)
+from recon.io.ct import CtSeries, read_ct_mu_map, read_ct_series
 from recon.io.dicom_image import read_dicom_image
 from recon.io.dicom_nm import read_nm_projections, scatter_estimate, select_scatter_windows
 from recon.io.dicom_seg import read_seg_vois
@@ -38,7 +32,7 @@ from recon.io.stir_geometry import (
     stir_default_grid,
     stir_geometry_summary,
     stir_lor_endpoints,
-    stir_sinogram_model,
+    stir_lor_tables,
     stir_sinogram_to_layout,
 )
 
@@ -49,10 +43,8 @@ __all__ = [
     "ListmodeFile",
     "PetSinogram",
     "SpectProjections",
-    "effective_ct_energy_kev",
     "grid_affine_ras",
     "layout_to_stir_sinogram",
-    "hu_to_mu",
     "parse_interfile_header",
     "read_ct_mu_map",
     "read_ct_series",
@@ -74,7 +66,7 @@ __all__ = [
     "stir_default_grid",
     "stir_geometry_summary",
     "stir_lor_endpoints",
-    "stir_sinogram_model",
+    "stir_lor_tables",
     "stir_sinogram_to_layout",
     "write_dicom",
     "write_interfile",

@@ -85,7 +85,7 @@ __all__ = [
     "stir_default_grid",
     "stir_geometry_summary",
     "stir_lor_endpoints",
-    "stir_sinogram_model",
+    "stir_lor_tables",
     "stir_sinogram_to_layout",
 ]
 
@@ -192,11 +192,21 @@ def _description(sino: PetSinogram | dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _lor_parts(
-    sino: PetSinogram | dict[str, Any], lors: str
+def stir_lor_tables(
+    sino: PetSinogram | dict[str, Any], lors: str = "detectors"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Transaxial ends ``(view, tangential, 2)`` and axial ends ``(plane,)`` of every LOR, in
-    recon's world frame (the LORs of a cylindrical sinogram separate into the two)."""
+    """The LORs of a STIR sinogram as separable tables, in recon's world frame (LPS mm).
+
+    The LORs of a cylindrical scanner's sinogram separate into transaxial ends per (view,
+    tangential) position and axial ends per plane: ``xy_start, xy_end`` of shape ``(view,
+    tangential, 2)`` and ``z_start, z_end`` of shape ``(plane,)``, the arguments of
+    :meth:`recon.PetLorSinogramModel.separable`::
+
+        tables = recon.io.stir_lor_tables(sino)
+        model = recon.PetLorSinogramModel.separable(*tables, recon.io.stir_default_grid(sino))
+
+    ``lors`` as for :func:`stir_lor_endpoints`.
+    """
     g = _StirGeometry(_description(sino))
     lors = _check_lors(lors)
     t = g.tangential_indices
@@ -263,7 +273,7 @@ def stir_lor_endpoints(
         Scanner parameters missing, a bin beyond the ring (arc-corrected |s| ≥ R) or views that
         do not match the detectors.
     """
-    xy1, xy2, z1, z2 = _lor_parts(sino, lors)
+    xy1, xy2, z1, z2 = stir_lor_tables(sino, lors)
     shape = (z1.size, *xy1.shape[:2], 3)
     ends = []
     for xy, z in ((xy1, z1), (xy2, z2)):
@@ -324,27 +334,6 @@ def stir_default_grid(sino: PetSinogram | dict[str, Any]) -> ImageGrid:
     return ImageGrid((n_z, n_xy, n_xy), (g.ring_spacing / 2.0, float(voxel), float(voxel)))
 
 
-def stir_sinogram_model(
-    sino: PetSinogram, grid: ImageGrid | None = None, lors: str = "detectors", **model_kwargs: Any
-) -> Any:
-    """A :class:`recon.PetLorSinogramModel` for a STIR sinogram (data shape = ``sino.data``).
-
-    ``grid`` defaults to :func:`stir_default_grid`; ``model_kwargs`` go to the model (mu_map,
-    normalization, randoms, scatter, isotope, frame timing, calibration, device).
-    """
-    from recon.pet.lor_model import PetLorSinogramModel
-
-    xy_start, xy_end, z_start, z_end = _lor_parts(sino, lors)
-    return PetLorSinogramModel.separable(
-        xy_start,
-        xy_end,
-        z_start,
-        z_end,
-        stir_default_grid(sino) if grid is None else grid,
-        **model_kwargs,
-    )
-
-
 def _layout_bins(
     description: dict[str, Any], scanner: PetScanner | None
 ) -> tuple[SinogramLayout, tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
@@ -353,17 +342,17 @@ def _layout_bins(
     if g.arc_corrected:
         raise GeometryError(
             "arc-corrected bins are not crystal pairs; reconstruct them with "
-            "recon.io.stir_sinogram_model (explicit LORs) instead"
+            "recon.PetLorSinogramModel on recon.io.stir_lor_tables instead"
         )
     if g.mashing > 1:
         raise GeometryError(
             f"with view mashing (factor {g.mashing}) a bin sums several crystal pairs; use "
-            "recon.io.stir_sinogram_model (explicit LORs) instead"
+            "recon.PetLorSinogramModel on recon.io.stir_lor_tables instead"
         )
     if not description.get("span1"):
         raise GeometryError(
             "segments that hold several ring differences (span > 1) are not crystal pairs; use "
-            "recon.io.stir_sinogram_model instead"
+            "recon.PetLorSinogramModel on recon.io.stir_lor_tables instead"
         )
     n = g.n_detectors
     shift = g.view_offset * n / (2 * math.pi)
@@ -371,7 +360,7 @@ def _layout_bins(
         raise GeometryError(
             f"STIR detector angles (N = {n}, view offset {math.degrees(g.view_offset)}°) do not "
             "fall on recon crystal angles (N divisible by 4 and an offset of whole detectors "
-            "needed); use recon.io.stir_sinogram_model instead"
+            "needed); use recon.PetLorSinogramModel on recon.io.stir_lor_tables instead"
         )
     scanner = description.get("pet_scanner") if scanner is None else scanner
     if not isinstance(scanner, PetScanner):

@@ -23,7 +23,6 @@ from scipy import ndimage
 from recon._files import save_npy_atomic, write_text_atomic
 from recon._output import OutputFolder
 from recon.algorithms.listmode import lm_osem
-from recon.demo import DemoResult
 from recon.errors import InputError
 from recon.figures import save_reconstruction_figure
 from recon.grid import ImageGrid
@@ -35,7 +34,8 @@ from recon.pet import (
     randoms_from_singles,
     simulate_listmode,
 )
-from recon.phantoms import nema_iec_phantom, sphere_mask
+from recon.simulate.demo_spect import DemoResult
+from recon.simulate.phantoms import nema_iec_phantom, sphere_mask
 
 __all__ = ["run_pet_demo"]
 

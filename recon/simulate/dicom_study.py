@@ -38,13 +38,13 @@ from pydicom.valuerep import DSfloat
 from recon._files import write_atomically
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
+from recon.physics.attenuation import mu_to_hu
 from recon.physics.radionuclide_codes import DICOM_RADIONUCLIDE_CODES
 
 __all__ = [
     "CT_IMAGE_STORAGE",
     "NM_IMAGE_STORAGE",
     "ct_series",
-    "mu_to_hu",
     "nm_tomo_dataset",
     "save",
     "write_series",
@@ -442,45 +442,6 @@ def write_series(
     return paths
 
 
-def mu_to_hu(
-    mu: Any, energy_kev: float, kvp: float = 120.0, mu_water_per_mm: float | None = None
-) -> np.ndarray:
-    """CT numbers of an attenuation map: the inverse of :func:`recon.io.ct.hu_to_mu`.
-
-    Parameters
-    ----------
-    mu : array_like
-        Linear attenuation coefficients at ``energy_kev`` in 1/mm.
-    energy_kev : float
-        Photon energy of ``mu`` (e.g. 140.5 keV for Tc-99m).
-    kvp : float
-        CT tube voltage; it sets the bone branch (values above water).
-    mu_water_per_mm : float, optional
-        μ of water in ``mu`` (e.g. :data:`recon.phantoms.MU_WATER_PER_MM_140KEV` for the
-        phantoms): water then maps to exactly 0 HU. Default: the reader's own value,
-        ``hu_to_mu(0, energy_kev)``, so that ``hu_to_mu(mu_to_hu(mu))`` gives ``mu`` back.
-
-    Returns
-    -------
-    ndarray of float32
-        HU: ``1000·(μ/μ_water − 1)`` up to water (air −1000, lung of 0.3 g/cm³ −700), and the
-        reader's bone branch inverted above it; clipped to [−1000, 31743] (what int16 pixels with
-        intercept −1024 can hold).
-    """
-    from recon.io.ct import hu_to_mu
-
-    mu = np.asarray(mu, dtype=np.float64)
-    water_reader = float(hu_to_mu(0.0, energy_kev, kvp))
-    water = water_reader if mu_water_per_mm is None else float(mu_water_per_mm)
-    if not (math.isfinite(water) and water > 0):
-        raise InputError(f"mu_water_per_mm must be positive, got {mu_water_per_mm!r}")
-    # The reader's bone branch is linear: μ = μ_water + HU·slope for HU > 0.
-    slope = (float(hu_to_mu(1000.0, energy_kev, kvp)) - water_reader) / 1000.0
-    hu = np.where(mu <= water, 1000.0 * (mu / water - 1.0), (mu - water) / slope)
-    return np.clip(hu, -1000.0, _HU_MAX).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- simulated study
 def _windows(energy_kev: float) -> list[tuple[str, float, float]]:
     lo = energy_kev * (1.0 - _PEAK_WIDTH / 2)
     hi = energy_kev * (1.0 + _PEAK_WIDTH / 2)

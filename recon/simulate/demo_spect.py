@@ -26,8 +26,8 @@ from recon.algorithms import osem
 from recon.errors import InputError
 from recon.figures import save_reconstruction_figure
 from recon.grid import ImageGrid
-from recon.phantoms import nema_iec_phantom, sphere_mask
 from recon.physics.scatter import EnergyWindow, tew_scatter
+from recon.simulate.phantoms import nema_iec_phantom, sphere_mask
 from recon.spect import Collimator, SpectGeometry, SpectModel
 
 __all__ = ["DemoResult", "run_spect_demo"]
