@@ -4,7 +4,18 @@ Importing recon has no side effects: nothing is printed, no warning filter is ch
 probed until a model asks for a device.
 """
 
-from recon.algorithms import IterationState, gaussian_filter_fwhm, mlem, osem
+from recon.algorithms import (
+    IterationState,
+    QuadraticPrior,
+    RelativeDifferencePrior,
+    bsrem,
+    gaussian_filter_fwhm,
+    lm_bsrem,
+    mlem,
+    osem,
+    osl_map,
+    penalised_log_likelihood,
+)
 from recon.algorithms.listmode import FrameResult, lm_osem, reconstruct_frames
 from recon.errors import (
     DeviceError,
@@ -65,16 +76,22 @@ __all__ = [
     "PetScanner",
     "PetSinogramModel",
     "PhysicsError",
+    "QuadraticPrior",
     "ReconError",
+    "RelativeDifferencePrior",
     "SinogramLayout",
     "SpectGeometry",
     "SpectModel",
     "SystemModel",
     "Tof",
+    "bsrem",
     "gaussian_filter_fwhm",
+    "lm_bsrem",
     "lm_osem",
     "mlem",
     "osem",
+    "osl_map",
+    "penalised_log_likelihood",
     "reconstruct_frames",
     "__version__",
 ]

@@ -105,6 +105,11 @@ class SystemModel(Protocol):
         ``additive``, given the sensitivity over all data."""
         ...
 
+    def expected_total(self, expected: Any, image: Any) -> float:
+        """``Σ ȳ`` over all the data, given ``expected = ȳ`` on the data and the image (the
+        second term of the log-likelihood)."""
+        ...
+
     def to_image(self, data: Any, **info: Any) -> Image:
         """Wrap an image array of this model as a :class:`recon.Image` (units, isotope, time)."""
         ...
@@ -288,6 +293,10 @@ class ModelBase(abc.ABC):
                 "data at 0 first)"
             )
         return arr
+
+    def expected_total(self, expected: Any, image: Any) -> float:
+        """``Σ ȳ``: for binned data the sum of the expectations of every bin."""
+        return float(expected.sum(dtype=np.float64))
 
     def start_value(self, counts: Any, additive: Any, sensitivity: Any) -> float:
         """``(Σ y − Σ a) / Σ s``: the uniform image whose expected counts match the data."""

@@ -2,5 +2,19 @@
 
 from recon.algorithms.em import IterationState, mlem, osem
 from recon.algorithms.filters import gaussian_filter_fwhm
+from recon.algorithms.map import bsrem, lm_bsrem, osl_map, penalised_log_likelihood
+from recon.algorithms.priors import QuadraticPrior, RelativeDifferencePrior, sensitivity_kappa
 
-__all__ = ["IterationState", "gaussian_filter_fwhm", "mlem", "osem"]
+__all__ = [
+    "IterationState",
+    "QuadraticPrior",
+    "RelativeDifferencePrior",
+    "bsrem",
+    "gaussian_filter_fwhm",
+    "lm_bsrem",
+    "mlem",
+    "osem",
+    "osl_map",
+    "penalised_log_likelihood",
+    "sensitivity_kappa",
+]

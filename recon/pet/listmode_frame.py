@@ -215,6 +215,12 @@ class ListmodeFrame(ModelBase):
             self._sensitivity_cache[count] = (full / np.float32(count)).astype(np.float32)
         return self._sensitivity_cache[count]
 
+    def expected_total(self, expected: Any, image: Any) -> float:
+        """Expected prompts over all LORs in the frame, ``Σ_j s_j x_j``, without the frame's
+        additive counts (a constant the per-prompt rates do not give)."""
+        total = self.sensitivity(None) * self.validate_image(image)
+        return float(total.sum(dtype=np.float64))
+
     def start_value(self, counts: Any, additive: Any, sensitivity: Any) -> float:
         """Prompts over the frame's total sensitivity. The per-prompt additive values do not sum
         to the frame's additive counts, so they are not subtracted."""

@@ -1,0 +1,226 @@
+"""Priors for penalised-likelihood reconstruction: the relative difference and quadratic priors.
+
+A prior is a penalty ``R(x) ≥ 0`` on images, pairwise over the 26-neighbourhood of each voxel::
+
+    R(x) = ½ Σ_j Σ_{k ∈ N(j)} w_jk κ_j κ_k φ(x_j, x_k)
+
+Conventions (kept by every prior here):
+
+- ``w_jk = 1 / d_jk`` with ``d_jk`` the distance in mm between the voxel centres, taken from the
+  grid of the model the prior is used with, so anisotropic voxels are weighted by true distance
+  (w in 1/mm);
+- neighbours outside the grid are left out (no padding, no wrap-around);
+- ``κ`` are optional per-voxel weights (``kappa=``, an array of the grid's shape, or a callable
+  ``kappa(model)``: :func:`sensitivity_kappa` makes β mean the same across count levels and
+  positions, after Fessler & Rogers 1996 and Tsai et al. 2015/2018); default 1;
+- ``R`` carries no data-independent constant and is 0 on constant images; ``β`` multiplies it in
+  the objective ``Φ(x) = L(x) − β R(x)`` (:func:`recon.penalised_log_likelihood`).
+
+:class:`RelativeDifferencePrior` (Nuyts et al., IEEE Trans. Nucl. Sci. 49:56-60, 2002) has
+``φ(a, b) = (a − b)² / (a + b + γ|a − b| + ε)``: edge-preserving as γ grows, smooth at zero
+through ``ε`` (absolute, in image units), and unchanged by a global scaling of ``x`` when ε is
+scaled too. :class:`QuadraticPrior` has ``φ(a, b) = (a − b)²``.
+
+Value, gradient and Hessian diagonal run as one kernel family: CUDA (``kernels/prior.cu``) on the
+GPU and its numba mirror (``_prior_cpu.py``) on the CPU, on device images; only the value is a
+host float.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from recon.backend import Backend, resolve_backend
+from recon.errors import InputError
+from recon.grid import ImageGrid
+
+__all__ = [
+    "Prior",
+    "QuadraticPrior",
+    "RelativeDifferencePrior",
+    "neighbour_weights",
+    "sensitivity_kappa",
+]
+
+_VALUE, _GRADIENT, _HESSIAN = 0, 1, 2
+
+
+def neighbour_weights(grid: ImageGrid) -> np.ndarray:
+    """``w`` of the 27 offsets ``(dz, dy, dx) ∈ {−1, 0, 1}³``, index ``(dz+1)·9 + (dy+1)·3 +
+    (dx+1)``: ``1 / distance`` in 1/mm (0 for the centre), float32."""
+    dz, dy, dx = grid.voxel_size_mm
+    weights = np.zeros(27, np.float32)
+    for i, (oz, oy, ox) in enumerate(np.ndindex(3, 3, 3)):
+        distance = math.sqrt(((oz - 1) * dz) ** 2 + ((oy - 1) * dy) ** 2 + ((ox - 1) * dx) ** 2)
+        weights[i] = 0.0 if distance == 0 else 1.0 / distance
+    return weights
+
+
+def sensitivity_kappa(model: Any) -> Any:
+    """Per-voxel prior weights ``κ_j = sqrt(s_j / s̄)`` from the model's sensitivity ``s``.
+
+    Fessler & Rogers (IEEE Trans. Image Process. 5:1346, 1996) make the resolution of penalised
+    likelihood uniform with ``κ_j ≈ sqrt(Σ_i P_ij² /ȳ_i ...)``; with the sensitivity alone (as in
+    Tsai et al., Phys. Med. Biol. 60:1755, 2015) ``κ² ∝ s`` gives the penalty the scale of the
+    data at each voxel, so the same β means about the same smoothing at different count levels
+    and positions. ``s̄`` is the mean over voxels the data see; unseen voxels get 0.
+    """
+    xp = model.xp
+    sens = model.sensitivity(None)
+    seen = sens > 0
+    mean = float(sens[seen].mean()) if bool(seen.any()) else 1.0
+    return xp.sqrt(xp.maximum(sens, 0) / np.float32(mean)).astype(np.float32)
+
+
+class Prior:
+    """A pairwise prior ``R(x)`` (module docstring); subclasses set :attr:`kind` and φ.
+
+    Parameters
+    ----------
+    beta : float
+        Strength ``β ≥ 0`` of the penalty in ``Φ = L − β R``.
+    kappa : array of the grid's shape, callable, or None
+        Per-voxel weights ``κ`` (≥ 0), or ``kappa(model)`` that makes them (e.g.
+        :func:`sensitivity_kappa`), evaluated once by :meth:`for_model`.
+    """
+
+    kind: int = 0
+    name: str = "prior"
+    gamma: float = 0.0
+    epsilon: float = 0.0
+
+    def __init__(self, beta: float, kappa: Any = None) -> None:
+        beta = float(beta)
+        if not (math.isfinite(beta) and beta >= 0):
+            raise InputError(f"beta must be a finite number >= 0, got {beta!r}")
+        self.beta = beta
+        self.kappa = kappa
+
+    def __repr__(self) -> str:
+        extra = "" if self.kind == 0 else f", gamma={self.gamma:g}, epsilon={self.epsilon:g}"
+        return f"{type(self).__name__}(beta={self.beta:g}{extra})"
+
+    def for_model(self, model: Any) -> Prior:
+        """This prior with ``κ`` made for ``model`` when ``kappa`` is a callable."""
+        if callable(self.kappa):
+            made = self._copy()
+            made.kappa = self.kappa(model)
+            return made
+        return self
+
+    def _copy(self) -> Prior:
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        return copy
+
+    # ------------------------------------------------------------------ evaluation
+    def value(self, x: Any, grid: ImageGrid, backend: Backend | None = None) -> float:
+        """``R(x)`` for an image ``x`` (float32) on ``grid``.
+
+        ``backend``: where ``x`` lives (a model's ``backend``); default the CPU, for numpy arrays.
+        """
+        terms = self._terms(x, grid, backend, _VALUE)
+        return 0.5 * float(terms.sum(dtype=np.float64))
+
+    def gradient(self, x: Any, grid: ImageGrid, backend: Backend | None = None) -> Any:
+        """``∇R(x)``: an image of the same shape and device as ``x``."""
+        return self._terms(x, grid, backend, _GRADIENT)
+
+    def hessian_diagonal(self, x: Any, grid: ImageGrid, backend: Backend | None = None) -> Any:
+        """The diagonal of ``∇²R(x)`` (the curvature of a separable surrogate at ``x``; ≥ 0 for
+        images ≥ 0)."""
+        return self._terms(x, grid, backend, _HESSIAN)
+
+    def _kappa(self, x: Any, xp: Any) -> tuple[Any, bool]:
+        if self.kappa is None:
+            return xp.zeros((1, 1, 1), np.float32), False
+        if callable(self.kappa):
+            raise InputError(
+                "this prior's kappa is a function of the model: use prior.for_model(model) first "
+                "(recon.bsrem does)"
+            )
+        kappa = xp.asarray(self.kappa, dtype=np.float32)
+        if tuple(kappa.shape) != tuple(x.shape):
+            raise InputError(f"kappa has shape {tuple(kappa.shape)}, the image {tuple(x.shape)}")
+        if not bool(xp.all(xp.isfinite(kappa))) or float(kappa.min()) < 0:
+            raise InputError("kappa must be finite and non-negative")
+        return xp.ascontiguousarray(kappa), True
+
+    def _terms(self, x: Any, grid: ImageGrid, backend: Backend | None, what: int) -> Any:
+        backend = resolve_backend("cpu") if backend is None else backend
+        if not backend.owns(x):
+            raise InputError(
+                f"the image is not an array of the {backend.name} backend; pass the model's "
+                "backend (prior.value(x, model.grid, model.backend))"
+            )
+        xp = backend.xp
+        if tuple(x.shape) != tuple(grid.shape):
+            raise InputError(f"image has shape {tuple(x.shape)}, the grid {grid.shape}")
+        image = xp.ascontiguousarray(x, dtype=np.float32)
+        kappa, has_kappa = self._kappa(image, xp)
+        weights = xp.asarray(neighbour_weights(grid))
+        out = xp.empty_like(image)
+        args = (kappa, has_kappa, weights, np.int32(self.kind), np.float32(self.gamma),
+                np.float32(self.epsilon), np.int32(what), out)  # fmt: skip
+        if backend.is_gpu:
+            from recon.algorithms import _prior_gpu
+
+            _prior_gpu.prior_terms(backend, image, *args)
+        else:
+            from recon._jit import announce_compilation
+            from recon.algorithms import _prior_cpu
+
+            announce_compilation(_prior_cpu, "the priors")
+            _prior_cpu.prior_terms(image, *args)
+        return out
+
+
+class QuadraticPrior(Prior):
+    """The quadratic prior: ``φ(a, b) = (a − b)²`` (module docstring for ``R`` and ``w``).
+
+    Parameters
+    ----------
+    beta : float
+        Strength ``β ≥ 0``.
+    kappa : array or callable, optional
+        Per-voxel weights (see :class:`Prior`).
+    """
+
+    kind = 0
+    name = "quadratic"
+
+
+class RelativeDifferencePrior(Prior):
+    """The relative difference prior (Nuyts et al. 2002):
+    ``φ(a, b) = (a − b)² / (a + b + γ|a − b| + ε)``.
+
+    Parameters
+    ----------
+    beta : float
+        Strength ``β ≥ 0``.
+    gamma : float
+        Edge preservation ``γ ≥ 0`` (2 is the usual choice: differences far above the local mean
+        are penalised about linearly instead of quadratically).
+    epsilon : float
+        ``ε > 0`` in image units: keeps φ smooth where the image is near 0 (a small fraction of
+        the background level, e.g. 1e-3 of it).
+    kappa : array or callable, optional
+        Per-voxel weights (see :class:`Prior`).
+    """
+
+    kind = 1
+    name = "relative difference"
+
+    def __init__(
+        self, beta: float, gamma: float = 2.0, epsilon: float = 1e-3, kappa: Any = None
+    ) -> None:
+        super().__init__(beta, kappa)
+        gamma, epsilon = float(gamma), float(epsilon)
+        if not (math.isfinite(gamma) and gamma >= 0):
+            raise InputError(f"gamma must be a finite number >= 0, got {gamma!r}")
+        if not (math.isfinite(epsilon) and epsilon > 0):
+            raise InputError(f"epsilon must be a finite number > 0 (image units), got {epsilon!r}")
+        self.gamma, self.epsilon = gamma, epsilon
