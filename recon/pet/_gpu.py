@@ -53,7 +53,9 @@ class GpuKernels:
         """``PetTof`` of the projector's TOF bins, as a one-element array (passed by value)."""
         return np.array([(*proj._tof_params, proj.max_bin)], PET_TOF)
 
-    def _lors(self, proj: Any, data: Any, data_name: str, data_shape: tuple, xs: Any, xe: Any):
+    def _lors(
+        self, proj: Any, data: Any, data_name: str, data_shape: tuple, xs: Any, xe: Any
+    ) -> tuple[tuple, int]:
         """``(data, grid, xstart, xend, n_lors)``, checked, and ``n_lors``."""
         b = self.backend
         _check(b, "xstart", xs, np.float32)

@@ -90,8 +90,8 @@ def _helpers_with_barrier(source: str) -> list[str]:
 
 
 def kernel_structs(filename: str) -> dict[str, _Struct]:
-    """Structs defined in ``kernels/filename`` whose fields are plain numbers (those a kernel may
-    take by value), by name."""
+    """Structs defined in ``kernels/filename`` whose fields are numbers or pointers (those a kernel
+    may take by value), by name."""
     source = re.sub(r"//[^\n]*", "", (KERNELS_DIR / filename).read_text())
     out = {}
     for match in _STRUCT.finditer(source):
@@ -102,7 +102,7 @@ def kernel_structs(filename: str) -> dict[str, _Struct]:
                 continue
             field = _FIELD.match(decl)
             if field is None:
-                break  # not a plain struct of numbers
+                break  # not a plain struct of numbers and pointers
             ctype = " ".join(field.group(1).replace("*", " * ").split())
             fields += [(n.strip(), ctype) for n in field.group(2).split(",")]
         else:
