@@ -30,10 +30,6 @@
 // Compiled at run time by CuPy (NVRTC); in CI the same file is compiled by g++ through
 // tests/cuda_compat/recon_cuda_compat.h and compared with the numba kernels.
 
-#ifndef PET_BLOCK
-#define PET_BLOCK 256
-#endif
-
 // A window bound that clips nothing (the non-TOF kernels): |s| of any LOR is far below it.
 #define PET_NO_WINDOW 3.0e38f
 

@@ -15,10 +15,6 @@
 // Compiled at run time by CuPy (NVRTC); in CI the same file is compiled by g++ through
 // tests/cuda_compat/recon_cuda_compat.h and compared with the numba kernels.
 
-#ifndef SPECT_BLOCK
-#define SPECT_BLOCK 256
-#endif
-
 // Sizes and spacing of a launch: the image (z, y, x) and the rotated samples q[view][depth][z][u].
 struct SpectGrid {
     int nz, ny, nx;
