@@ -1,4 +1,5 @@
-// SPECT projector kernels (the GPU twin of recon/spect/_cpu.py; same arguments, same order).
+// SPECT projector kernels (the GPU twin of recon/spect/_cpu.py: the same kernels with the same
+// arguments in the same order, the same helpers under the same names, the same arithmetic).
 //
 // Stage 1, "rotate": each view samples the image on a rotated grid q[view][depth j][z][u i] by
 // bilinear interpolation in the transverse plane. Depth j runs from the far side (j = 0) to the
@@ -7,22 +8,42 @@
 // summed, incrementally from far to near with 3-tap passes (see _cpu.py for the derivation).
 // The *_back kernels are exact transposes of their forward twins.
 //
+// SpectGrid and SpectViews are passed by value (from CuPy as one-element numpy structured arrays of
+// the same layout, built in recon/spect/_gpu.py; the launcher tests check the layout against this
+// file).
+//
 // Compiled at run time by CuPy (NVRTC); in CI the same file is compiled by g++ through
 // tests/cuda_compat/recon_cuda_compat.h and compared with the numba kernels.
 
-#ifndef SPECT_BLOCK
-#define SPECT_BLOCK 256
-#endif
+// Sizes and spacing of a launch: the image (z, y, x) and the rotated samples q[view][depth][z][u].
+struct SpectGrid {
+    int nz, ny, nx;
+    int n_views, n_d, n_u;  // views of this launch, samples per ray (depth), rays per row
+    float x0, y0;           // world (x, y) of the centre of voxel [., 0, 0], mm
+    float delta;            // voxel size, and the spacing of the depth samples, mm
+    float inv_delta;        // 1 / delta
+};
 
-// Fractional (row, column) image index of depth sample j on the ray at offset u of a view.
-__device__ __forceinline__ void spect_sample_position(float cos_t, float sin_t, float s0, float delta,
-                                                      int j, float u, float x0, float y0,
-                                                      float inv_delta, float* fy, float* fx) {
-    const float s = s0 + (float)j * delta;
+// The views of a launch (device addresses): view k is view_ids[k] of the tables, at angle
+// (cos_t, sin_t)[v] with its first depth sample at s0[v] mm; u_pos[i]: the ray offsets, mm.
+struct SpectViews {
+    const int* view_ids;
+    const float* cos_t;
+    const float* sin_t;
+    const float* s0;
+    const float* u_pos;
+};
+
+// --------------------------------------------------------------------------------- rotate
+// Fractional (row, column) image index of depth sample j on ray i of table view v.
+__device__ __forceinline__ void spect_sample_position(const SpectGrid& g, const SpectViews& views,
+                                                      int v, int j, int i, float* fy, float* fx) {
+    const float cos_t = views.cos_t[v], sin_t = views.sin_t[v], u = views.u_pos[i];
+    const float s = views.s0[v] + (float)j * g.delta;
     const float px = u * cos_t + s * sin_t;
     const float py = u * sin_t - s * cos_t;
-    *fy = (py - y0) * inv_delta;
-    *fx = (px - x0) * inv_delta;
+    *fy = (py - g.y0) * g.inv_delta;
+    *fx = (px - g.x0) * g.inv_delta;
 }
 
 __device__ __forceinline__ float spect_bilinear(const float* __restrict__ img2d, int ny, int nx,
@@ -46,98 +67,83 @@ __device__ __forceinline__ float spect_bilinear(const float* __restrict__ img2d,
 }
 
 // out_att[k][j][z][i] = exp(-∫mu) from sample j to the camera (midpoint rule). One thread per ray.
-extern "C" __global__ void spect_attenuation(
-    const float* __restrict__ mu, int nz, int ny, int nx,
-    const int* __restrict__ view_ids, int n_views,
-    const float* __restrict__ cos_t, const float* __restrict__ sin_t, const float* __restrict__ s0,
-    const float* __restrict__ u_pos, int n_u,
-    float x0, float y0, float inv_delta, float delta, int n_d,
-    float* __restrict__ out_att) {
+extern "C" __global__ void spect_attenuation(const float* __restrict__ mu, SpectGrid g,
+                                             SpectViews views, float* __restrict__ out_att) {
     const long long ray = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (ray >= (long long)n_views * nz * n_u) return;
-    const int i = (int)(ray % n_u);
-    const int z = (int)((ray / n_u) % nz);
-    const int k = (int)(ray / ((long long)n_u * nz));
-    const int v = view_ids[k];
-    const float* slice = mu + (long long)z * ny * nx;
-    const long long plane = (long long)nz * n_u;
+    if (ray >= (long long)g.n_views * g.nz * g.n_u) return;
+    const int i = (int)(ray % g.n_u);
+    const int z = (int)((ray / g.n_u) % g.nz);
+    const int k = (int)(ray / ((long long)g.n_u * g.nz));
+    const int v = views.view_ids[k];
+    const float* slice = mu + (long long)z * g.ny * g.nx;
+    const long long plane = (long long)g.nz * g.n_u;
     float path = 0.0f;
-    for (int j = n_d - 1; j >= 0; --j) {
+    for (int j = g.n_d - 1; j >= 0; --j) {
         float fy, fx;
-        spect_sample_position(cos_t[v], sin_t[v], s0[v], delta, j, u_pos[i], x0, y0, inv_delta, &fy, &fx);
-        const float half = 0.5f * delta * spect_bilinear(slice, ny, nx, fy, fx);
+        spect_sample_position(g, views, v, j, i, &fy, &fx);
+        const float half = 0.5f * g.delta * spect_bilinear(slice, g.ny, g.nx, fy, fx);
         path += half;
-        out_att[(long long)k * n_d * plane + (long long)j * plane + (long long)z * n_u + i] = expf(-path);
+        out_att[(long long)k * g.n_d * plane + (long long)j * plane + (long long)z * g.n_u + i] = expf(-path);
         path += half;
     }
 }
 
 // out_q[k][j][z][i] = Δ · bilinear(image) · attenuation. One thread per sample.
 extern "C" __global__ void spect_rotate_forward(
-    const float* __restrict__ image, int nz, int ny, int nx,
-    const float* __restrict__ att, const int* __restrict__ att_rows, int has_att,
-    const int* __restrict__ view_ids, int n_views,
-    const float* __restrict__ cos_t, const float* __restrict__ sin_t, const float* __restrict__ s0,
-    const float* __restrict__ u_pos, int n_u,
-    float x0, float y0, float inv_delta, float delta, int n_d,
-    float* __restrict__ out_q) {
+    const float* __restrict__ image, SpectGrid g, SpectViews views, const float* __restrict__ att,
+    const int* __restrict__ att_rows, int has_att, float* __restrict__ out_q) {
     const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long plane = (long long)nz * n_u;
-    if (idx >= (long long)n_views * n_d * plane) return;
-    const int i = (int)(idx % n_u);
-    const int z = (int)((idx / n_u) % nz);
-    const int j = (int)((idx / plane) % n_d);
-    const int k = (int)(idx / (plane * n_d));
-    const int v = view_ids[k];
+    const long long plane = (long long)g.nz * g.n_u;
+    if (idx >= (long long)g.n_views * g.n_d * plane) return;
+    const int i = (int)(idx % g.n_u);
+    const int z = (int)((idx / g.n_u) % g.nz);
+    const int j = (int)((idx / plane) % g.n_d);
+    const int k = (int)(idx / (plane * g.n_d));
     float fy, fx;
-    spect_sample_position(cos_t[v], sin_t[v], s0[v], delta, j, u_pos[i], x0, y0, inv_delta, &fy, &fx);
-    float value = delta * spect_bilinear(image + (long long)z * ny * nx, ny, nx, fy, fx);
-    if (has_att) value *= att[(long long)att_rows[k] * n_d * plane + (long long)j * plane + (long long)z * n_u + i];
+    spect_sample_position(g, views, views.view_ids[k], j, i, &fy, &fx);
+    float value = g.delta * spect_bilinear(image + (long long)z * g.ny * g.nx, g.ny, g.nx, fy, fx);
+    if (has_att) value *= att[(long long)att_rows[k] * g.n_d * plane + (long long)j * plane + (long long)z * g.n_u + i];
     out_q[idx] = value;
 }
 
 // Transpose of spect_rotate_forward as a gather: one thread per voxel collects, from every view,
 // the samples whose bilinear footprint covers it, with the weights the forward pass used. No atomics.
 extern "C" __global__ void spect_rotate_back(
-    const float* __restrict__ q, int nz, int ny, int nx,
-    const float* __restrict__ att, const int* __restrict__ att_rows, int has_att,
-    const int* __restrict__ view_ids, int n_views,
-    const float* __restrict__ cos_t, const float* __restrict__ sin_t, const float* __restrict__ s0,
-    const float* __restrict__ u_pos, int n_u,
-    float x0, float y0, float inv_delta, float delta, int n_d,
-    float* __restrict__ out_image) {
+    const float* __restrict__ q, SpectGrid g, SpectViews views, const float* __restrict__ att,
+    const int* __restrict__ att_rows, int has_att, float* __restrict__ out_image) {
     const long long voxel = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (voxel >= (long long)nz * ny * nx) return;
-    const int x = (int)(voxel % nx);
-    const int y = (int)((voxel / nx) % ny);
-    const int z = (int)(voxel / ((long long)nx * ny));
-    const long long plane = (long long)nz * n_u;
-    const float wx = x0 + (float)x * delta;  // voxel centre, world mm
-    const float wy = y0 + (float)y * delta;
-    const float pu = n_u > 1 ? u_pos[1] - u_pos[0] : delta;
-    const float reach = 1.4142136f * delta;  // a sample reaches voxels within one index per axis
+    if (voxel >= (long long)g.nz * g.ny * g.nx) return;
+    const int x = (int)(voxel % g.nx);
+    const int y = (int)((voxel / g.nx) % g.ny);
+    const int z = (int)(voxel / ((long long)g.nx * g.ny));
+    const long long plane = (long long)g.nz * g.n_u;
+    const float wx = g.x0 + (float)x * g.delta;  // voxel centre, world mm
+    const float wy = g.y0 + (float)y * g.delta;
+    const float* u_pos = views.u_pos;
+    const float pu = g.n_u > 1 ? u_pos[1] - u_pos[0] : g.delta;
+    const float reach = 1.4142136f * g.delta;  // a sample reaches voxels within one index per axis
     float total = 0.0f;
-    for (int k = 0; k < n_views; ++k) {
-        const int v = view_ids[k];
-        const float c = cos_t[v], s = sin_t[v];
+    for (int k = 0; k < g.n_views; ++k) {
+        const int v = views.view_ids[k];
+        const float c = views.cos_t[v], s = views.sin_t[v], s0 = views.s0[v];
         const float uc = wx * c + wy * s;   // voxel centre along t(θ)
         const float sc = wx * s - wy * c;   // and along d(θ)
-        const int j_lo = max(0, (int)floorf((sc - reach - s0[v]) / delta) - 1);
-        const int j_hi = min(n_d - 1, (int)ceilf((sc + reach - s0[v]) / delta) + 1);
+        const int j_lo = max(0, (int)floorf((sc - reach - s0) / g.delta) - 1);
+        const int j_hi = min(g.n_d - 1, (int)ceilf((sc + reach - s0) / g.delta) + 1);
         const int i_lo = max(0, (int)floorf((uc - reach - u_pos[0]) / pu) - 1);
-        const int i_hi = min(n_u - 1, (int)ceilf((uc + reach - u_pos[0]) / pu) + 1);
-        const float* qk = q + (long long)k * n_d * plane + (long long)z * n_u;
-        const float* ak = has_att ? att + (long long)att_rows[k] * n_d * plane + (long long)z * n_u : 0;
+        const int i_hi = min(g.n_u - 1, (int)ceilf((uc + reach - u_pos[0]) / pu) + 1);
+        const float* qk = q + (long long)k * g.n_d * plane + (long long)z * g.n_u;
+        const float* ak = has_att ? att + (long long)att_rows[k] * g.n_d * plane + (long long)z * g.n_u : 0;
         for (int j = j_lo; j <= j_hi; ++j) {
             for (int i = i_lo; i <= i_hi; ++i) {
                 float fy, fx;
-                spect_sample_position(c, s, s0[v], delta, j, u_pos[i], x0, y0, inv_delta, &fy, &fx);
+                spect_sample_position(g, views, v, j, i, &fy, &fx);
                 const float fly = floorf(fy), flx = floorf(fx);
                 const int iy = (int)fly, ix = (int)flx;
                 float wyw, wxw;
                 if (iy == y) wyw = 1.0f - (fy - fly); else if (iy + 1 == y) wyw = fy - fly; else continue;
                 if (ix == x) wxw = 1.0f - (fx - flx); else if (ix + 1 == x) wxw = fx - flx; else continue;
-                float value = delta * qk[(long long)j * plane + i];
+                float value = g.delta * qk[(long long)j * plane + i];
                 if (has_att) value *= ak[(long long)j * plane + i];
                 total += wyw * wxw * value;
             }
@@ -146,6 +152,7 @@ extern "C" __global__ void spect_rotate_back(
     out_image[voxel] += total;
 }
 
+// ----------------------------------------------------------------------------------- blur
 // One 3-tap pass [w, 1-2w, w] along u (axis 0) or z (axis 1) of a (nz, n_u) plane, zero outside.
 __device__ __forceinline__ void spect_blur_pass(const float* __restrict__ src, float* __restrict__ dst,
                                                 int nz, int n_u, float w, int axis) {
@@ -165,14 +172,38 @@ __device__ __forceinline__ void spect_blur_pass(const float* __restrict__ src, f
     }
 }
 
-// Applies one blur step (entry j of the tables) to *cur, ping-ponging with *other.
-__device__ void spect_blur_step(float** cur, float** other, int nz, int n_u,
-                                const float* __restrict__ w, const int* __restrict__ n) {
+// The blur of one view: the view (its index k in the chunk and v in the tables), its running plane
+// and the scratch plane its passes write into (a pass writes *other from *cur, then they swap).
+struct SpectBlur {
+    int k, v;
+    long long plane;  // nz * n_u
+    float* cur;
+    float* other;
+};
+
+// The blur of the block's view k = blockIdx.x, its running plane (the first of its two planes of
+// scratch) loaded from src + k * stride. False for a block beyond the launch's views.
+__device__ __forceinline__ bool spect_blur_start(const SpectGrid& g, const int* __restrict__ view_ids,
+                                                 float* scratch, const float* __restrict__ src,
+                                                 long long stride, SpectBlur* B) {
+    const int k = blockIdx.x;
+    if (k >= g.n_views) return false;
+    const long long plane = (long long)g.nz * g.n_u;
+    *B = SpectBlur{k, view_ids[k], plane, scratch + 2 * k * plane, scratch + (2 * k + 1) * plane};
+    for (long long p = threadIdx.x; p < plane; p += blockDim.x) B->cur[p] = src[k * stride + p];
+    __syncthreads();
+    return true;
+}
+
+// Applies blur step j of the view (the 3-tap passes of entry [v][j] of the tables) to B.cur.
+__device__ void spect_blur_step(const SpectGrid& g, SpectBlur* B, const float* __restrict__ blur_w,
+                                const int* __restrict__ blur_n, int j) {
+    const long long t = ((long long)B->v * g.n_d + j) * 2;
     for (int axis = 0; axis < 2; ++axis) {
-        for (int pass = 0; pass < n[axis]; ++pass) {
-            spect_blur_pass(*cur, *other, nz, n_u, w[axis], axis);
+        for (int pass = 0; pass < blur_n[t + axis]; ++pass) {
+            spect_blur_pass(B->cur, B->other, g.nz, g.n_u, blur_w[t + axis], axis);
             __syncthreads();
-            float* t = *cur; *cur = *other; *other = t;
+            float* swap = B->cur; B->cur = B->other; B->other = swap;
         }
     }
 }
@@ -180,49 +211,33 @@ __device__ void spect_blur_step(float** cur, float** other, int nz, int n_u,
 // One block per view: out_planes[k] = Σ_j blur_j(q[k][j]), applied far to near.
 // scratch holds two (nz, n_u) planes per view.
 extern "C" __global__ void spect_blur_sum_forward(
-    const float* __restrict__ q, const int* __restrict__ view_ids, int n_views, int n_d, int nz, int n_u,
-    const float* __restrict__ blur_w, const int* __restrict__ blur_n,
-    float* __restrict__ scratch, float* __restrict__ out_planes) {
-    const int k = blockIdx.x;
-    if (k >= n_views) return;
-    const int v = view_ids[k];
-    const long long plane = (long long)nz * n_u;
-    const float* qk = q + (long long)k * n_d * plane;
-    float* cur = scratch + 2 * k * plane;
-    float* other = cur + plane;
-    for (int p = threadIdx.x; p < plane; p += blockDim.x) cur[p] = qk[p];
-    __syncthreads();
-    for (int j = 1; j < n_d; ++j) {
-        const long long t = ((long long)v * n_d + j) * 2;
-        spect_blur_step(&cur, &other, nz, n_u, blur_w + t, blur_n + t);
-        for (int p = threadIdx.x; p < plane; p += blockDim.x) cur[p] += qk[(long long)j * plane + p];
+    const float* __restrict__ q, SpectGrid g, const int* __restrict__ view_ids,
+    const float* __restrict__ blur_w, const int* __restrict__ blur_n, float* __restrict__ scratch,
+    float* __restrict__ out_planes) {
+    SpectBlur B;
+    if (!spect_blur_start(g, view_ids, scratch, q, (long long)g.n_d * g.nz * g.n_u, &B)) return;
+    const float* qk = q + (long long)B.k * g.n_d * B.plane;
+    for (int j = 1; j < g.n_d; ++j) {
+        spect_blur_step(g, &B, blur_w, blur_n, j);
+        for (long long p = threadIdx.x; p < B.plane; p += blockDim.x) B.cur[p] += qk[j * B.plane + p];
         __syncthreads();
     }
-    const long long t0 = (long long)v * n_d * 2;
-    spect_blur_step(&cur, &other, nz, n_u, blur_w + t0, blur_n + t0);
-    for (int p = threadIdx.x; p < plane; p += blockDim.x) out_planes[k * plane + p] = cur[p];
+    spect_blur_step(g, &B, blur_w, blur_n, 0);
+    for (long long p = threadIdx.x; p < B.plane; p += blockDim.x) out_planes[B.k * B.plane + p] = B.cur[p];
 }
 
 // Transpose of spect_blur_sum_forward: one block per view spreads its plane near to far.
 extern "C" __global__ void spect_blur_spread_back(
-    const float* __restrict__ planes, const int* __restrict__ view_ids, int n_views, int n_d, int nz, int n_u,
-    const float* __restrict__ blur_w, const int* __restrict__ blur_n,
-    float* __restrict__ scratch, float* __restrict__ out_q) {
-    const int k = blockIdx.x;
-    if (k >= n_views) return;
-    const int v = view_ids[k];
-    const long long plane = (long long)nz * n_u;
-    float* qk = out_q + (long long)k * n_d * plane;
-    float* cur = scratch + 2 * k * plane;
-    float* other = cur + plane;
-    for (int p = threadIdx.x; p < plane; p += blockDim.x) cur[p] = planes[k * plane + p];
-    __syncthreads();
-    const long long t0 = (long long)v * n_d * 2;
-    spect_blur_step(&cur, &other, nz, n_u, blur_w + t0, blur_n + t0);
-    for (int p = threadIdx.x; p < plane; p += blockDim.x) qk[(long long)(n_d - 1) * plane + p] = cur[p];
-    for (int j = n_d - 1; j >= 1; --j) {
-        const long long t = ((long long)v * n_d + j) * 2;
-        spect_blur_step(&cur, &other, nz, n_u, blur_w + t, blur_n + t);
-        for (int p = threadIdx.x; p < plane; p += blockDim.x) qk[(long long)(j - 1) * plane + p] = cur[p];
+    const float* __restrict__ planes, SpectGrid g, const int* __restrict__ view_ids,
+    const float* __restrict__ blur_w, const int* __restrict__ blur_n, float* __restrict__ scratch,
+    float* __restrict__ out_q) {
+    SpectBlur B;
+    if (!spect_blur_start(g, view_ids, scratch, planes, (long long)g.nz * g.n_u, &B)) return;
+    float* qk = out_q + (long long)B.k * g.n_d * B.plane;
+    spect_blur_step(g, &B, blur_w, blur_n, 0);
+    for (long long p = threadIdx.x; p < B.plane; p += blockDim.x) qk[(g.n_d - 1) * B.plane + p] = B.cur[p];
+    for (int j = g.n_d - 1; j >= 1; --j) {
+        spect_blur_step(g, &B, blur_w, blur_n, j);
+        for (long long p = threadIdx.x; p < B.plane; p += blockDim.x) qk[(j - 1) * B.plane + p] = B.cur[p];
     }
 }

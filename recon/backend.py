@@ -84,6 +84,16 @@ class Backend:
             return isinstance(array, self.xp.ndarray) and array.device.id == self.device_id
         return isinstance(array, np.ndarray)
 
+    def address(self, array: Any) -> int:
+        """Address of the first element of ``array`` in its memory (device memory on the GPU).
+
+        For a kernel argument struct that holds pointers (``check_kernel_array`` the array first;
+        the caller keeps it alive until the kernel has run).
+        """
+        if self.is_gpu:
+            return int(array.data.ptr)
+        return int(array.ctypes.data)
+
 
 def _to_numpy(array: Any) -> np.ndarray:
     if isinstance(array, np.ndarray):

@@ -61,19 +61,60 @@ def test_osem_runs_through_gpu_launchers(fake_gpu):
     assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-4
 
 
+def _rotate_args(grid_dtype=None):
+    """Arguments of spect_rotate_forward for a 1-view, 1-depth, 2x2x2 problem, checked as valid."""
+    from recon.spect._gpu import SPECT_GRID, SPECT_VIEWS
+
+    image, att = np.zeros((2, 2, 2), np.float32), np.zeros((1, 1, 2, 2), np.float32)
+    tables = [np.zeros(1, np.int32)] + [np.zeros(k, np.float32) for k in (1, 1, 1, 2)]
+    views = np.array([tuple(t.ctypes.data for t in tables)], SPECT_VIEWS)
+    grid = np.array([(2, 2, 2, 1, 1, 2, 0.0, 0.0, 1.0, 1.0)], grid_dtype or SPECT_GRID)
+    out = np.zeros((1, 1, 2, 2), np.float32)
+    return [image, grid, views, att, np.zeros(1, np.int32), np.int32(1), out], tables
+
+
 def test_fake_kernel_rejects_python_scalars(fake_gpu):
     from tests.cuda_compat.fake_cupy import fake_get_kernel
 
-    kernel = fake_get_kernel(fake_gpu, "spect.cu", "spect_blur_sum_forward")
-    q = np.zeros((1, 2, 2, 2), np.float32)
-    ids = np.zeros(1, np.int32)
-    w, n = np.zeros((1, 2, 2), np.float32), np.zeros((1, 2, 2), np.int32)
-    scratch, out = np.zeros((1, 2, 2, 2), np.float32), np.zeros((1, 2, 2), np.float32)
+    kernel = fake_get_kernel(fake_gpu, "spect.cu", "spect_rotate_forward")
+    args, tables = _rotate_args()
+    kernel((1,), (32,), tuple(args))  # the launchers' types are accepted
     with pytest.raises(TypeError, match="CuPy would widen"):
-        kernel((1,), (32,), (q, ids, 1, np.int32(2), np.int32(2), np.int32(2), w, n, scratch, out))
+        kernel((1,), (32,), (*args[:5], 1, args[6]))
     with pytest.raises(TypeError, match="int32 array"):
-        kernel((1,), (32,), (q, ids.astype(np.int64), np.int32(1), np.int32(2), np.int32(2),
-                             np.int32(2), w, n, scratch, out))  # fmt: skip
+        kernel((1,), (32,), (*args[:4], np.zeros(1, np.int64), *args[5:]))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [("nz", "i4"), ("ny", "i4"), ("nx", "i4"), ("n_views", "i4"), ("n_d", "i4"),
+         ("n_u", "i4"), ("x0", "f8"), ("y0", "f8"), ("delta", "f8"), ("inv_delta", "f8")],
+        [("ny", "i4"), ("nz", "i4"), ("nx", "i4"), ("n_views", "i4"), ("n_d", "i4"),
+         ("n_u", "i4"), ("x0", "f4"), ("y0", "f4"), ("delta", "f4"), ("inv_delta", "f4")],
+        [("nz", "i4"), ("ny", "i4"), ("nx", "i4"), ("n_views", "i4"), ("n_d", "i4"),
+         ("n_u", "i4"), ("x0", "f4"), ("y0", "f4"), ("delta", "f4")],
+        {"names": ["nz", "ny", "nx", "n_views", "n_d", "n_u", "x0", "y0", "delta", "inv_delta"],
+         "formats": ["i4"] * 6 + ["f4"] * 4,
+         "offsets": [0, 4, 8, 12, 16, 20, 28, 32, 36, 40]},
+    ],
+    ids=["doubles", "order", "missing", "offsets"],
+)  # fmt: skip
+def test_fake_kernel_checks_struct_layout(fake_gpu, fields):
+    """A struct passed by value must be a one-element array laid out as the kernel's struct: the
+    driver copies sizeof(struct) bytes from it, so any other layout would be misread."""
+    from recon.spect._gpu import SPECT_GRID
+    from tests.cuda_compat.fake_cupy import fake_get_kernel
+
+    kernel = fake_get_kernel(fake_gpu, "spect.cu", "spect_rotate_forward")
+    args, tables = _rotate_args()
+    with pytest.raises(TypeError, match="SpectGrid"):
+        kernel((1,), (32,), (args[0], np.zeros(1, np.dtype(fields)), *args[2:]))
+    with pytest.raises(TypeError, match="one-element"):
+        kernel((1,), (32,), (args[0], np.zeros(2, SPECT_GRID), *args[2:]))
+    with pytest.raises(TypeError, match="SpectViews"):  # addresses are 64-bit
+        views = np.zeros(1, [(n, "u4") for n in ("view_ids", "cos_t", "sin_t", "s0", "u_pos")])
+        kernel((1,), (32,), (*args[:2], views, *args[3:]))
 
 
 # ---------------------------------------------------------------------------------------- PET

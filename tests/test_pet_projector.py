@@ -8,8 +8,6 @@ midpoint and positive bins towards xend. Every tolerance is stated next to its a
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import math
 import os
 import subprocess
@@ -391,12 +389,13 @@ def test_listmode_walk_covers_only_the_tof_window():
     z0, y0, x0 = grid.origin
     xs = np.array([[-300.0, 1.0, 1.0]], np.float32)
     xe = np.array([[300.0, 1.0, 1.0]], np.float32)
-    args = (xs, xe, 0, nz, ny, nx, x0, y0, z0, 2.0, 2.0, 2.0)
-    k0, k1 = _cpu.walk(*args, -np.inf, np.inf)[:2]
+    pet_grid = _cpu.PetGrid(*np.float32([x0, y0, z0, 2.0, 2.0, 2.0]))
+    args = (grid.shape, pet_grid, xs, xe, 0)
+    k0, k1 = _cpu._lor_setup(*args, -np.inf, np.inf)[:2]
     assert (k0, k1) == (0, nx - 1)  # non-TOF: every plane
     for b in (-3, 0, 2):
         c = b * tof.bin_width_mm
-        k0, k1 = _cpu.walk(*args, c - reach, c + reach)[:2]
+        k0, k1 = _cpu._lor_setup(*args, c - reach, c + reach)[:2]
         assert k1 - k0 + 1 <= 2 * reach / 2.0 + 3  # the window's planes, plus one at each end
         centre_plane = (c - x0) / 2.0
         assert k0 <= centre_plane - reach / 2.0 + 1e-9 and k1 >= centre_plane + reach / 2.0 - 1e-9
@@ -414,6 +413,23 @@ def test_tof_is_normalised_per_sample_for_a_wide_timing_kernel():
 
 
 # -------------------------------------------------------------------------- CPU vs CUDA code
+def _assert_matches_numba(mode: str, kernels: object, seed: int, chunk_lors: int) -> tuple:
+    """Forward and back projections with ``kernels`` equal numba's (relative L2 < 1e-5) on every
+    LOR of a small scanner; returns ``(projector, image, xstart, xend)``."""
+    xs, xe = _all_lors(seed=seed)
+    n = xs.shape[0]
+    bins = _bins(mode, n)
+    rng = np.random.default_rng(seed + 1)
+    x = rng.uniform(0.0, 1.0, GRID.shape).astype(np.float32)
+    y = rng.uniform(0.0, 1.0, _values_shape(mode, n)).astype(np.float32)
+    cpu = _projector(mode, chunk_lors=chunk_lors)
+    other = _projector(mode, chunk_lors=chunk_lors)
+    other._kernels = kernels
+    assert _rel_l2(other.forward(x, xs, xe, bins), cpu.forward(x, xs, xe, bins)) < 1e-5
+    assert _rel_l2(other.back(y, xs, xe, bins), cpu.back(y, xs, xe, bins)) < 1e-5
+    return other, x, xs, xe
+
+
 @pytest.mark.skipif(
     not gxx_available(), reason="g++ not found on PATH: the CUDA-on-CPU compat layer needs it"
 )
@@ -421,33 +437,7 @@ def test_tof_is_normalised_per_sample_for_a_wide_timing_kernel():
 def test_numba_matches_cuda_source_through_compat_header(mode):
     from tests.cuda_compat.pet_compat import CompatPetKernels
 
-    xs, xe = _all_lors(seed=9)
-    n = xs.shape[0]
-    bins = _bins(mode, n)
-    rng = np.random.default_rng(10)
-    x = rng.uniform(0.0, 1.0, GRID.shape).astype(np.float32)
-    y = rng.uniform(0.0, 1.0, _values_shape(mode, n)).astype(np.float32)
-    cpu = _projector(mode, chunk_lors=4000)
-    compat = _projector(mode, chunk_lors=4000)
-    compat._kernels = CompatPetKernels()
-    assert _rel_l2(compat.forward(x, xs, xe, bins), cpu.forward(x, xs, xe, bins)) < 1e-5
-    assert _rel_l2(compat.back(y, xs, xe, bins), cpu.back(y, xs, xe, bins)) < 1e-5
-
-
-class _HostBackend:
-    """Stands in for a GPU backend: numpy arrays play the part of CuPy arrays on device 0."""
-
-    device_id = 0
-    is_gpu = True
-    xp = np
-
-    @staticmethod
-    def on_device() -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext()
-
-    @staticmethod
-    def owns(array: object) -> bool:
-        return isinstance(array, np.ndarray)
+    _assert_matches_numba(mode, CompatPetKernels(), seed=9, chunk_lors=4000)
 
 
 @pytest.mark.skipif(
@@ -456,47 +446,29 @@ class _HostBackend:
 @pytest.mark.parametrize("mode", MODES)
 def test_gpu_launchers_match_the_kernel_signatures(mode, monkeypatch):
     # The CuPy launch wrappers of recon.pet._gpu, run without a GPU: their argument tuples go to
-    # the same kernels compiled by g++. Every scalar must be an explicit np.int32 / np.float32
-    # (CuPy would pass a Python int or float as 64 bits) and the results must match numba.
+    # the same kernels compiled by g++, each argument checked against the kernel's parameter (every
+    # scalar an explicit np.int32 / np.float32, as CuPy would pass a Python int or float as 64
+    # bits; PetGrid and PetTof laid out as the structs), and the results must match numba.
     from recon.pet import _gpu
-    from tests.cuda_compat.build import as_ptr
-    from tests.cuda_compat.pet_compat import _load
+    from tests.cuda_compat import fake_cupy
 
-    lib = _load()
     launched = []
 
     def fake_get_kernel(backend: object, source: str, name: str) -> object:
         assert source == "pet.cu"
-        run = getattr(lib, f"run_{name}")
+        kernel = fake_cupy.fake_get_kernel(backend, source, name)
 
         def launch(grid: tuple, block: tuple, args: tuple) -> None:
-            converted = []
-            for a in args:
-                if isinstance(a, np.ndarray):
-                    converted.append(ctypes.cast(as_ptr(a), ctypes.c_void_p).value)
-                elif type(a) in (np.int32, np.float32):
-                    converted.append(a.item())
-                else:
-                    raise AssertionError(f"{name}: argument {a!r} of type {type(a).__name__}")
-            assert len(converted) == len(run.argtypes), name
-            assert grid[0] * block[0] >= converted[12], name  # one thread per LOR (n_lors)
-            run(*converted)
+            assert grid[0] * block[0] >= args[4], name  # one thread per LOR (n_lors)
+            kernel(grid, block, args)
             launched.append(name)
 
         return launch
 
     monkeypatch.setattr(_gpu, "get_kernel", fake_get_kernel)
-    xs, xe = _all_lors(seed=14)
+    kernels = _gpu.GpuKernels(fake_cupy.FakeGpuBackend())
+    gpu, x, xs, xe = _assert_matches_numba(mode, kernels, seed=14, chunk_lors=6000)
     n = xs.shape[0]
-    bins = _bins(mode, n)
-    rng = np.random.default_rng(15)
-    x = rng.uniform(0.0, 1.0, GRID.shape).astype(np.float32)
-    y = rng.uniform(0.0, 1.0, _values_shape(mode, n)).astype(np.float32)
-    cpu = _projector(mode, chunk_lors=6000)
-    gpu = _projector(mode, chunk_lors=6000)
-    gpu._kernels = _gpu.GpuKernels(_HostBackend())  # type: ignore[arg-type]
-    assert _rel_l2(gpu.forward(x, xs, xe, bins), cpu.forward(x, xs, xe, bins)) < 1e-5
-    assert _rel_l2(gpu.back(y, xs, xe, bins), cpu.back(y, xs, xe, bins)) < 1e-5
     suffix = {"nontof": "", "sino": "_tof_sino", "lm": "_tof_lm"}[mode]
     assert launched == [f"pet_joseph{suffix}_forward"] * 2 + [f"pet_joseph{suffix}_back"] * 2
     # The launchers refuse what CuPy would silently misread.

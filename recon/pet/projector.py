@@ -307,69 +307,11 @@ def _check_real(array: Any, name: str) -> None:
 
 
 # ---------------------------------------------------------------------- kernel dispatch
-class _CpuKernels:
-    """Calls the numba kernels of ``recon.pet._cpu`` (same methods as ``_gpu.GpuKernels``)."""
-
-    def __init__(self) -> None:
-        from recon._jit import announce_compilation
-        from recon.pet import _cpu
-
-        announce_compilation(_cpu, "PET")
-        self._cpu = _cpu
-
-    @staticmethod
-    def _grid(proj: LorProjector) -> tuple:
-        return tuple(np.float32(v) for v in proj._geometry)
-
-    @staticmethod
-    def _tof(proj: LorProjector) -> tuple:
-        return tuple(np.float32(v) for v in proj._tof_params)  # type: ignore[union-attr]
-
-    def forward(self, proj: LorProjector, image: Any, xs: Any, xe: Any, out: Any) -> None:
-        self._cpu.joseph_forward(image, *self._grid(proj), xs, xe, out)
-
-    @staticmethod
-    def _scratch(image: Any, n_lors: int) -> np.ndarray:
-        """One partial image per thread (fewer for very few LORs); see ``recon.pet._cpu``."""
-        import numba
-
-        n_parts = max(1, min(numba.get_num_threads(), int(n_lors)))
-        return np.empty((n_parts, image.size), np.float32)
-
-    def back(self, proj: LorProjector, values: Any, xs: Any, xe: Any, image: Any) -> None:
-        scratch = self._scratch(image, xs.shape[0])
-        self._cpu.joseph_back(values, *self._grid(proj), xs, xe, image, scratch)
-
-    def tof_sino_forward(self, proj: LorProjector, image: Any, xs: Any, xe: Any, out: Any) -> None:
-        self._cpu.joseph_tof_sino_forward(
-            image, *self._grid(proj), xs, xe, *self._tof(proj), np.int32(proj.max_bin), out
-        )
-
-    def tof_sino_back(self, proj: LorProjector, values: Any, xs: Any, xe: Any, image: Any) -> None:
-        self._cpu.joseph_tof_sino_back(
-            values, *self._grid(proj), xs, xe, *self._tof(proj), np.int32(proj.max_bin), image,
-            self._scratch(image, xs.shape[0]),
-        )  # fmt: skip
-
-    def tof_lm_forward(
-        self, proj: LorProjector, image: Any, xs: Any, xe: Any, tof_bin: Any, out: Any
-    ) -> None:
-        self._cpu.joseph_tof_lm_forward(
-            image, *self._grid(proj), xs, xe, *self._tof(proj), tof_bin, out
-        )
-
-    def tof_lm_back(
-        self, proj: LorProjector, values: Any, xs: Any, xe: Any, tof_bin: Any, image: Any
-    ) -> None:
-        self._cpu.joseph_tof_lm_back(
-            values, *self._grid(proj), xs, xe, *self._tof(proj), tof_bin, image,
-            self._scratch(image, xs.shape[0]),
-        )  # fmt: skip
-
-
 def _kernels_for(backend: Backend) -> Any:
     if backend.is_gpu:
         from recon.pet._gpu import GpuKernels
 
         return GpuKernels(backend)
-    return _CpuKernels()
+    from recon.pet._cpu import CpuKernels
+
+    return CpuKernels()

@@ -1,7 +1,13 @@
-"""CuPy launchers of the SPECT kernels in ``kernels/spect.cu``.
+"""CuPy launchers of the SPECT kernels in ``kernels/spect.cu`` (the GPU twin of ``_cpu.py``).
 
 CuPy does not check raw-kernel arguments (a Python int becomes a 64-bit integer, strides are
 ignored), so every launch goes through :func:`_check` and passes scalars as explicit numpy types.
+The kernels' ``SpectGrid`` and ``SpectViews`` are passed by value: CuPy hands the driver the data
+of a one-element numpy array, of which it copies ``sizeof`` the struct (CuPy user guide, "Custom
+user types"), so :data:`SPECT_GRID` and :data:`SPECT_VIEWS` must have the structs' layout (the
+launcher tests compare them with ``kernels/spect.cu`` compiled by g++). ``SpectViews`` holds the
+device addresses of the view tables: each is checked like any array argument before its address is
+taken, and the tables outlive the launch (the model keeps them; the caller keeps ``view_ids``).
 """
 
 from __future__ import annotations
@@ -16,7 +22,17 @@ from recon.errors import KernelError
 
 _SOURCE = "spect.cu"
 _THREADS = 256
-_BLUR_THREADS = 512
+
+# ``struct SpectGrid`` (4-byte fields) and ``struct SpectViews`` (64-bit device addresses) of
+# kernels/spect.cu, with C alignment.
+SPECT_GRID = np.dtype(
+    [(name, np.int32) for name in ("nz", "ny", "nx", "n_views", "n_d", "n_u")]
+    + [(name, np.float32) for name in ("x0", "y0", "delta", "inv_delta")],
+    align=True,
+)
+SPECT_VIEWS = np.dtype(
+    [(name, np.uint64) for name in ("view_ids", "cos_t", "sin_t", "s0", "u_pos")], align=True
+)
 
 
 def _blocks(n: int, threads: int) -> int:
@@ -24,7 +40,9 @@ def _blocks(n: int, threads: int) -> int:
 
 
 class GpuKernels:
-    """Same methods as the CPU dispatcher in ``recon.spect.model``, launching CUDA kernels."""
+    """Launches the kernels for a ``SpectModel`` (same methods as ``_cpu.CpuKernels``)."""
+
+    blur_threads = 512  # threads per block (one block per view) of the blur kernels
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -32,30 +50,26 @@ class GpuKernels:
         self._no_att = self.cp.zeros(1, np.float32)
         self._no_rows = self.cp.zeros(1, np.int32)
 
-    def _kernel(self, name: str) -> Any:
-        return get_kernel(self.backend, _SOURCE, name)
+    @staticmethod
+    def _grid(model: Any, ids: Any) -> np.ndarray:
+        """``SpectGrid`` of a launch over the views ``ids``, as a one-element array."""
+        sizes = (*model.grid.shape, int(ids.shape[0]), model.n_depth, model.geometry.n_u)
+        delta = model._delta
+        return np.array([(*sizes, model._x0, model._y0, delta, 1.0 / delta)], SPECT_GRID)
 
-    def _tables(self, model: Any, n_views_chunk: int, ids: Any) -> tuple:
+    def _views(self, model: Any, ids: Any) -> np.ndarray:
+        """``SpectViews`` of the views ``ids``, checked, as a one-element array."""
         t = model._tables
         b = self.backend
-        n_all = model.geometry.n_views
-        _check(b, "view_ids", ids, np.int32, (n_views_chunk,))
+        tables = (ids, t["cos_t"], t["sin_t"], t["s0"], t["u_pos"])
+        _check(b, "view_ids", ids, np.int32, (int(ids.shape[0]),))
         for key in ("cos_t", "sin_t", "s0"):
-            _check(b, key, t[key], np.float32, (n_all,))
+            _check(b, key, t[key], np.float32, (model.geometry.n_views,))
         _check(b, "u_pos", t["u_pos"], np.float32, (model.geometry.n_u,))
-        return (
-            ids, np.int32(n_views_chunk),
-            t["cos_t"], t["sin_t"], t["s0"], t["u_pos"], np.int32(model.geometry.n_u),
-            np.float32(model._x0), np.float32(model._y0), np.float32(1.0 / model._delta),
-            np.float32(model._delta), np.int32(model.n_depth),
-        )  # fmt: skip
+        return np.array([tuple(b.address(a) for a in tables)], SPECT_VIEWS)
 
-    def _image_args(self, model: Any, name: str, image: Any) -> tuple:
-        nz, ny, nx = model.grid.shape
-        _check(self.backend, name, image, np.float32, (nz, ny, nx))
-        return (image, np.int32(nz), np.int32(ny), np.int32(nx))
-
-    def _att_args(self, model: Any, att: Any, rows: Any, n: int) -> tuple:
+    def _att(self, model: Any, att: Any, rows: Any, n: int) -> tuple:
+        """``(att, att_rows, has_att)``, checked; placeholders when there is no attenuation."""
         if att is None:
             return (self._no_att, self._no_rows, np.int32(0))
         nz = model.grid.shape[0]
@@ -65,65 +79,64 @@ class GpuKernels:
         _check(self.backend, "att_rows", rows, np.int32, (n,))
         return (att, rows, np.int32(1))
 
-    def _q_shape(self, model: Any, n: int) -> tuple[int, int, int, int]:
+    @staticmethod
+    def _q_shape(model: Any, n: int) -> tuple[int, int, int, int]:
         return (n, model.n_depth, model.grid.shape[0], model.geometry.n_u)
 
+    @staticmethod
+    def _planes_shape(model: Any, n: int) -> tuple[int, int, int]:
+        return (n, model.grid.shape[0], model.geometry.n_u)
+
+    def _kernel(self, name: str) -> Any:
+        return get_kernel(self.backend, _SOURCE, name)
+
+    def _blur(self, name: str, model: Any, src: Any, ids: Any, dst: Any) -> None:
+        """Launch a blur kernel, ``name(src, grid, view_ids, blur_w, blur_n, scratch, dst)``, with
+        one block per view."""
+        t = model._tables
+        n = int(ids.shape[0])
+        tables = (model.geometry.n_views, model.n_depth, 2)
+        _check(self.backend, "view_ids", ids, np.int32, (n,))
+        _check(self.backend, "blur_w", t["blur_w"], np.float32, tables)
+        _check(self.backend, "blur_n", t["blur_n"], np.int32, tables)
+        scratch = self.cp.empty((n, 2, model.grid.shape[0], model.geometry.n_u), np.float32)
+        args = (src, self._grid(model, ids), ids, t["blur_w"], t["blur_n"], scratch, dst)
+        self._kernel(name)((n,), (self.blur_threads,), args)
+
+    # ------------------------------------------------------------------ rotate
     def attenuation(self, model: Any, mu: Any, ids: Any, out: Any) -> None:
         n = int(ids.shape[0])
+        _check(self.backend, "mu", mu, np.float32, model.grid.shape)
         _check(self.backend, "out_att", out, np.float32, self._q_shape(model, n))
         total = n * model.grid.shape[0] * model.geometry.n_u
-        args = (*self._image_args(model, "mu", mu), *self._tables(model, n, ids), out)
+        args = (mu, self._grid(model, ids), self._views(model, ids), out)
         self._kernel("spect_attenuation")((_blocks(total, _THREADS),), (_THREADS,), args)
 
     def rotate_forward(self, model: Any, x: Any, att: Any, rows: Any, ids: Any, q: Any) -> None:
         n = int(ids.shape[0])
+        _check(self.backend, "image", x, np.float32, model.grid.shape)
         _check(self.backend, "out_q", q, np.float32, self._q_shape(model, n))
-        args = (
-            *self._image_args(model, "image", x), *self._att_args(model, att, rows, n),
-            *self._tables(model, n, ids), q,
-        )  # fmt: skip
+        views = self._views(model, ids)
+        args = (x, self._grid(model, ids), views, *self._att(model, att, rows, n), q)
         self._kernel("spect_rotate_forward")((_blocks(q.size, _THREADS),), (_THREADS,), args)
 
     def rotate_back(self, model: Any, q: Any, att: Any, rows: Any, ids: Any, image: Any) -> None:
         n = int(ids.shape[0])
         _check(self.backend, "q", q, np.float32, self._q_shape(model, n))
-        nz, ny, nx = model.grid.shape
-        _check(self.backend, "out_image", image, np.float32, (nz, ny, nx))
-        args = (
-            q, np.int32(nz), np.int32(ny), np.int32(nx), *self._att_args(model, att, rows, n),
-            *self._tables(model, n, ids), image,
-        )  # fmt: skip
+        _check(self.backend, "out_image", image, np.float32, model.grid.shape)
+        views = self._views(model, ids)
+        args = (q, self._grid(model, ids), views, *self._att(model, att, rows, n), image)
         self._kernel("spect_rotate_back")((_blocks(image.size, _THREADS),), (_THREADS,), args)
 
-    def _blur_args(self, model: Any, ids: Any, n: int) -> tuple:
-        t = model._tables
-        shape = (model.geometry.n_views, model.n_depth, 2)
-        _check(self.backend, "view_ids", ids, np.int32, (n,))
-        _check(self.backend, "blur_w", t["blur_w"], np.float32, shape)
-        _check(self.backend, "blur_n", t["blur_n"], np.int32, shape)
-        nz, n_u = model.grid.shape[0], model.geometry.n_u
-        scratch = self.cp.empty((n, 2, nz, n_u), np.float32)
-        head = (ids, np.int32(n), np.int32(model.n_depth), np.int32(nz), np.int32(n_u))
-        return head, (t["blur_w"], t["blur_n"], scratch)
-
+    # ------------------------------------------------------------------ blur
     def blur_sum_forward(self, model: Any, q: Any, ids: Any, planes: Any) -> None:
         n = int(ids.shape[0])
         _check(self.backend, "q", q, np.float32, self._q_shape(model, n))
-        _check(
-            self.backend,
-            "out_planes",
-            planes,
-            np.float32,
-            (n, model.grid.shape[0], model.geometry.n_u),
-        )
-        head, tail = self._blur_args(model, ids, n)
-        self._kernel("spect_blur_sum_forward")((n,), (_BLUR_THREADS,), (q, *head, *tail, planes))
+        _check(self.backend, "out_planes", planes, np.float32, self._planes_shape(model, n))
+        self._blur("spect_blur_sum_forward", model, q, ids, planes)
 
     def blur_spread_back(self, model: Any, planes: Any, ids: Any, q: Any) -> None:
         n = int(ids.shape[0])
-        _check(
-            self.backend, "planes", planes, np.float32, (n, model.grid.shape[0], model.geometry.n_u)
-        )
+        _check(self.backend, "planes", planes, np.float32, self._planes_shape(model, n))
         _check(self.backend, "out_q", q, np.float32, self._q_shape(model, n))
-        head, tail = self._blur_args(model, ids, n)
-        self._kernel("spect_blur_spread_back")((n,), (_BLUR_THREADS,), (planes, *head, *tail, q))
+        self._blur("spect_blur_spread_back", model, planes, ids, q)

@@ -305,62 +305,11 @@ class SpectModel(ViewModel):
 
 
 # ---------------------------------------------------------------------- kernel dispatch
-class _CpuKernels:
-    """Calls the numba kernels with the model's tables."""
-
-    def __init__(self) -> None:
-        from recon._jit import announce_compilation
-        from recon.spect import _cpu
-
-        announce_compilation(_cpu, "SPECT")
-        self._cpu = _cpu
-
-    @staticmethod
-    def _common(model: SpectModel) -> tuple:
-        t = model._tables
-        return (
-            t["cos_t"], t["sin_t"], t["s0"], t["u_pos"],
-            np.float32(model._x0), np.float32(model._y0),
-            np.float32(1.0 / model._delta), np.float32(model._delta), np.int32(model.n_depth),
-        )  # fmt: skip
-
-    def attenuation(self, model: SpectModel, mu: Any, ids: Any, out: Any) -> None:
-        self._cpu.attenuation(mu, ids, *self._common(model), out)
-
-    def rotate_forward(
-        self, model: SpectModel, x: Any, att: Any, rows: Any, ids: Any, q: Any
-    ) -> None:
-        att, rows, has = _att_args(att, rows)
-        self._cpu.rotate_forward(x, att, rows, has, ids, *self._common(model), q)
-
-    def rotate_back(
-        self, model: SpectModel, q: Any, att: Any, rows: Any, ids: Any, image: Any
-    ) -> None:
-        att, rows, has = _att_args(att, rows)
-        self._cpu.rotate_back(q, att, rows, has, ids, *self._common(model), image)
-
-    def blur_sum_forward(self, model: SpectModel, q: Any, ids: Any, planes: Any) -> None:
-        t = model._tables
-        self._cpu.blur_sum_forward(q, ids, t["blur_w"], t["blur_n"], planes)
-
-    def blur_spread_back(self, model: SpectModel, planes: Any, ids: Any, q: Any) -> None:
-        t = model._tables
-        self._cpu.blur_spread_back(planes, ids, t["blur_w"], t["blur_n"], q)
-
-
-_NO_ATT = np.zeros((1, 1, 1, 1), np.float32)
-_NO_ROWS = np.zeros(1, np.int32)
-
-
-def _att_args(att: Any, rows: Any) -> tuple[Any, Any, bool]:
-    if att is None:
-        return _NO_ATT, _NO_ROWS, False
-    return att, rows, True
-
-
 def _kernels_for(backend: Backend) -> Any:
     if backend.is_gpu:
         from recon.spect._gpu import GpuKernels
 
         return GpuKernels(backend)
-    return _CpuKernels()
+    from recon.spect._cpu import CpuKernels
+
+    return CpuKernels()
