@@ -1,0 +1,169 @@
+"""Priors: value, gradient and Hessian diagonal against an independent float64 reference and
+finite differences; the properties the relative difference prior is chosen for; CUDA source ==
+numba through the compatibility harness."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+import recon
+from recon.algorithms.priors import neighbour_weights, sensitivity_kappa
+from recon.errors import InputError
+from tests.cuda_compat.build import gxx_available
+
+GRID = recon.ImageGrid((5, 6, 7), (3.0, 2.0, 2.5))  # anisotropic: weights by true distance
+
+
+def _reference(x: np.ndarray, grid: recon.ImageGrid, prior: recon.algorithms.priors.Prior,
+               kappa: np.ndarray | None) -> float:  # fmt: skip
+    """R(x) in float64, written independently: every ordered pair of 26-neighbours once, ½."""
+    x = x.astype(np.float64)
+    k = np.ones_like(x) if kappa is None else kappa.astype(np.float64)
+    dz, dy, dx = grid.voxel_size_mm
+    shape = x.shape
+    total = 0.0
+    for offset in itertools.product((-1, 0, 1), repeat=3):
+        if offset == (0, 0, 0):
+            continue
+        w = 1.0 / math.sqrt(sum((o * d) ** 2 for o, d in zip(offset, (dz, dy, dx), strict=True)))
+        here = tuple(slice(max(0, -o), n - max(0, o)) for o, n in zip(offset, shape, strict=True))
+        there = tuple(slice(max(0, o), n - max(0, -o)) for o, n in zip(offset, shape, strict=True))
+        a, b = x[here], x[there]
+        if prior.kind == 0:
+            phi = (a - b) ** 2
+        else:
+            phi = (a - b) ** 2 / (a + b + prior.gamma * np.abs(a - b) + prior.epsilon)
+        total += float((w * k[here] * k[there] * phi).sum())
+    return 0.5 * total
+
+
+def _priors(kappa=None):
+    return [
+        recon.RelativeDifferencePrior(1.0, gamma=2.0, epsilon=0.1, kappa=kappa),
+        recon.RelativeDifferencePrior(1.0, gamma=0.0, epsilon=0.01, kappa=kappa),
+        recon.QuadraticPrior(1.0, kappa=kappa),
+    ]
+
+
+@pytest.mark.parametrize("with_kappa", [False, True], ids=["no kappa", "kappa"])
+def test_value_gradient_and_curvature_match_the_reference(with_kappa: bool) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 2.0, GRID.shape).astype(np.float32)
+    kappa = rng.uniform(0.5, 1.5, GRID.shape).astype(np.float32) if with_kappa else None
+    picks = rng.choice(x.size, 25, replace=False)
+    h = 1e-4
+    for prior in _priors(kappa):
+        assert prior.value(x, GRID) == pytest.approx(_reference(x, GRID, prior, kappa), rel=1e-6)
+        gradient = prior.gradient(x, GRID)
+        curvature = prior.hessian_diagonal(x, GRID)
+        assert gradient.dtype == np.float32 and gradient.shape == GRID.shape
+        x64 = x.astype(np.float64)
+        for i in picks:
+            up, down = x64.copy(), x64.copy()
+            up.flat[i] += h
+            down.flat[i] -= h
+            r_up, r_down = (_reference(v, GRID, prior, kappa) for v in (up, down))
+            r_mid = _reference(x64, GRID, prior, kappa)
+            scale_g = max(1.0, abs((r_up - r_down) / (2 * h)))
+            assert gradient.flat[i] == pytest.approx((r_up - r_down) / (2 * h), abs=2e-5 * scale_g)
+            second = (r_up - 2 * r_mid + r_down) / h**2
+            assert curvature.flat[i] == pytest.approx(second, rel=1e-3, abs=1e-3)
+
+
+def test_curvature_is_non_negative_and_bounds_the_prior_locally() -> None:
+    """R is convex on x ≥ 0: the Hessian diagonal is ≥ 0, and R along any coordinate lies above
+    its tangent (the curvature bound the separable surrogate relies on)."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.0, 3.0, GRID.shape).astype(np.float32)
+    x[rng.random(GRID.shape) < 0.2] = 0.0  # zeros where tracer is absent
+    for prior in _priors():
+        assert prior.hessian_diagonal(x, GRID).min() >= 0
+        gradient = prior.gradient(x, GRID)
+        base = _reference(x, GRID, prior, None)
+        for i in rng.choice(x.size, 10, replace=False):
+            for step in (0.5, 1.0, 2.0):
+                moved = x.astype(np.float64).copy()
+                moved.flat[i] += step
+                assert _reference(moved, GRID, prior, None) >= base + step * gradient.flat[i] - 1e-4
+
+
+def test_zero_on_constant_images_and_scale_invariance_of_rdp() -> None:
+    rng = np.random.default_rng(2)
+    for prior in _priors():
+        constant = np.full(GRID.shape, 3.5, np.float32)
+        assert prior.value(constant, GRID) == 0
+        assert np.all(prior.gradient(constant, GRID) == 0)
+    x = rng.uniform(0.5, 2.0, GRID.shape).astype(np.float32)
+    # RDP is homogeneous of degree 1: R(c x; c ε) = c R(x; ε) (the penalty scales with counts).
+    for c in (0.01, 10.0, 1e4):
+        rdp = recon.RelativeDifferencePrior(1.0, gamma=2.0, epsilon=0.05)
+        scaled = recon.RelativeDifferencePrior(1.0, gamma=2.0, epsilon=0.05 * c)
+        assert scaled.value(x * np.float32(c), GRID) == pytest.approx(
+            c * rdp.value(x, GRID), rel=1e-5
+        )
+
+
+def test_edge_preservation_grows_with_gamma() -> None:
+    """A step edge costs less relative to a ramp of the same height as γ grows."""
+    step = np.ones(GRID.shape, np.float32)
+    step[:, :, 4:] = 5.0
+    costs = [recon.RelativeDifferencePrior(1.0, gamma=g, epsilon=1e-3).value(step, GRID)
+             for g in (0.0, 2.0, 10.0)]  # fmt: skip
+    assert costs[0] > costs[1] > costs[2] > 0
+
+
+def test_weights_are_one_over_the_true_distance() -> None:
+    w = neighbour_weights(GRID)
+    assert w[13] == 0  # the centre
+    assert w[(0 + 1) * 9 + (0 + 1) * 3 + (1 + 1)] == pytest.approx(1 / 2.5)
+    assert w[(1 + 1) * 9 + (0 + 1) * 3 + (1 + 1)] == pytest.approx(1 / math.hypot(3.0, 2.5))
+    assert w[0] == pytest.approx(1 / math.sqrt(9 + 4 + 6.25))
+
+
+def test_bad_settings_and_inputs_are_refused() -> None:
+    with pytest.raises(InputError, match="beta"):
+        recon.RelativeDifferencePrior(-1.0)
+    with pytest.raises(InputError, match="epsilon"):
+        recon.RelativeDifferencePrior(1.0, epsilon=0.0)
+    with pytest.raises(InputError, match="gamma"):
+        recon.RelativeDifferencePrior(1.0, gamma=-1.0)
+    prior = recon.QuadraticPrior(1.0, kappa=np.ones((2, 2, 2), np.float32))
+    with pytest.raises(InputError, match="kappa has shape"):
+        prior.value(np.ones(GRID.shape, np.float32), GRID)
+    with pytest.raises(InputError, match="shape"):
+        recon.QuadraticPrior(1.0).value(np.ones((2, 2, 2), np.float32), GRID)
+
+
+def test_sensitivity_kappa_is_one_on_average_and_zero_where_unseen() -> None:
+    grid = recon.ImageGrid((4, 12, 12), 6.0)
+    geometry = recon.SpectGeometry.circular(n_views=8, radius_mm=60, n_u=12, n_v=4,
+                                            pixel_size_mm=6.0)  # fmt: skip
+    model = recon.SpectModel(geometry, grid, device="cpu")
+    kappa = np.asarray(sensitivity_kappa(model))
+    sens = np.asarray(model.sensitivity())
+    assert np.mean(kappa[sens > 0] ** 2) == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(kappa**2, sens / sens[sens > 0].mean(), rtol=1e-5)
+    bound = recon.QuadraticPrior(1.0, kappa=sensitivity_kappa).for_model(model)
+    assert bound.value(np.ones(grid.shape, np.float32), grid) == 0
+
+
+@pytest.mark.skipif(not gxx_available(), reason="g++ is needed to run the CUDA sources")
+def test_cuda_source_matches_numba(monkeypatch) -> None:
+    """kernels/prior.cu through the CuPy launcher (on the fake GPU backend) equals numba."""
+    from tests.cuda_compat import fake_cupy
+
+    monkeypatch.setattr("recon.algorithms._prior_gpu.get_kernel", fake_cupy.fake_get_kernel)
+    gpu = fake_cupy.FakeGpuBackend()
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.0, 2.0, GRID.shape).astype(np.float32)
+    kappa = rng.uniform(0.5, 1.5, GRID.shape).astype(np.float32)
+    for prior in _priors(kappa):
+        for method in ("gradient", "hessian_diagonal"):
+            on_gpu = getattr(prior, method)(x, GRID, gpu)
+            on_cpu = getattr(prior, method)(x, GRID)
+            np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-6, atol=1e-6)
+        assert prior.value(x, GRID, gpu) == pytest.approx(prior.value(x, GRID), rel=1e-6)
