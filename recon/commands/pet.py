@@ -197,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
         file_isotope = _petsird_isotope(meta)
     isotope = _isotope_name(args.isotope or file_isotope)
     grid = _grid(args, default_grid(scanner))
+    if events.time_ms is None:
+        raise InputError(f"{source}: the events carry no detection times; cannot define a frame")
     duration_s = float(events.time_ms[-1]) / 1000.0 if events.n_events else 0.0
     if duration_s <= 0:
         raise InputError(f"{source}: events span no time; cannot define a frame")

@@ -148,7 +148,7 @@ def default_grid(geometry: SpectGeometry) -> ImageGrid:
     ``n_u × n_u`` transverse voxels of the bin size and one slice per projection row, axially
     where the rows are.
     """
-    pv, pu = geometry.pixel_size_mm  # type: ignore[misc]
+    pv, pu = geometry.pixel_size_mm
     nz = geometry.n_v
     origin_z = geometry.axial_offset_mm - (nz - 1) / 2.0 * pv
     n = geometry.n_u

@@ -373,7 +373,11 @@ def _scan_seconds(
             raise InputError(
                 f"hours_after_injection = {hours:g} is before the injection; times count from it"
             )
-        if file_seconds is not None and abs(hours * 3600 - file_seconds) > TIME_TOLERANCE_S:
+        if (
+            acquired is not None  # (file_seconds is known only then)
+            and file_seconds is not None
+            and abs(hours * 3600 - file_seconds) > TIME_TOLERANCE_S
+        ):
             raise InputError(
                 f"hours_after_injection = {hours:g} disagrees with the {facts.stated_by} "
                 "acquisition time "

@@ -97,4 +97,5 @@ def triple(value: Any, key: str) -> tuple[float, float, float]:
         return (v, v, v)
     if not isinstance(value, list) or len(value) != 3:
         raise InputError(f"{key} must be 3 numbers, got {value!r}")
-    return tuple(number(v, key) for v in value)  # type: ignore[return-value]
+    x, y, z = (number(v, key) for v in value)
+    return x, y, z

@@ -603,7 +603,7 @@ def fit_exponential(
         sig = sig / v_scale
 
     def model(x: np.ndarray, *p: float) -> np.ndarray:
-        return sum(p[2 * i] * np.exp(-p[2 * i + 1] * x) for i in range(n_terms))
+        return sum((p[2 * i] * np.exp(-p[2 * i + 1] * x) for i in range(n_terms)), np.zeros_like(x))
 
     def jacobian(x: np.ndarray, *p: float) -> np.ndarray:
         cols = []
