@@ -18,6 +18,13 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the ``recon info`` subcommand and its options to ``commands``.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The subcommands of the ``recon`` parser (:func:`recon.cli.main`).
+    """
     p = commands.add_parser("info", help="describe a projection, listmode or image file")
     p.add_argument("file")
 
@@ -102,6 +109,24 @@ def _refuse_data_file(path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``recon info``: print what the readers understood of a file.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (the options of :func:`add_parser`).
+
+    Returns
+    -------
+    int
+        The exit status, 0 (the description is printed).
+
+    Raises
+    ------
+    ReconError
+        An option, an input file or the output folder is unusable; :func:`recon.cli.main` prints
+        the message and exits with status 2.
+    """
     path = Path(args.file)
     if not path.exists():
         raise InputError(f"{path}: no such file")

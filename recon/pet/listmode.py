@@ -138,6 +138,7 @@ class ListmodeEvents:
     # ------------------------------------------------------------------ queries
     @property
     def n_events(self) -> int:
+        """Number of events (prompts and delayeds)."""
         return int(self.crystal_a.shape[0])
 
     def __len__(self) -> int:

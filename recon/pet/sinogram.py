@@ -153,10 +153,12 @@ class SinogramLayout:
     # ------------------------------------------------------------------ sizes
     @property
     def n_planes(self) -> int:
+        """Number of planes: ordered ring pairs with ``|ring_b − ring_a| ≤ max_ring_difference``."""
         return int(self.plane_rings.shape[0])
 
     @property
     def n_views(self) -> int:
+        """Number of views, ``crystals_per_ring // 2``."""
         return self.scanner.crystals_per_ring // 2
 
     @property

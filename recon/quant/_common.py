@@ -85,6 +85,11 @@ def decay_constant_per_s(isotope: str | Isotope | float) -> float:
 
 
 def check_same_grid(a: ImageGrid, b: ImageGrid, what_a: str, what_b: str) -> None:
+    """Raise GeometryError unless ``a`` and ``b`` describe the same voxels.
+
+    ``what_a`` and ``what_b`` name the two in the message, which gives both grids and how to
+    resample one onto the other.
+    """
     if not a.same_as(b):
         raise GeometryError(
             f"{what_a} and {what_b} are on different grids ({what_a}: shape {a.shape}, voxel "

@@ -133,6 +133,7 @@ class Cohort:
 
     @property
     def input_paths(self) -> tuple[Path, ...]:
+        """The cohort file (when read from one) and every study's input files."""
         paths = [] if self.source is None else [self.source]
         for study in self.studies:
             paths.extend(study.input_paths)
@@ -278,6 +279,7 @@ class CohortResult:
     strata: list[dict[str, Any]]
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """The cohort tables by file stem: lesions, lowest-uptake lesions, spread and strata."""
         return {
             "cohort_lesions": self.lesions,
             "cohort_lowest": self.lowest,

@@ -212,6 +212,7 @@ def seconds_between(later: datetime, earlier: datetime) -> float:
 
 
 def format_time(when: datetime) -> str:
+    """``when`` as ``YYYY-MM-DD hh:mm:ss`` (with its UTC offset when it has one)."""
     return when.isoformat(sep=" ", timespec="seconds")
 
 

@@ -295,6 +295,7 @@ class Spread:
     fold: float
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (one row of the spread table)."""
         return asdict(self)
 
 
@@ -437,6 +438,7 @@ class PatientStratum:
     by: str
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (one row of the strata table)."""
         return asdict(self)
 
 

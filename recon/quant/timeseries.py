@@ -458,6 +458,7 @@ class ExponentialFit:
 
     @property
     def n_terms(self) -> int:
+        """Number of exponential terms."""
         return int(self.amplitudes.size)
 
     @property

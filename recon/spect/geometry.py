@@ -164,6 +164,7 @@ class SpectGeometry:
     # ------------------------------------------------------------------ derived values
     @property
     def n_views(self) -> int:
+        """Number of views."""
         return int(self.angles_deg.size)
 
     @property
@@ -185,6 +186,7 @@ class SpectGeometry:
 
     @property
     def acquisition_end_s(self) -> float:
+        """End of the last view in s from acquisition start (the latest start + duration)."""
         return float(np.max(self.start_times_s + self.durations_s))
 
     def subset(self, views: np.ndarray | list[int]) -> SpectGeometry:
