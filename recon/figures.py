@@ -107,7 +107,7 @@ HOUSE_STYLE = FigureStyle()
 
 def _require_matplotlib() -> None:
     try:
-        import matplotlib  # noqa: F401, PLC0415  (imported lazily: `import recon` stays light)
+        import matplotlib  # noqa: F401  (imported lazily: `import recon` stays light)
     except ImportError:
         raise InputError(
             "figures need matplotlib, a dependency of recon: pip install matplotlib"
@@ -138,8 +138,8 @@ def new_figure(
     if not (width_px > 0 and height_px > 0 and math.isfinite(width_px * height_px)):
         raise InputError(f"figure size must be positive pixels, got {width_px} x {height_px}")
     _require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     width_px = max(float(width_px), float(style.min_width_px))
     kwargs.setdefault("facecolor", "white")
@@ -637,10 +637,10 @@ def reconstruction_figure(
     if not np.issubdtype(values.dtype, np.floating):
         values = values.astype(np.float32)
     _require_matplotlib()
-    import matplotlib  # noqa: PLC0415
-    from matplotlib import patheffects  # noqa: PLC0415
-    from matplotlib.colors import Normalize  # noqa: PLC0415
-    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
+    import matplotlib
+    from matplotlib import patheffects
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import FuncFormatter
 
     window = _window(values, percentile)
     if window["n_nonfinite"]:

@@ -602,7 +602,7 @@ def read_petsird(
         finally:
             try:
                 reader.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the real outcome
+            except Exception:  # closing must not hide the real outcome
                 pass
 
 

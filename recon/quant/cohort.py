@@ -527,7 +527,7 @@ def describe_time(at: str | float | None) -> str:
 
 def _plot_uptake(result: CohortResult, path: Path) -> Path:
     """Every lesion's uptake per patient, patients sorted by their stratifying value."""
-    from matplotlib.lines import Line2D  # noqa: PLC0415  (matplotlib is imported lazily)
+    from matplotlib.lines import Line2D  # matplotlib is imported lazily
 
     from recon.figures import HOUSE_STYLE, new_figure, save_figure, style_axes
 
