@@ -174,7 +174,7 @@ def run_batch(
                 status = recon_cli(argv)
             lines = [ln for ln in captured_err.getvalue().splitlines() if ln.strip()]
             error = lines[-1].removeprefix("recon: error: ") if lines else f"exit status {status}"
-        except Exception as exc:  # noqa: BLE001 - one study's failure must not stop the batch
+        except Exception as exc:  # one study's failure must not stop the batch
             status, error = 1, f"{type(exc).__name__}: {exc}".splitlines()[0]
         seconds = time.perf_counter() - start
         log_text = f"$ recon {' '.join(argv)}\n{captured_out.getvalue()}{captured_err.getvalue()}"

@@ -56,6 +56,13 @@ def xyz(point: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
 
 
 def check_grid(grid: Any) -> ImageGrid:
+    """``grid`` itself when it is an :class:`~recon.grid.ImageGrid`.
+
+    Raises
+    ------
+    GeometryError
+        ``grid`` is something else (the message names its type).
+    """
     if not isinstance(grid, ImageGrid):
         raise GeometryError(f"grid must be a recon.ImageGrid, got {type(grid).__name__}")
     return grid

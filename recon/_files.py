@@ -6,8 +6,9 @@ import json
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def create_temporary_file(target: Path) -> tuple[int, Path]:
     raise OSError(f"cannot create a temporary file next to {target}")  # pragma: no cover
 
 
-def write_atomically(path: Path, write: object) -> Path:
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(handle)`` on a temporary file next to ``path``, then rename it to ``path``."""
     path = Path(path)
     if not path.parent.is_dir():
@@ -48,7 +49,7 @@ def write_atomically(path: Path, write: object) -> Path:
     fd, tmp = create_temporary_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
-            write(handle)  # type: ignore[operator]
+            write(handle)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -107,7 +107,7 @@ HOUSE_STYLE = FigureStyle()
 
 def _require_matplotlib() -> None:
     try:
-        import matplotlib  # noqa: F401, PLC0415  (imported lazily: `import recon` stays light)
+        import matplotlib  # noqa: F401  (imported lazily: `import recon` stays light)
     except ImportError:
         raise InputError(
             "figures need matplotlib, a dependency of recon: pip install matplotlib"
@@ -138,8 +138,8 @@ def new_figure(
     if not (width_px > 0 and height_px > 0 and math.isfinite(width_px * height_px)):
         raise InputError(f"figure size must be positive pixels, got {width_px} x {height_px}")
     _require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     width_px = max(float(width_px), float(style.min_width_px))
     kwargs.setdefault("facecolor", "white")
@@ -371,7 +371,7 @@ class _Panel:
     title: str
     data: np.ndarray  # 2-D, row 0 first
     extent: tuple[float, float, float, float]  # left, right, bottom, top in mm
-    origin: str  # "upper": row 0 at the top
+    origin: Literal["upper", "lower"]  # "upper": row 0 at the top
     letters: tuple[str, str, str, str]  # left, right, top, bottom
     width_mm: float
     height_mm: float
@@ -435,7 +435,11 @@ _EDGE = 12.0  # figure border
 #: Candidate arrangements of the panels (transverse 0, coronal 1, sagittal 2, MIP 3), as
 #: columns of panels stacked top to bottom: two by two (near-cubic volumes), the transverse
 #: slice beside the three others (flat volumes: few slices), and one row (tall volumes).
-_ARRANGEMENTS = (((0, 2), (1, 3)), ((0,), (1, 2, 3)), ((0,), (1,), (2,), (3,)))
+_ARRANGEMENTS: tuple[tuple[tuple[int, ...], ...], ...] = (
+    ((0, 2), (1, 3)),
+    ((0,), (1, 2, 3)),
+    ((0,), (1,), (2,), (3,)),
+)
 
 
 def _layout(
@@ -633,10 +637,10 @@ def reconstruction_figure(
     if not np.issubdtype(values.dtype, np.floating):
         values = values.astype(np.float32)
     _require_matplotlib()
-    import matplotlib  # noqa: PLC0415
-    from matplotlib import patheffects  # noqa: PLC0415
-    from matplotlib.colors import Normalize  # noqa: PLC0415
-    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
+    import matplotlib
+    from matplotlib import patheffects
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import FuncFormatter
 
     window = _window(values, percentile)
     if window["n_nonfinite"]:
@@ -791,11 +795,11 @@ def sum_frames(images: Sequence[Image]) -> Image:
         if key in first.info and all(f.info.get(key) == first.info[key] for f in frames)
     }
     info["summed_frames"] = len(frames)
-    starts = [f.info.get("frame_start_s") for f in frames]
-    durations = [f.info.get("frame_duration_s") for f in frames]
-    if all(s is not None for s in starts) and all(d for d in durations):
-        info["frame_start_s"] = float(min(starts))  # type: ignore[type-var]
-        info["frame_end_s"] = float(max(s + d for s, d in zip(starts, durations, strict=True)))  # type: ignore[operator]
+    timing = [(f.info.get("frame_start_s"), f.info.get("frame_duration_s")) for f in frames]
+    known = [(start, duration) for start, duration in timing if start is not None and duration]
+    if len(known) == len(frames):
+        info["frame_start_s"] = float(min(start for start, _ in known))
+        info["frame_end_s"] = float(max(start + duration for start, duration in known))
     return Image(
         total.astype(np.float32), first.grid, units=first.units, isotope=first.isotope,
         reference_time_s=first.reference_time_s, info=info,

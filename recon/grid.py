@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -12,19 +13,19 @@ from recon.errors import GeometryError
 __all__ = ["ImageGrid"]
 
 
-def _triple(value: float | tuple[float, float, float], name: str) -> tuple[float, float, float]:
-    if np.isscalar(value):
-        out = (float(value),) * 3  # type: ignore[arg-type]
+def _triple(value: float | Sequence[float] | np.ndarray, name: str) -> tuple[float, float, float]:
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        values = [float(v) for v in value]
     else:
-        out = tuple(float(v) for v in value)  # type: ignore[union-attr]
-    if len(out) != 3:
-        raise GeometryError(f"{name} needs 3 values (z, y, x), got {len(out)}")
-    if not all(np.isfinite(out)):
-        raise GeometryError(f"{name} must be finite, got {out}")
-    return out  # type: ignore[return-value]
+        values = [float(value)] * 3
+    if len(values) != 3:
+        raise GeometryError(f"{name} needs 3 values (z, y, x), got {len(values)}")
+    if not all(np.isfinite(values)):
+        raise GeometryError(f"{name} must be finite, got {tuple(values)}")
+    return values[0], values[1], values[2]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ImageGrid:
     """A regular voxel grid in world (DICOM LPS) coordinates.
 
@@ -44,31 +45,38 @@ class ImageGrid:
     ``(x, y, z) = origin[::-1] + (i, j, k) * voxel_size[::-1]``.
     """
 
+    # The constructor normalises its arguments, so the stored fields have exact types.
     shape: tuple[int, int, int]
-    voxel_size: tuple[float, float, float] | float
-    origin: tuple[float, float, float] | None = field(default=None)
+    voxel_size: tuple[float, float, float]
+    origin: tuple[float, float, float]
 
-    def __post_init__(self) -> None:
-        shape = tuple(int(s) for s in self.shape)
-        if len(shape) != 3 or any(s < 1 for s in shape):
+    def __init__(
+        self,
+        shape: Sequence[int],
+        voxel_size: float | Sequence[float] | np.ndarray,
+        origin: Sequence[float] | np.ndarray | None = None,
+    ) -> None:
+        dims = [int(s) for s in shape]
+        if len(dims) != 3 or any(s < 1 for s in dims):
             raise GeometryError(
-                f"ImageGrid shape must be 3 positive integers (z, y, x), got {self.shape}"
+                f"ImageGrid shape must be 3 positive integers (z, y, x), got {shape}"
             )
-        voxel = _triple(self.voxel_size, "voxel_size")
+        voxel = _triple(voxel_size, "voxel_size")
         if any(v <= 0 for v in voxel):
             raise GeometryError(f"voxel_size must be positive (mm), got {voxel}")
-        if self.origin is None:
-            origin = tuple(-(n - 1) / 2.0 * v for n, v in zip(shape, voxel, strict=True))
+        if origin is None:
+            centred = [-(n - 1) / 2.0 * v for n, v in zip(dims, voxel, strict=True)]
+            corner = (centred[0], centred[1], centred[2])
         else:
-            origin = _triple(self.origin, "origin")
-        object.__setattr__(self, "shape", shape)
+            corner = _triple(origin, "origin")
+        object.__setattr__(self, "shape", (dims[0], dims[1], dims[2]))
         object.__setattr__(self, "voxel_size", voxel)
-        object.__setattr__(self, "origin", origin)
+        object.__setattr__(self, "origin", corner)
 
     @property
     def voxel_size_mm(self) -> tuple[float, float, float]:
         """Voxel size ``(z, y, x)`` in mm."""
-        return self.voxel_size  # type: ignore[return-value]
+        return self.voxel_size
 
     @property
     def voxel_volume_ml(self) -> float:
@@ -94,15 +102,13 @@ class ImageGrid:
 
     def axis_mm(self, axis: int) -> np.ndarray:
         """World coordinates in mm of voxel centres along ``axis`` (0 = z, 1 = y, 2 = x)."""
-        return self.origin[axis] + np.arange(self.shape[axis]) * self.voxel_size_mm[axis]  # type: ignore[index]
+        return self.origin[axis] + np.arange(self.shape[axis]) * self.voxel_size_mm[axis]
 
     @property
     def centre_mm(self) -> tuple[float, float, float]:
         """World position ``(z, y, x)`` of the grid centre in mm."""
-        return tuple(  # type: ignore[return-value]
-            o + (n - 1) / 2.0 * v
-            for o, n, v in zip(self.origin, self.shape, self.voxel_size_mm, strict=True)  # type: ignore[arg-type]
-        )
+        (oz, oy, ox), (nz, ny, nx), (vz, vy, vx) = self.origin, self.shape, self.voxel_size
+        return oz + (nz - 1) / 2.0 * vz, oy + (ny - 1) / 2.0 * vy, ox + (nx - 1) / 2.0 * vx
 
     def world_to_index(self, xyz_mm: np.ndarray) -> np.ndarray:
         """Convert world points ``(..., 3)``, (x, y, z) in mm, to fractional (z, y, x) indices."""
@@ -125,5 +131,5 @@ class ImageGrid:
         return (
             self.shape == other.shape
             and np.allclose(self.voxel_size_mm, other.voxel_size_mm, atol=tol_mm)
-            and np.allclose(self.origin, other.origin, atol=tol_mm)  # type: ignore[arg-type]
+            and np.allclose(self.origin, other.origin, atol=tol_mm)
         )

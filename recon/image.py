@@ -59,6 +59,7 @@ class Image:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """Array shape ``(z, y, x)``, the grid's."""
         return self.grid.shape
 
     def numpy(self) -> np.ndarray:

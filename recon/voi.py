@@ -155,7 +155,7 @@ class Voi:
     def sphere(
         cls,
         grid: ImageGrid,
-        centre_xyz_mm: Sequence[float],
+        centre_xyz_mm: Sequence[float] | np.ndarray,
         diameter_mm: float,
         name: str = "sphere",
     ) -> Voi:
@@ -191,7 +191,7 @@ class Voi:
     def cylinder(
         cls,
         grid: ImageGrid,
-        centre_xyz_mm: Sequence[float],
+        centre_xyz_mm: Sequence[float] | np.ndarray,
         radius_mm: float,
         length_mm: float,
         axis: str = "z",

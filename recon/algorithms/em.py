@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from recon.algorithms.em_update import (
@@ -165,10 +166,8 @@ def em_reconstruct(
                 expected_k = model.forward(x, subset)
                 if a_sub[k] is not None:
                     expected_k += a_sub[k]
-                x = em_update(
-                    xp, x, expected_k, lambda r, s=subset: model.back(r, s), inv_sens[k],
-                    counts=y_sub[k],
-                )  # fmt: skip
+                back_k = partial(model.back, subset=subset)
+                x = em_update(xp, x, expected_k, back_k, inv_sens[k], counts=y_sub[k])
                 bar.step(f"iteration {it}")
                 if callback is not None:
                     callback(IterationState(it, k, iterations, len(order), x))

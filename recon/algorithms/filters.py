@@ -28,5 +28,5 @@ def gaussian_filter_fwhm(
     if isinstance(image, np.ndarray):
         from scipy import ndimage
     else:  # CuPy array: use the GPU implementation of the same filter
-        from cupyx.scipy import ndimage  # type: ignore[no-redef]
+        from cupyx.scipy import ndimage
     return ndimage.gaussian_filter(image, sigma=sigma, mode="constant", cval=0.0)

@@ -132,8 +132,8 @@ def parse_frames(spec: str | None, duration_s: float) -> list[tuple[float, float
     text = str(spec).strip()
     try:
         if "x" in text and ":" not in text:
-            count, length = text.split("x")
-            n, step = int(count), float(length)
+            count_text, length_text = text.split("x")
+            n, step = int(count_text), float(length_text)
             if not 1 <= n <= 100_000:
                 raise ValueError
             frames = [(i * step, step) for i in range(n)]

@@ -26,6 +26,13 @@ OPTIONS = (
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the ``recon demo`` subcommand and its options to ``commands``.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The subcommands of the ``recon`` parser (:func:`recon.cli.main`).
+    """
     p = commands.add_parser(
         "demo",
         help="simulate and reconstruct a phantom study (Tc-99m SPECT, or F-18 TOF PET)",
@@ -37,6 +44,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``recon demo``: simulate a phantom study and reconstruct it.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (the options of :func:`add_parser`).
+
+    Returns
+    -------
+    int
+        The exit status, 0 (the results are in ``args.output``).
+
+    Raises
+    ------
+    ReconError
+        An option, an input file or the output folder is unusable; :func:`recon.cli.main` prints
+        the message and exits with status 2.
+    """
     resolve(args, OPTIONS, "demo")
     if args.pet:
         from recon.simulate.demo_pet import run_pet_demo as demo

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recon.commands.common import print_table
 from recon.errors import InputError
 
+if TYPE_CHECKING:  # the readers and models are imported when a file needs them
+    from recon.spect.geometry import SpectGeometry
+
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the ``recon info`` subcommand and its options to ``commands``.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The subcommands of the ``recon`` parser (:func:`recon.cli.main`).
+    """
     p = commands.add_parser("info", help="describe a projection, listmode or image file")
     p.add_argument("file")
 
@@ -38,7 +48,9 @@ def describe_orbit(angles_deg: np.ndarray) -> str:
     return text if regular else text + " (steps vary: several heads or an irregular orbit)"
 
 
-def _spect_rows(counts: np.ndarray, geometry: Any, metadata: dict[str, Any]) -> list[dict]:
+def _spect_rows(
+    counts: np.ndarray, geometry: SpectGeometry, metadata: dict[str, Any]
+) -> list[dict[str, Any]]:
     from recon.commands.spect import default_grid
 
     rows = [
@@ -97,17 +109,41 @@ def _refuse_data_file(path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``recon info``: print what the readers understood of a file.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (the options of :func:`add_parser`).
+
+    Returns
+    -------
+    int
+        The exit status, 0 (the description is printed).
+
+    Raises
+    ------
+    ReconError
+        An option, an input file or the output folder is unusable; :func:`recon.cli.main` prints
+        the message and exits with status 2.
+    """
     path = Path(args.file)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     _refuse_data_file(path)
     suffix = path.suffix.lower()
+    rows: list[dict[str, Any]]
     if suffix == ".npz":
         from recon.commands.pet import default_grid as pet_grid
         from recon.io.listmode_file import read_listmode
 
         data = read_listmode(path)
         ev = data.events
+        times = ev.time_ms
+        if times is None:
+            span: str | float = "not recorded"
+        else:
+            span = float(times[-1] - times[0]) / 1000.0 if ev.n_events else 0.0
         rows = [
             {"item": "kind", "value": "PET listmode (recon .npz)"},
             {"item": "scanner", "value": data.scanner.name},
@@ -116,21 +152,19 @@ def run(args: argparse.Namespace) -> int:
                 "item": "prompts / delayeds",
                 "value": f"{ev.prompts().n_events} / {ev.delayeds().n_events}",
             },
-            {
-                "item": "time span (s)",
-                "value": float(ev.time_ms[-1] - ev.time_ms[0]) / 1000.0 if ev.n_events else 0.0,
-            },
+            {"item": "time span (s)", "value": span},
             {"item": "isotope", "value": data.isotope},
             {"item": "TOF", "value": data.scanner.tof},
             {"item": "recon pet grid (z, y, x)", "value": _grid_text(pet_grid(data.scanner))},
         ]
     elif suffix in (".hs", ".hv", ".h33", ".hdr", ".mhd"):
-        from recon.io.interfile import read_interfile
+        from recon.image import Image
+        from recon.io.interfile import SpectProjections, read_interfile
 
         result = read_interfile(path)
-        if hasattr(result, "geometry"):
+        if isinstance(result, SpectProjections):
             rows = _spect_rows(result.counts, result.geometry, dict(result.metadata))
-        elif hasattr(result, "grid"):
+        elif isinstance(result, Image):
             rows = [
                 {"item": "kind", "value": "image"},
                 {"item": "modality", "value": result.info.get("modality") or "not given"},
@@ -143,8 +177,8 @@ def run(args: argparse.Namespace) -> int:
     elif _is_dicom_image(path):
         from recon.io.dicom_image import read_dicom_image
 
-        result = read_dicom_image(path)
-        rows = _dicom_image_rows(result if isinstance(result, list) else [result])
+        images = read_dicom_image(path)
+        rows = _dicom_image_rows(images if isinstance(images, list) else [images])
     else:
         from recon.io.dicom_nm import read_nm_projections
 

@@ -85,10 +85,12 @@ class Option:
 
     @property
     def dest(self) -> str:
+        """The attribute of the parsed arguments that holds the value (``-`` becomes ``_``)."""
         return self.name.replace("-", "_")
 
     @property
     def flag_name(self) -> str:
+        """The command-line flag, ``--name``."""
         return f"--{self.name}"
 
     # ----------------------------------------------------------------------- value checks
@@ -105,6 +107,10 @@ class Option:
             raise InputError(f"{where} must be <= {_num(high)}, got {_num(value)}")
 
     def check_choice(self, value: str, where: str) -> None:
+        """Raise InputError when ``value`` is not one of the option's choices (if it has any).
+
+        ``where`` names the value in the message (the flag or the configuration key).
+        """
         if self.choices is not None and value not in self.choices:
             raise InputError(f"{where} must be one of {', '.join(self.choices)}; got {value!r}")
 
@@ -164,6 +170,7 @@ class Option:
         return value
 
     def help_text(self) -> str:
+        """The ``--help`` text: the help, the choices and the default."""
         text = self.help
         if self.choices and self.kind == "str":
             text += f" ({', '.join(self.choices)})"

@@ -79,6 +79,13 @@ OPTIONS = (
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the ``recon pet`` subcommand and its options to ``commands``.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The subcommands of the ``recon`` parser (:func:`recon.cli.main`).
+    """
     p = commands.add_parser(
         "pet", help="reconstruct PET listmode (recon .npz or PETSIRD) or a STIR sinogram (.hs)",
         description="LM-OSEM of listmode data (one frame, or dynamic frames each decay-corrected "
@@ -173,6 +180,24 @@ def _inputs(args: argparse.Namespace, source: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``recon pet``: reconstruct PET listmode data or a STIR sinogram.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (the options of :func:`add_parser`).
+
+    Returns
+    -------
+    int
+        The exit status, 0 (the results are in ``args.output``).
+
+    Raises
+    ------
+    ReconError
+        An option, an input file or the output folder is unusable; :func:`recon.cli.main` prints
+        the message and exits with status 2.
+    """
     resolve(args, OPTIONS, "pet")
     source = existing_file(args.listmode, "listmode or sinogram file")
     if source.suffix.lower() in _SINOGRAM_SUFFIXES:
@@ -197,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
         file_isotope = _petsird_isotope(meta)
     isotope = _isotope_name(args.isotope or file_isotope)
     grid = _grid(args, default_grid(scanner))
+    if events.time_ms is None:
+        raise InputError(f"{source}: the events carry no detection times; cannot define a frame")
     duration_s = float(events.time_ms[-1]) / 1000.0 if events.n_events else 0.0
     if duration_s <= 0:
         raise InputError(f"{source}: events span no time; cannot define a frame")

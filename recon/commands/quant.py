@@ -27,6 +27,13 @@ OPTIONS = (
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the ``recon quant`` subcommand and its options to ``commands``.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The subcommands of the ``recon`` parser (:func:`recon.cli.main`).
+    """
     p = commands.add_parser(
         "quant",
         help="quantify a serial study or a cohort (TACs, half-lives, TIA, %%ID, ratios, "
@@ -40,6 +47,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``recon quant``: quantify a serial study or a cohort described in TOML files.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (the options of :func:`add_parser`).
+
+    Returns
+    -------
+    int
+        The exit status, 0 (the tables and reports are in ``args.output``).
+
+    Raises
+    ------
+    ReconError
+        An option, an input file or the output folder is unusable; :func:`recon.cli.main` prints
+        the message and exits with status 2.
+    """
     resolve(args, OPTIONS, "quant")
     if len(args.study) > 1 or cohorts.is_cohort_file(args.study[0]):
         return _run_cohort(args)

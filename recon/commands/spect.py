@@ -74,6 +74,13 @@ _OUTPUT_FILES = ("image.npy", "image.hv", "image.v", "image.png", "summary.json"
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the ``recon spect`` subcommand and its options to ``commands``.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The subcommands of the ``recon`` parser (:func:`recon.cli.main`).
+    """
     p = commands.add_parser(
         "spect", help="reconstruct SPECT projections (DICOM NM or Interfile)",
         description="OSEM reconstruction of SPECT projections with attenuation (CT or mu-map), "
@@ -148,7 +155,7 @@ def default_grid(geometry: SpectGeometry) -> ImageGrid:
     ``n_u × n_u`` transverse voxels of the bin size and one slice per projection row, axially
     where the rows are.
     """
-    pv, pu = geometry.pixel_size_mm  # type: ignore[misc]
+    pv, pu = geometry.pixel_size_mm
     nz = geometry.n_v
     origin_z = geometry.axial_offset_mm - (nz - 1) / 2.0 * pv
     n = geometry.n_u
@@ -225,6 +232,24 @@ def _inputs(source: Path, metadata: dict[str, Any], args: argparse.Namespace) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``recon spect``: reconstruct SPECT projections (DICOM NM or Interfile).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (the options of :func:`add_parser`).
+
+    Returns
+    -------
+    int
+        The exit status, 0 (the results are in ``args.output``).
+
+    Raises
+    ------
+    ReconError
+        An option, an input file or the output folder is unusable; :func:`recon.cli.main` prints
+        the message and exits with status 2.
+    """
     resolve(args, OPTIONS, "spect")
     source = existing_file(args.projections, "projection file")
     target = OutputFolder(

@@ -6,7 +6,7 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 
@@ -14,7 +14,8 @@ from recon.errors import InputError, ReconError
 
 __all__ = ["malformed_input_is_input_error"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # What pydicom and numpy raise when a tag holds a value of the wrong kind or a size is absurd.
 _LOW_LEVEL = (
@@ -23,15 +24,17 @@ _LOW_LEVEL = (
 )  # fmt: skip
 
 
-def malformed_input_is_input_error(what: str) -> Callable[[F], F]:
+def malformed_input_is_input_error(
+    what: str,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator for readers: a failure the reader did not anticipate on a malformed input is
     reported as :class:`InputError` naming ``what`` was being read and the underlying problem,
     so callers and the CLI see one kind of error. ReconErrors pass through, their message
     prefixed with the file's name when it does not say it already."""
 
-    def decorate(reader: F) -> F:
+    def decorate(reader: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(reader)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             source = args[0] if args else kwargs.get("path", "input")
             name = getattr(source, "filename", None) or source
             if not isinstance(name, str | bytes) and not hasattr(name, "__fspath__"):
@@ -52,6 +55,6 @@ def malformed_input_is_input_error(what: str) -> Callable[[F], F]:
                     "tags against the DICOM standard or re-export it"
                 ) from exc
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate

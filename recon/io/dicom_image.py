@@ -214,7 +214,7 @@ def _gather(path: Any) -> list[_Item]:
             try:
                 # Large elements (pixel data) stay on disk until used: a folder exported from a
                 # PET/CT may also hold hundreds of CT slices that are only skipped.
-                ds = pydicom.dcmread(file, defer_size="64 KB")
+                ds: Dataset = pydicom.dcmread(file, defer_size="64 KB")
             except (InvalidDicomError, EOFError, OSError, ValueError):
                 continue  # not DICOM (notes, thumbnails): a folder may hold anything
             sop = _sop(ds)
@@ -674,11 +674,11 @@ def _nm_image(ds: Dataset, source: str) -> Image:
         raise InputError(f"{source}: {_tag('NumberOfFrames')} must be a positive integer")
     n = int(n)
     for pointer in _as_list(_value(ds, "FrameIncrementPointer") or []):
-        values = ds.get(int(pointer))
-        if int(pointer) != _SLICE_VECTOR and values is not None:
-            if len(set(_as_list(values.value))) > 1:
+        element = ds.get(int(pointer))
+        if int(pointer) != _SLICE_VECTOR and element is not None:
+            if len(set(_as_list(element.value))) > 1:
                 raise InputError(
-                    f"{source}: frames vary by {values.name} as well as by slice; multi-volume "
+                    f"{source}: frames vary by {element.name} as well as by slice; multi-volume "
                     "NM files (gated or several windows) are not supported"
                 )
     details = _value(ds, "DetectorInformationSequence") or []

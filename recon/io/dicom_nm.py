@@ -719,17 +719,17 @@ def _start_angles(
                     + ("" if n_det == 1 else " and in some Detector Information Sequence items")
                     + "; it is required to place the views"
                 )
-    if all(s is not None for s in det_starts):
+    # Past the check, every rotation's start is known wherever it is used below.
+    det_known = [float(s) for s in det_starts if s is not None]
+    rot_known = [float(s) for s in rot_starts if s is not None]
+    if len(det_known) == n_det:
         # Later rotations keep each detector's offset from the first rotation's start.
         starts = [
-            [
-                float(s) + (rot_starts[r] - rot_starts[0] if r else 0.0)  # type: ignore[operator]
-                for r in range(len(rotations))
-            ]
-            for s in det_starts
+            [s + (rot_known[r] - rot_known[0] if r else 0.0) for r in range(len(rotations))]
+            for s in det_known
         ]
     elif n_det == 1:
-        starts = [[float(s) for s in rot_starts]]  # type: ignore[arg-type]
+        starts = [rot_known]
     else:
         raise GeometryError(
             f"{source}: {n_det} detectors but {_tag('StartAngle')} is not given in every "

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -114,6 +114,21 @@ _PATIENT_ALIASES = {
 _PATIENT_KEYWORDS = frozenset(_COPIED_KEYWORDS)
 
 _INJECTION_KEYS = frozenset({"radionuclide", "activity_bq", "datetime", "radiopharmaceutical"})
+
+
+class _SeriesFacts(TypedDict):
+    """What every dataset of one written series shares (keyword arguments of the builders)."""
+
+    study: dict[str, Any]
+    source: Any
+    for_uid: str
+    series_description: str
+    series_number: int
+    acq_dt: datetime
+    inj: dict[str, Any]
+    mode: str
+    units: str
+    image: Image
 
 
 @dataclass(frozen=True)
@@ -240,7 +255,7 @@ def write_dicom(
         else getattr(source, "FrameOfReferenceUID", None),
         "frame_of_reference_uid",
     )
-    common = dict(
+    common = _SeriesFacts(
         study=study,
         source=source,
         for_uid=for_uid,
@@ -276,9 +291,11 @@ def _as_images(image: Any, modality: str) -> list[Image]:
             )
         if img.units != first.units or img.isotope != first.isotope:
             raise InputError(f"frame {n} has other units or isotope than frame 0")
-        if (img.reference_time_s is None) != (first.reference_time_s is None) or (
-            img.reference_time_s is not None
-            and not math.isclose(img.reference_time_s, first.reference_time_s, abs_tol=1e-6)  # type: ignore[arg-type]
+        t_img, t_first = img.reference_time_s, first.reference_time_s
+        if (t_img is None) != (t_first is None) or (
+            t_img is not None
+            and t_first is not None
+            and not math.isclose(t_img, t_first, abs_tol=1e-6)
         ):
             # PS3.3 C.8.9.1.1.5: all images of a series are decay corrected to the same time.
             raise InputError(f"frame {n} is decay-corrected to another reference time than frame 0")
@@ -495,8 +512,8 @@ def _timing(
                 "PET frame timing is unknown: pass frames=[(start_s, duration_s), ...] "
                 "(seconds from acquisition start), one pair per image"
             )
-        starts = [s for s, _ in timing]
-        if known and any(b <= a for a, b in zip(starts[:-1], starts[1:], strict=True)):  # type: ignore[operator]
+        starts = [s for s, _ in timing if s is not None]  # all of them when known
+        if known and any(b <= a for a, b in zip(starts[:-1], starts[1:], strict=True)):
             raise InputError("frames must be in strictly increasing start time")
     return timing
 
@@ -521,7 +538,10 @@ def _frames(
             # Back to the mean activity during the frame: what an uncorrected image shows.
             scale = float(mean_activity_fraction(half_life, start, duration, t_img))
         elif mode != "NONE":
-            scale = math.exp(lam * (t_img - t_file))  # type: ignore[operator]
+            # _decay_mode and _injection allow START/ADMIN only for a decay-corrected image of a
+            # known isotope, and ADMIN only with an injection time.
+            assert lam is not None and t_img is not None and t_file is not None
+            scale = math.exp(lam * (t_img - t_file))
         else:
             scale = 1.0
         factor = None
@@ -588,11 +608,11 @@ def _study_attributes(patient: Any, source: Any, acq_dt: datetime) -> dict[str, 
         if not isinstance(patient, Mapping):
             raise InputError("patient must be a dict of attributes or a pydicom Dataset")
         for key, value in patient.items():
-            keyword = _PATIENT_ALIASES.get(key, key)
-            if keyword not in _PATIENT_KEYWORDS:
+            attribute = _PATIENT_ALIASES.get(key, key)
+            if attribute not in _PATIENT_KEYWORDS:
                 accepted = sorted(set(_PATIENT_ALIASES) | _PATIENT_KEYWORDS)
                 raise InputError(f"unknown patient attribute {key!r}; accepted: {accepted}")
-            values[keyword] = _patient_value(keyword, value)
+            values[attribute] = _patient_value(attribute, value)
     values.setdefault("PatientName", "")
     values.setdefault("PatientID", "")
     values.setdefault("PatientBirthDate", "")

@@ -80,7 +80,9 @@ def write_listmode(
 ) -> Path:
     """Write ``events`` of ``scanner`` to ``path`` (.npz), atomically, after validating them."""
     events.validate(scanner)
-    arrays = {key: np.asarray(getattr(events, key), dtype=dt) for key, dt in _ARRAYS.items()}
+    arrays: dict[str, np.ndarray] = {
+        key: np.asarray(getattr(events, key), dtype=dt) for key, dt in _ARRAYS.items()
+    }
     meta = {
         "format": np.array(_FORMAT),
         "version": np.array(1),
@@ -88,8 +90,11 @@ def write_listmode(
         "isotope": np.array(isotope or ""),
         "start": np.array(start or ""),
     }
+    members = {**arrays, **meta}
+    # mypy checks an unpacked dict against every keyword parameter, allow_pickle (bool) included.
     return write_atomically(
-        Path(path), lambda handle: np.savez_compressed(handle, **arrays, **meta)
+        Path(path),
+        lambda handle: np.savez_compressed(handle, **members),  # type: ignore[arg-type]
     )
 
 

@@ -49,7 +49,7 @@ def _nibabel() -> Any:
 def grid_affine_ras(grid: ImageGrid) -> np.ndarray:
     """The 4×4 NIfTI affine of ``grid``: voxel ``(i, j, k)`` = ``(x, y, z)`` index to RAS mm."""
     dz, dy, dx = grid.voxel_size_mm
-    z0, y0, x0 = grid.origin  # type: ignore[misc]
+    z0, y0, x0 = grid.origin
     lps = np.array(
         [[dx, 0.0, 0.0, x0], [0.0, dy, 0.0, y0], [0.0, 0.0, dz, z0], [0.0, 0.0, 0.0, 1.0]]
     )

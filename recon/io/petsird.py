@@ -442,9 +442,11 @@ def _exam_metadata(exam: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- events
-def _coincidences(lists: Any, luts: list[np.ndarray], n_bins: list[int], n_tof: int, where: str):
+def _coincidences(
+    lists: Any, luts: list[np.ndarray], n_bins: list[int], n_tof: int, where: str
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Crystal pairs and TOF indices of one block's prompts or delayeds (arrays per pair)."""
-    out = []
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     if lists is None:
         return out
     for t1, row in enumerate(lists):
@@ -600,7 +602,7 @@ def read_petsird(
         finally:
             try:
                 reader.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the real outcome
+            except Exception:  # closing must not hide the real outcome
                 pass
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from recon.errors import InputError
 from recon.pet.scanner import PetScanner
@@ -36,7 +37,7 @@ def _integer_array(value: Any, name: str, dtype: type[np.integer]) -> np.ndarray
     return out
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class ListmodeEvents:
     """Coincidence events of a PET acquisition, one entry per event (DESIGN.md §3).
 
@@ -63,17 +64,32 @@ class ListmodeEvents:
         An array is not 1-D, has the wrong kind of values, or the arrays differ in length.
     """
 
+    # The constructor normalises its arguments (None becomes zeros or all True, except time_ms),
+    # so the stored fields have exact types.
     crystal_a: np.ndarray
     crystal_b: np.ndarray
-    tof_bin: np.ndarray | None = None
-    time_ms: np.ndarray | None = None
-    prompt: np.ndarray | None = None
+    tof_bin: np.ndarray
+    time_ms: np.ndarray | None
+    prompt: np.ndarray
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        crystal_a: ArrayLike,
+        crystal_b: ArrayLike,
+        tof_bin: ArrayLike | None = None,
+        time_ms: ArrayLike | None = None,
+        prompt: ArrayLike | None = None,
+    ) -> None:
         set_ = object.__setattr__
+        given = {
+            "crystal_a": crystal_a,
+            "crystal_b": crystal_b,
+            "tof_bin": tof_bin,
+            "time_ms": time_ms,
+            "prompt": prompt,
+        }
         lengths = {}
-        for name in ("crystal_a", "crystal_b", "tof_bin", "time_ms", "prompt"):
-            value = getattr(self, name)
+        for name, value in given.items():
             if value is None:
                 continue
             if np.ndim(value) != 1:
@@ -86,17 +102,18 @@ class ListmodeEvents:
             raise InputError(
                 f"all listmode arrays must have the same length (one per event): {detail}"
             )
-        set_(self, "crystal_a", _integer_array(self.crystal_a, "crystal_a", np.int32))
-        set_(self, "crystal_b", _integer_array(self.crystal_b, "crystal_b", np.int32))
+        set_(self, "crystal_a", _integer_array(crystal_a, "crystal_a", np.int32))
+        set_(self, "crystal_b", _integer_array(crystal_b, "crystal_b", np.int32))
         n = self.crystal_a.shape[0]
-        if self.tof_bin is None:
+        if tof_bin is None:
             tof = np.zeros(n, dtype=np.int16)
             tof.setflags(write=False)
         else:
-            tof = _integer_array(self.tof_bin, "tof_bin", np.int16)
+            tof = _integer_array(tof_bin, "tof_bin", np.int16)
         set_(self, "tof_bin", tof)
-        if self.time_ms is not None:
-            times = np.asarray(self.time_ms)
+        times = None
+        if time_ms is not None:
+            times = np.asarray(time_ms)
             if times.ndim != 1 or (times.size and times.dtype.kind not in "iuf"):
                 raise InputError(
                     f"time_ms must be a 1-D array of real numbers (ms), got shape {times.shape} "
@@ -104,23 +121,24 @@ class ListmodeEvents:
                 )
             times = np.ascontiguousarray(times, dtype=np.float64)
             times.setflags(write=False)
-            set_(self, "time_ms", times)
-        if self.prompt is None:
-            prompt = np.ones(n, dtype=bool)
+        set_(self, "time_ms", times)
+        if prompt is None:
+            is_prompt = np.ones(n, dtype=bool)
         else:
-            prompt = np.asarray(self.prompt)
-            if prompt.ndim != 1 or (prompt.size and prompt.dtype != bool):
+            is_prompt = np.asarray(prompt)
+            if is_prompt.ndim != 1 or (is_prompt.size and is_prompt.dtype != bool):
                 raise InputError(
-                    f"prompt must be a 1-D boolean array, got shape {prompt.shape} "
-                    f"and dtype {prompt.dtype}"
+                    f"prompt must be a 1-D boolean array, got shape {is_prompt.shape} "
+                    f"and dtype {is_prompt.dtype}"
                 )
-            prompt = np.ascontiguousarray(prompt, dtype=bool)
-        prompt.setflags(write=False)
-        set_(self, "prompt", prompt)
+            is_prompt = np.ascontiguousarray(is_prompt, dtype=bool)
+        is_prompt.setflags(write=False)
+        set_(self, "prompt", is_prompt)
 
     # ------------------------------------------------------------------ queries
     @property
     def n_events(self) -> int:
+        """Number of events (prompts and delayeds)."""
         return int(self.crystal_a.shape[0])
 
     def __len__(self) -> int:
@@ -165,9 +183,9 @@ class ListmodeEvents:
                     f"{name} holds crystal ids outside [0, {n_crystals}) for this scanner "
                     f"(found {int(ids.min())} … {int(ids.max())})"
                 )
-        if not self.tof_bin.size:  # type: ignore[union-attr]
+        if not self.tof_bin.size:
             return
-        low, high = int(self.tof_bin.min()), int(self.tof_bin.max())  # type: ignore[union-attr]
+        low, high = int(self.tof_bin.min()), int(self.tof_bin.max())
         if scanner.tof is None:
             if low != 0 or high != 0:
                 raise InputError(
@@ -199,9 +217,9 @@ class ListmodeEvents:
             return ListmodeEvents(
                 crystal_a=self.crystal_a[key],
                 crystal_b=self.crystal_b[key],
-                tof_bin=self.tof_bin[key],  # type: ignore[index]
+                tof_bin=self.tof_bin[key],
                 time_ms=None if self.time_ms is None else self.time_ms[key],
-                prompt=self.prompt[key],  # type: ignore[index]
+                prompt=self.prompt[key],
             )
         except IndexError as exc:
             raise InputError(f"event selection out of range: {exc}") from None
@@ -212,7 +230,7 @@ class ListmodeEvents:
 
     def delayeds(self) -> ListmodeEvents:
         """The delayed coincidences."""
-        return self.select(~self.prompt)  # type: ignore[operator]
+        return self.select(~self.prompt)
 
     def time_window(self, start_ms: float, stop_ms: float) -> ListmodeEvents:
         """The events with ``start_ms ≤ time_ms < stop_ms``.
@@ -281,11 +299,12 @@ def histogram(
     flat = (plane[valid].astype(np.int64) * layout.n_views + view[valid]) * layout.n_radial
     flat += radial[valid]
     shape: tuple[int, ...] = layout.shape
-    if use_tof:
-        n_tof = scanner.tof.n_bins  # type: ignore[union-attr]
-        tof_bin = chosen.tof_bin[valid].astype(np.int64)  # type: ignore[index]
+    tof_spec = scanner.tof if use_tof else None
+    if tof_spec is not None:
+        n_tof = tof_spec.n_bins
+        tof_bin = chosen.tof_bin[valid].astype(np.int64)
         tof_bin = np.where(swapped[valid], -tof_bin, tof_bin)
-        flat = flat * n_tof + tof_bin + scanner.tof.max_bin  # type: ignore[union-attr]
+        flat = flat * n_tof + tof_bin + tof_spec.max_bin
         shape = (*shape, n_tof)
     sinogram = np.zeros(int(np.prod(shape)), dtype=np.float32)
     if flat.size:

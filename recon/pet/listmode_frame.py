@@ -32,10 +32,14 @@ _EVENT_ARRAYS = ("xstart", "xend", "tof_bin", "factor")
 
 
 class EventSubset(NamedTuple):
-    """Subset ``index`` of ``count`` interleaved event subsets (events ``index::count``)."""
+    """Subset ``number`` of ``n_subsets`` interleaved event subsets (events
+    ``number::n_subsets``).
 
-    index: int
-    count: int
+    (Not ``index`` and ``count``: those would hide the tuple methods of the same names.)
+    """
+
+    number: int
+    n_subsets: int
 
 
 class ListmodeFrame(ModelBase):
@@ -151,13 +155,13 @@ class ListmodeFrame(ModelBase):
         self._order, self._n_subsets = order, n_subsets
 
     def _block(self, subset: EventSubset) -> slice:
-        index, count = subset
-        if not (isinstance(index, int | np.integer) and 0 <= index < count):
+        number, n_subsets = subset
+        if not (isinstance(number, int | np.integer) and 0 <= number < n_subsets):
             raise InputError(f"not a subset of this frame: {subset!r}")
-        self._arrange(int(count))
-        sizes = [len(range(k, self.n_prompts, count)) for k in range(count)]
-        first = sum(sizes[:index])
-        return slice(first, first + sizes[index])
+        self._arrange(int(n_subsets))
+        sizes = [len(range(k, self.n_prompts, n_subsets)) for k in range(n_subsets)]
+        first = sum(sizes[:number])
+        return slice(first, first + sizes[number])
 
     def _original_indices(self, subset: EventSubset | None) -> Any:
         """Device indices, in the given order of the prompts, of the events of ``subset``."""

@@ -43,7 +43,7 @@ class _ExplicitLors:
                 f"{start.shape} and {end.shape}"
             )
         _check_finite(start, end)
-        self.shape: tuple[int, int, int] = tuple(start.shape[:3])  # type: ignore[assignment]
+        self.shape: tuple[int, int, int] = tuple(start.shape[:3])
         self._host = (start, end)
 
     def to(self, backend: Backend) -> None:
@@ -76,7 +76,7 @@ class _SeparableLors:
                 f"z_start and z_end must both have shape (plane,), got {z1.shape} and {z2.shape}"
             )
         _check_finite(xy1, xy2, z1, z2)
-        self.shape: tuple[int, int, int] = (z1.size, *xy1.shape[:2])  # type: ignore[assignment]
+        self.shape: tuple[int, int, int] = (z1.size, *xy1.shape[:2])
         self._host = (xy1, xy2, z1, z2)
 
     def to(self, backend: Backend) -> None:
@@ -187,7 +187,7 @@ class PetLorSinogramModel(ViewModel):
             timing, calibration, device, chunk_lors).
         """
         model = cls.__new__(cls)
-        options = dict(
+        options: dict[str, Any] = dict(
             mu_map=None, normalization=None, randoms=None, scatter=None, isotope=None,
             frame_start_s=0.0, frame_duration_s=1.0, reference_time_s=0.0, calibration=None,
             device=None, chunk_lors=2**20,
@@ -196,7 +196,7 @@ class PetLorSinogramModel(ViewModel):
         if unknown:
             raise InputError(f"unknown options {sorted(unknown)}")
         options.update(kwargs)
-        model._setup(_SeparableLors(xy_start, xy_end, z_start, z_end), grid, *options.values())
+        model._setup(_SeparableLors(xy_start, xy_end, z_start, z_end), grid, **options)
         return model
 
     def _setup(

@@ -26,7 +26,7 @@ def _bin_crystals(layout: SinogramLayout) -> tuple[np.ndarray, np.ndarray, np.nd
     in-ring pattern is the same in every plane.
     """
     view = np.arange(layout.n_views)[:, None]
-    radial = np.arange(layout.n_radial)[None, :]  # type: ignore[arg-type]
+    radial = np.arange(layout.n_radial)[None, :]
     idx_a, idx_b = layout._transaxial_pairs(view, radial)
     rings = layout.plane_rings.astype(np.int64)
     return rings[:, 0], rings[:, 1], idx_a, idx_b

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsFloat, SupportsIndex, SupportsInt
 
 import numpy as np
 
@@ -80,10 +80,10 @@ _MAX_CRYSTALS = 2**31 - 1
 
 
 def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, SupportsInt):
         raise GeometryError(f"{name} must be a positive integer, got {value!r}")
     try:
-        as_int = int(value)  # type: ignore[call-overload]
+        as_int = int(value)
     except (TypeError, ValueError, OverflowError):
         raise GeometryError(f"{name} must be a positive integer, got {value!r}") from None
     if as_int != value or as_int < 1:
@@ -92,10 +92,10 @@ def _positive_int(value: object, name: str) -> int:
 
 
 def _finite_float(value: object, name: str, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool | str):
+    if isinstance(value, bool | str) or not isinstance(value, SupportsFloat | SupportsIndex):
         raise GeometryError(f"{name} must be a number in mm, got {value!r}")
     try:
-        as_float = float(value)  # type: ignore[arg-type]
+        as_float = float(value)
     except (TypeError, ValueError):
         raise GeometryError(f"{name} must be a number in mm, got {value!r}") from None
     if not math.isfinite(as_float) or as_float < 0 or (as_float == 0 and not allow_zero):

@@ -66,7 +66,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class SinogramLayout:
     """Span-1 sinogram ``(plane, view, radial[, tof])`` of a :class:`PetScanner`.
 
@@ -98,26 +98,34 @@ class SinogramLayout:
         even.
     """
 
+    # The constructor fills in the defaults, so the stored fields have exact types.
     scanner: PetScanner
-    max_ring_difference: int | None = None
-    n_radial: int | None = None
-    plane_rings: np.ndarray = field(init=False, repr=False)
-    plane_of_rings: np.ndarray = field(init=False, repr=False)
-    _device_tables: dict = field(init=False, repr=False, default_factory=dict)
+    max_ring_difference: int
+    n_radial: int
+    plane_rings: np.ndarray = field(repr=False)
+    plane_of_rings: np.ndarray = field(repr=False)
+    _device_tables: dict = field(repr=False)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.scanner, PetScanner):
-            raise GeometryError(f"scanner must be a PetScanner, got {type(self.scanner).__name__}")
+    def __init__(
+        self,
+        scanner: PetScanner,
+        max_ring_difference: int | None = None,
+        n_radial: int | None = None,
+    ) -> None:
+        if not isinstance(scanner, PetScanner):
+            raise GeometryError(f"scanner must be a PetScanner, got {type(scanner).__name__}")
         set_ = object.__setattr__
-        n_rings = self.scanner.n_rings
-        n = self.scanner.crystals_per_ring
-        mrd = n_rings - 1 if self.max_ring_difference is None else self.max_ring_difference
+        set_(self, "scanner", scanner)
+        set_(self, "_device_tables", {})
+        n_rings = scanner.n_rings
+        n = scanner.crystals_per_ring
+        mrd = n_rings - 1 if max_ring_difference is None else max_ring_difference
         if not _is_int(mrd) or not 0 <= mrd <= n_rings - 1:
             raise GeometryError(
                 f"max_ring_difference must be an integer in [0, {n_rings - 1}], got {mrd!r}"
             )
         set_(self, "max_ring_difference", int(mrd))
-        n_radial = 2 * (n // 4) + 1 if self.n_radial is None else self.n_radial
+        n_radial = 2 * (n // 4) + 1 if n_radial is None else n_radial
         if not _is_int(n_radial) or not 1 <= n_radial <= n - 1 or n_radial % 2 == 0:
             raise GeometryError(
                 f"n_radial must be an odd integer in [1, {n - 1}] (odd so that the radial bins "
@@ -145,16 +153,18 @@ class SinogramLayout:
     # ------------------------------------------------------------------ sizes
     @property
     def n_planes(self) -> int:
+        """Number of planes: ordered ring pairs with ``|ring_b − ring_a| ≤ max_ring_difference``."""
         return int(self.plane_rings.shape[0])
 
     @property
     def n_views(self) -> int:
+        """Number of views, ``crystals_per_ring // 2``."""
         return self.scanner.crystals_per_ring // 2
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """Non-TOF sinogram shape ``(plane, view, radial)``."""
-        return (self.n_planes, self.n_views, int(self.n_radial))  # type: ignore[arg-type]
+        return (self.n_planes, self.n_views, int(self.n_radial))
 
     @property
     def n_bins(self) -> int:
@@ -181,14 +191,14 @@ class SinogramLayout:
     def radial_offsets_mm(self) -> np.ndarray:
         """Signed distance ``t = R·sin(π k/N)`` of each radial bin's LORs from the axis, mm."""
         n = self.scanner.crystals_per_ring
-        k = np.arange(self.n_radial) - (self.n_radial - 1) // 2  # type: ignore[operator]
+        k = np.arange(self.n_radial) - (self.n_radial - 1) // 2
         return self.scanner.crystal_radius_mm * np.sin(np.pi * k / n)
 
     # ------------------------------------------------------------------ index maps
     def _transaxial_pairs(self, view: Any, radial: Any) -> tuple[Any, Any]:
         """Canonical in-ring indices (a, b) for broadcastable int64 view and radial arrays."""
         n = self.scanner.crystals_per_ring
-        k = radial - (self.n_radial - 1) // 2  # type: ignore[operator]
+        k = radial - (self.n_radial - 1) // 2
         d = n // 2 - k
         s = 2 * view + d % 2
         a = ((s - d) // 2) % n
@@ -278,7 +288,7 @@ class SinogramLayout:
         ring_first = xp.where(swapped, ring_b, ring_a)
         ring_second = xp.where(swapped, ring_a, ring_b)
         view = s // 2
-        radial = n // 2 - d + (self.n_radial - 1) // 2  # type: ignore[operator]
+        radial = n // 2 - d + (self.n_radial - 1) // 2
         lookup = xp.asarray(self.plane_of_rings)
         plane = lookup[ring_first, ring_second]
         valid = in_range & (d % n != 0) & (radial >= 0) & (radial < self.n_radial) & (plane >= 0)
@@ -340,7 +350,7 @@ class SinogramLayout:
         radial = xp.arange(self.n_radial, dtype=xp.int64)
         a, b = self._transaxial_pairs(view_idx[:, None], radial[None, :])
         xy, ring_z, rings = self._tables(xp)
-        shape = (self.n_planes, int(view_idx.shape[0]), int(self.n_radial), 3)  # type: ignore[arg-type]
+        shape = (self.n_planes, int(view_idx.shape[0]), int(self.n_radial), 3)
         out = []
         for end, idx in ((0, a), (1, b)):
             pts = xp.empty(shape, dtype=xp.float32)

@@ -123,7 +123,8 @@ def _check_kvp(kvp: float) -> float:
 def _carney(kvp: float) -> tuple[float, float, float]:
     """Carney's (a, b, break point) at ``kvp``, linear between the tabulated voltages."""
     rows = np.array([_CARNEY[int(k)] for k in _CARNEY_KVP])
-    return tuple(float(np.interp(kvp, _CARNEY_KVP, rows[:, i])) for i in range(3))  # type: ignore[return-value]
+    a, b, break_point = (float(np.interp(kvp, _CARNEY_KVP, rows[:, i])) for i in range(3))
+    return a, b, break_point
 
 
 @functools.lru_cache(maxsize=64)

@@ -34,7 +34,7 @@ def _namespace(*values: Any) -> ModuleType:
     """``cupy`` when any value is a CuPy array, else ``numpy`` (CuPy is imported only then)."""
     for value in values:
         if type(value).__module__.split(".")[0] == "cupy":
-            import cupy  # noqa: PLC0415  (optional dependency; never imported otherwise)
+            import cupy  # optional dependency; never imported otherwise
 
             return cupy
     return np

@@ -18,8 +18,7 @@ Modules (each one job):
 
 from __future__ import annotations
 
-# Last: the study workflow builds on every module above (imported through this package).
-from recon.quant.analysis import StudyResult, analyse_study  # noqa: E402
+from recon.quant.analysis import StudyResult, analyse_study
 from recon.quant.calibration import (
     LBM_FORMULAS,
     Injection,
@@ -32,15 +31,15 @@ from recon.quant.calibration import (
     suv_lbm,
     to_bq_per_ml,
 )
-from recon.quant.clearance import FitSettings, VoiKinetics, clearance_kinetics  # noqa: E402
-from recon.quant.cohort import (  # noqa: E402
+from recon.quant.clearance import FitSettings, VoiKinetics, clearance_kinetics
+from recon.quant.cohort import (
     Cohort,
     CohortResult,
     analyse_cohort,
     load_cohort,
     write_cohort_report,
 )
-from recon.quant.kinetics import ModelFit, ModelSelection, fit_model, select_model  # noqa: E402
+from recon.quant.kinetics import ModelFit, ModelSelection, fit_model, select_model
 from recon.quant.planar import (
     ConjugateViewResult,
     ConjugateViewRoi,
@@ -79,8 +78,8 @@ from recon.quant.report import (
     write_json,
     write_table,
 )
-from recon.quant.study import Study, load_study  # noqa: E402
-from recon.quant.study_report import write_report  # noqa: E402
+from recon.quant.study import Study, load_study
+from recon.quant.study_report import write_report
 from recon.quant.timeseries import (
     DECAY_MODES,
     ExponentialFit,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -55,16 +55,14 @@ def elapsed_s(start: TimeLike, end: TimeLike, start_name: str, end_name: str) ->
     of seconds on the same clock; mixing the two is an error, because a number of seconds has no
     meaning next to a calendar time.
     """
-    start_is_dt = isinstance(start, datetime)
-    end_is_dt = isinstance(end, datetime)
-    if start_is_dt != end_is_dt:
+    if isinstance(start, datetime) != isinstance(end, datetime):
         raise InputError(
             f"{start_name} and {end_name} must both be datetime objects or both be seconds on one "
             f"clock; got {type(start).__name__} and {type(end).__name__}"
         )
-    if start_is_dt:
+    if isinstance(start, datetime) and isinstance(end, datetime):
         try:
-            delta: timedelta = end - start  # type: ignore[operator]
+            delta = end - start
         except TypeError:
             raise InputError(
                 f"{start_name} and {end_name} must both be naive or both be time-zone aware "
@@ -87,6 +85,11 @@ def decay_constant_per_s(isotope: str | Isotope | float) -> float:
 
 
 def check_same_grid(a: ImageGrid, b: ImageGrid, what_a: str, what_b: str) -> None:
+    """Raise GeometryError unless ``a`` and ``b`` describe the same voxels.
+
+    ``what_a`` and ``what_b`` name the two in the message, which gives both grids and how to
+    resample one onto the other.
+    """
     if not a.same_as(b):
         raise GeometryError(
             f"{what_a} and {what_b} are on different grids ({what_a}: shape {a.shape}, voxel "

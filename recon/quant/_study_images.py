@@ -61,7 +61,7 @@ def suffix_of(path: Path) -> str:
 
 def _read_dicom(path: Path, entry: dict[str, Any]) -> Image:
     """A DICOM PET/NM image series (a folder or one file); ``frame`` picks a dynamic frame."""
-    from recon.io.dicom_image import read_dicom_image  # noqa: PLC0415
+    from recon.io.dicom_image import read_dicom_image
 
     frame = entry.get("frame")
     if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int)):
@@ -92,11 +92,11 @@ def _read_image(path: Path, entry: dict[str, Any]) -> tuple[Image, str]:
             f"{has_grid_keys[0]} is for .npy images only; {path.name} carries its own grid"
         )
     if suffix in (".hv", ".h33"):
-        from recon.io.interfile import read_interfile_image  # noqa: PLC0415
+        from recon.io.interfile import read_interfile_image
 
         return read_interfile_image(path), "Interfile"
     if suffix in (".nii", ".nii.gz"):
-        from recon.io.nifti import read_nifti_image  # noqa: PLC0415
+        from recon.io.nifti import read_nifti_image
 
         return read_nifti_image(path), "NIfTI"
     if suffix == ".npy":
@@ -373,7 +373,11 @@ def _scan_seconds(
             raise InputError(
                 f"hours_after_injection = {hours:g} is before the injection; times count from it"
             )
-        if file_seconds is not None and abs(hours * 3600 - file_seconds) > TIME_TOLERANCE_S:
+        if (
+            acquired is not None  # (file_seconds is known only then)
+            and file_seconds is not None
+            and abs(hours * 3600 - file_seconds) > TIME_TOLERANCE_S
+        ):
             raise InputError(
                 f"hours_after_injection = {hours:g} disagrees with the {facts.stated_by} "
                 "acquisition time "

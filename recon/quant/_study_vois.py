@@ -93,7 +93,7 @@ def mask_voi(path: Path, grid: ImageGrid, name: str, label: int | None, segment:
     if suffix == ".dcm":
         if label is not None:
             raise InputError("label is for NIfTI and .npy label maps; a DICOM SEG takes segment")
-        from recon.io.dicom_seg import read_seg_vois  # noqa: PLC0415
+        from recon.io.dicom_seg import read_seg_vois
 
         segments = read_seg_vois(path, grid)
         wanted = segment if segment is not None else (name if name in segments else None)
@@ -109,7 +109,7 @@ def mask_voi(path: Path, grid: ImageGrid, name: str, label: int | None, segment:
     if segment is not None:
         raise InputError(f"segment is for DICOM SEG files; {path.name} is not one")
     if suffix in (".nii", ".nii.gz"):
-        from recon.io.nifti import read_voi_mask  # noqa: PLC0415
+        from recon.io.nifti import read_voi_mask
 
         return Voi.from_mask(read_voi_mask(path, grid, label), grid, name)
     if suffix != ".npy":

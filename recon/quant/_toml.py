@@ -37,12 +37,14 @@ def context(where: str) -> Iterator[None]:
 
 
 def table(value: Any, where: str) -> dict[str, Any]:
+    """``value`` when it is a TOML table (a dict), else an InputError naming ``where``."""
     if not isinstance(value, dict):
         raise InputError(f"{where} must be a table, got {type(value).__name__}")
     return value
 
 
 def check_keys(values: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    """Raise InputError naming the keys of ``values`` not ``allowed`` (prefixed ``where``)."""
     unknown = sorted(set(values) - set(allowed))
     if unknown:
         prefix = f"{where}: " if where else ""
@@ -64,12 +66,14 @@ def number(value: Any, key: str, sign: str = "any") -> float:
 
 
 def boolean(value: Any, key: str) -> bool:
+    """``value`` when it is true or false, else an InputError naming ``key``."""
     if not isinstance(value, bool):
         raise InputError(f"{key} must be true or false, got {value!r}")
     return value
 
 
 def text(value: Any, key: str, choices: Sequence[str] | None = None) -> str:
+    """A non-empty string, one of ``choices`` when given; else an InputError naming ``key``."""
     if choices is not None and (not isinstance(value, str) or value not in choices):
         raise InputError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
     if not isinstance(value, str) or not value:
@@ -78,6 +82,7 @@ def text(value: Any, key: str, choices: Sequence[str] | None = None) -> str:
 
 
 def date_time(value: Any, key: str) -> datetime:
+    """A TOML date-time or an ISO-8601 string as a datetime; else an InputError naming ``key``."""
     if isinstance(value, datetime):
         return value
     if isinstance(value, str):
@@ -92,9 +97,11 @@ def date_time(value: Any, key: str) -> datetime:
 
 
 def triple(value: Any, key: str) -> tuple[float, float, float]:
+    """Three numbers ``(z, y, x)`` from a list of 3, or from one positive number used thrice."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         v = number(value, key, "positive")
         return (v, v, v)
     if not isinstance(value, list) or len(value) != 3:
         raise InputError(f"{key} must be 3 numbers, got {value!r}")
-    return tuple(number(v, key) for v in value)  # type: ignore[return-value]
+    x, y, z = (number(v, key) for v in value)
+    return x, y, z

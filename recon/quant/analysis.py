@@ -121,14 +121,15 @@ def analyse_study(study: Study) -> StudyResult:
                         ),
                     }
                 )
-        common = {"times_s": times, "mode": "activity_at_scan_time", "isotope": iso}
         tacs[voi.name] = TimeActivityCurve(
             voi=voi.name, values=np.array(values), quantity=quantity, units="Bq/mL",
-            volumes_ml=np.array(volumes), **common,
+            volumes_ml=np.array(volumes), times_s=times, mode="activity_at_scan_time",
+            isotope=iso,
         )  # fmt: skip
         totals[voi.name] = TimeActivityCurve(
             voi=voi.name, values=np.array(total_values), quantity="total", units="Bq",
-            volumes_ml=np.array(volumes), **common,
+            volumes_ml=np.array(volumes), times_s=times, mode="activity_at_scan_time",
+            isotope=iso,
         )  # fmt: skip
 
     kinetics = {
@@ -232,10 +233,9 @@ def _heterogeneity(
         ]
         metrics.append((f"{quantity}_dc_bq_ml@{tp.label}", values, names))
     metrics.append(("tia_bq_h_per_ml", [kinetics[v].tia_bq_h_per_ml for v in names], names))
-    with_t_eff = [v for v in names if kinetics[v].t_eff_h is not None]
-    if len(with_t_eff) >= 2:
-        t_eff = [float(kinetics[v].t_eff_h) for v in with_t_eff]  # type: ignore[arg-type]
-        metrics.append(("t_eff_h", t_eff, with_t_eff))
+    t_eff = {v: float(t) for v in names if (t := kinetics[v].t_eff_h) is not None}
+    if len(t_eff) >= 2:
+        metrics.append(("t_eff_h", list(t_eff.values()), list(t_eff)))
     rows = []
     for metric, values, which in metrics:
         summary = spread(values).as_dict()

@@ -172,6 +172,7 @@ class VoiKinetics:
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
+        """The results as a flat dict of plain values (one row of the kinetics table)."""
         fit = self.fit
         parameters = errors = None
         if fit is not None:

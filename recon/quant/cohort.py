@@ -133,6 +133,7 @@ class Cohort:
 
     @property
     def input_paths(self) -> tuple[Path, ...]:
+        """The cohort file (when read from one) and every study's input files."""
         paths = [] if self.source is None else [self.source]
         for study in self.studies:
             paths.extend(study.input_paths)
@@ -278,6 +279,7 @@ class CohortResult:
     strata: list[dict[str, Any]]
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """The cohort tables by file stem: lesions, lowest-uptake lesions, spread and strata."""
         return {
             "cohort_lesions": self.lesions,
             "cohort_lowest": self.lowest,
@@ -525,7 +527,7 @@ def describe_time(at: str | float | None) -> str:
 
 def _plot_uptake(result: CohortResult, path: Path) -> Path:
     """Every lesion's uptake per patient, patients sorted by their stratifying value."""
-    from matplotlib.lines import Line2D  # noqa: PLC0415  (matplotlib is imported lazily)
+    from matplotlib.lines import Line2D  # matplotlib is imported lazily
 
     from recon.figures import HOUSE_STYLE, new_figure, save_figure, style_axes
 

@@ -144,7 +144,8 @@ def recon_output_facts(path: Path, kind: str) -> FileFacts | None:
         return None
     if not isinstance(summary, dict):
         return None
-    timing = summary.get("timing") if isinstance(summary.get("timing"), dict) else {}
+    stated_timing = summary.get("timing")
+    timing = stated_timing if isinstance(stated_timing, dict) else {}
     decay = timing.get("decay_correction")
     when = _datetime(timing.get("values_at"))
     if decay == "ADMIN":
@@ -211,6 +212,7 @@ def seconds_between(later: datetime, earlier: datetime) -> float:
 
 
 def format_time(when: datetime) -> str:
+    """``when`` as ``YYYY-MM-DD hh:mm:ss`` (with its UTC offset when it has one)."""
     return when.isoformat(sep=" ", timespec="seconds")
 
 

@@ -182,10 +182,12 @@ class ModelFit:
 
     @property
     def n_points(self) -> int:
+        """Number of values fitted."""
         return int(self.times_s.size)
 
     @property
     def n_parameters(self) -> int:
+        """Number of fitted parameters."""
         return int(self.parameters.size)
 
     @property
@@ -195,6 +197,7 @@ class ModelFit:
 
     @property
     def usable(self) -> bool:
+        """True when the fit has no recorded problem (``problem`` is empty)."""
         return not self.problem
 
     @property
@@ -221,6 +224,7 @@ class ModelFit:
 
     @property
     def n_terms(self) -> int:
+        """Number of exponential terms ``a_i e^(−k_i t)``."""
         return int(self.amplitudes.size)
 
     @property
@@ -558,6 +562,7 @@ class ModelSelection:
 
     @property
     def model(self) -> str | None:
+        """Name of the chosen model, None when no model could be fitted."""
         return None if self.fit is None else self.fit.model
 
     def aicc_text(self) -> str:

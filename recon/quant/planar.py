@@ -301,6 +301,7 @@ class ConjugateViewResult:
     activity_bq: float
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (one row of the conjugate-view table)."""
         return asdict(self)
 
 

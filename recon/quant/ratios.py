@@ -208,7 +208,7 @@ def uptake_ratio(
 
 def lesion_to_blood(
     lesion: float | VoiStats,
-    blood: float | VoiStats | Sequence[BloodSample],
+    blood: float | VoiStats | list[BloodSample] | tuple[BloodSample, ...],
     *,
     statistic: str = "mean",
     time_after_injection_s: float | None = None,
@@ -239,7 +239,7 @@ def lesion_to_blood(
             blood, time_after_injection_s, isotope, mode=mode
         )
     else:
-        blood_value = blood  # type: ignore[assignment]
+        blood_value = blood
     return uptake_ratio(lesion, blood_value, statistic=statistic)
 
 
@@ -295,6 +295,7 @@ class Spread:
     fold: float
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (one row of the spread table)."""
         return asdict(self)
 
 
@@ -437,6 +438,7 @@ class PatientStratum:
     by: str
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (one row of the strata table)."""
         return asdict(self)
 
 

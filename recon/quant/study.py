@@ -221,9 +221,11 @@ class StudyTimepoint:
 
     @property
     def time_h(self) -> float:
+        """Time after injection in hours."""
         return self.time_after_injection_s / _SECONDS_PER_HOUR
 
     def time_point(self) -> TimePoint:
+        """This scan as a :class:`~recon.quant.timeseries.TimePoint` (time-series functions)."""
         return TimePoint(
             self.image,
             self.time_after_injection_s,
@@ -248,6 +250,7 @@ class StudyVoi:
 
     @property
     def name(self) -> str:
+        """The VOI's name."""
         return self.voi.name
 
     def on(self, tp: StudyTimepoint) -> Voi:
@@ -293,10 +296,12 @@ class Study:
 
     @property
     def lesions(self) -> list[StudyVoi]:
+        """The VOIs with role ``lesion``, in study order."""
         return [v for v in self.vois if v.role == "lesion"]
 
     @property
     def references(self) -> list[StudyVoi]:
+        """The VOIs of every other role (blood pool, organs, background), in study order."""
         return [v for v in self.vois if v.role != "lesion"]
 
 

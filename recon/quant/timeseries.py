@@ -458,6 +458,7 @@ class ExponentialFit:
 
     @property
     def n_terms(self) -> int:
+        """Number of exponential terms."""
         return int(self.amplitudes.size)
 
     @property
@@ -603,7 +604,7 @@ def fit_exponential(
         sig = sig / v_scale
 
     def model(x: np.ndarray, *p: float) -> np.ndarray:
-        return sum(p[2 * i] * np.exp(-p[2 * i + 1] * x) for i in range(n_terms))
+        return sum((p[2 * i] * np.exp(-p[2 * i + 1] * x) for i in range(n_terms)), np.zeros_like(x))
 
     def jacobian(x: np.ndarray, *p: float) -> np.ndarray:
         cols = []

@@ -50,7 +50,7 @@ _KERNEL_SUPERSAMPLE_RANGE = (3, 20)
 
 def iso_contour(
     image: Image,
-    seed_xyz_mm: Sequence[float],
+    seed_xyz_mm: Sequence[float] | np.ndarray,
     percent_of_local_max: float,
     search_radius_mm: float,
     *,

@@ -70,12 +70,19 @@ def run_pet_demo(
     activity, mu, spheres = nema_iec_phantom(
         grid, sphere_to_background=4.0, background=background, mu_water_per_mm=_MU_WATER_511_PER_MM
     )
-    common = dict(mu_map=mu, isotope="F-18", device=device)
-    simulator = PetSinogramModel(scanner, grid, frame_duration_s=_DURATION_S, **common)
+    simulator = PetSinogramModel(
+        scanner, grid, mu_map=mu, isotope="F-18", device=device, frame_duration_s=_DURATION_S
+    )
     # Calibration chosen so that the acquisition holds _TRUES true coincidences.
     calibration = _TRUES / float(simulator.forward(activity).sum())
     simulator = PetSinogramModel(
-        scanner, grid, frame_duration_s=_DURATION_S, calibration=calibration, **common
+        scanner,
+        grid,
+        mu_map=mu,
+        isotope="F-18",
+        device=device,
+        frame_duration_s=_DURATION_S,
+        calibration=calibration,
     )
     say(
         f"recon demo --pet: F-18 TOF listmode of a NEMA-IEC-like phantom on the "
@@ -90,7 +97,7 @@ def run_pet_demo(
     singles = np.ones(scanner.n_crystals)
     randoms = randoms_from_singles(singles, 4.0, _DURATION_S, layout).astype(np.float64)
     randoms *= _RANDOMS_FRACTION * trues.sum() / randoms.sum()
-    n_tof = scanner.tof.n_bins  # type: ignore[union-attr]
+    n_tof = trues_tof.shape[-1]  # the "small" scanner has TOF: the last axis holds its bins
     additive_tof = np.repeat(((scatter + randoms) / n_tof)[..., None], n_tof, axis=-1)
     events = simulate_listmode(
         simulator, activity, _DURATION_S, rng, additive=additive_tof, delayed=randoms
@@ -101,7 +108,9 @@ def run_pet_demo(
         f"{events.delayeds().n_events / 1e6:.2f} M delayeds"
     )
 
-    model = PetListmodeModel(scanner, grid, calibration=calibration, **common)
+    model = PetListmodeModel(
+        scanner, grid, mu_map=mu, isotope="F-18", device=device, calibration=calibration
+    )
     randoms_estimate = randoms_from_delayeds(events, layout)
     additive_rate = model.additive_rate(events, randoms_estimate + scatter, _DURATION_S)
     image = lm_osem(

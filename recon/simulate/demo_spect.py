@@ -58,7 +58,7 @@ def _simulate(
 ) -> dict[str, np.ndarray]:
     primary = np.asarray(model.backend.to_host(model.forward(activity)), np.float64)
     pixel = model.geometry.pixel_size_mm
-    sigma = (0.0, _SCATTER_BLUR_MM / pixel[0], _SCATTER_BLUR_MM / pixel[1])  # type: ignore[index]
+    sigma = (0.0, _SCATTER_BLUR_MM / pixel[0], _SCATTER_BLUR_MM / pixel[1])
     blurred = ndimage.gaussian_filter(primary, sigma=sigma, mode="constant")
     scatter = _SCATTER_FRACTION * blurred * primary.sum() / max(blurred.sum(), 1e-30)
     # A scatter spectrum falling linearly to zero at the top of the photopeak: TEW is then exact.

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
 from recon._files import write_atomically
@@ -73,15 +73,15 @@ def _ds(value: float) -> DSfloat:
     return DSfloat(float(value), auto_format=True)
 
 
-def _ds_list(values: Sequence[float]) -> list[DSfloat]:
+def _ds_list(values: Iterable[float]) -> list[DSfloat]:
     return [_ds(v) for v in values]
 
 
 def _file_meta(sop_class: str, sop_instance: str, syntax: str) -> FileMetaDataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = syntax
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(syntax)
     return meta
 
 

@@ -131,7 +131,7 @@ def _xyz(point: Sequence[float], name: str) -> tuple[float, float, float]:
         raise GeometryError(
             f"{name} must be 3 finite world coordinates (x, y, z) in mm, got {point!r}"
         )
-    return p  # type: ignore[return-value]
+    return p
 
 
 def _sub_offsets(n: int) -> np.ndarray:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from recon.errors import GeometryError
 
@@ -24,7 +26,7 @@ def _per_view(value: object, n_views: int, name: str) -> np.ndarray:
     return arr
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class SpectGeometry:
     """Views of a parallel-hole SPECT acquisition (conventions of DESIGN.md §3).
 
@@ -53,18 +55,30 @@ class SpectGeometry:
         World z of the centre of the projection rows.
     """
 
+    # The constructor normalises its arguments, so the stored fields have exact types.
     angles_deg: np.ndarray
     radii_mm: np.ndarray
     n_u: int
     n_v: int
-    pixel_size_mm: tuple[float, float] | float
-    start_times_s: np.ndarray = field(default=None)  # type: ignore[assignment]
-    durations_s: np.ndarray = field(default=None)  # type: ignore[assignment]
-    cor_offset_mm: float = 0.0
-    axial_offset_mm: float = 0.0
+    pixel_size_mm: tuple[float, float]
+    start_times_s: np.ndarray
+    durations_s: np.ndarray
+    cor_offset_mm: float
+    axial_offset_mm: float
 
-    def __post_init__(self) -> None:
-        angles = np.asarray(self.angles_deg, dtype=np.float64)
+    def __init__(
+        self,
+        angles_deg: ArrayLike,
+        radii_mm: ArrayLike,
+        n_u: int,
+        n_v: int,
+        pixel_size_mm: float | tuple[float, float],
+        start_times_s: ArrayLike | None = None,
+        durations_s: ArrayLike | None = None,
+        cor_offset_mm: float = 0.0,
+        axial_offset_mm: float = 0.0,
+    ) -> None:
+        angles = np.asarray(angles_deg, dtype=np.float64)
         if angles.ndim != 1 or angles.size == 0:
             raise GeometryError(
                 f"angles_deg must be a non-empty 1-D array of view angles, got shape {angles.shape}"
@@ -72,36 +86,37 @@ class SpectGeometry:
         n = angles.size
         set_ = object.__setattr__
         set_(self, "angles_deg", _per_view(angles, n, "angles_deg"))
-        radii = _per_view(self.radii_mm, n, "radii_mm")
+        radii = _per_view(radii_mm, n, "radii_mm")
         if np.any(radii <= 0):
             raise GeometryError("radii_mm must be positive (distance from axis to collimator face)")
         set_(self, "radii_mm", radii)
-        durations = _per_view(
-            1.0 if self.durations_s is None else self.durations_s, n, "durations_s"
-        )
+        durations = _per_view(1.0 if durations_s is None else durations_s, n, "durations_s")
         if np.any(durations <= 0):
             raise GeometryError("durations_s must be positive (seconds per view)")
         set_(self, "durations_s", durations)
-        if self.start_times_s is None:
-            starts = np.concatenate([[0.0], np.cumsum(durations[:-1])])
-        else:
-            starts = self.start_times_s
-        set_(self, "start_times_s", _per_view(starts, n, "start_times_s"))
-        for name in ("n_u", "n_v"):
-            value = int(getattr(self, name))
-            if value < 1:
+        if start_times_s is None:  # back to back from 0
+            start_times_s = np.concatenate([[0.0], np.cumsum(durations[:-1])])
+        set_(self, "start_times_s", _per_view(start_times_s, n, "start_times_s"))
+        for name, given in (("n_u", n_u), ("n_v", n_v)):
+            count = int(given)
+            if count < 1:
                 raise GeometryError(f"{name} must be a positive number of projection pixels")
-            set_(self, name, value)
-        pix = self.pixel_size_mm
-        pix = (float(pix), float(pix)) if np.isscalar(pix) else tuple(float(p) for p in pix)  # type: ignore[union-attr]
+            set_(self, name, count)
+        if isinstance(pixel_size_mm, Iterable) and not isinstance(pixel_size_mm, str | bytes):
+            pix = tuple(float(p) for p in pixel_size_mm)
+        else:
+            pix = (float(pixel_size_mm), float(pixel_size_mm))
         if len(pix) != 2 or not all(np.isfinite(pix)) or min(pix) <= 0:
             raise GeometryError(f"pixel_size_mm must be positive: one value or (v, u), got {pix}")
         set_(self, "pixel_size_mm", pix)
-        for name in ("cor_offset_mm", "axial_offset_mm"):
-            value = float(getattr(self, name))
-            if not np.isfinite(value):
+        for name, given_mm in (
+            ("cor_offset_mm", cor_offset_mm),
+            ("axial_offset_mm", axial_offset_mm),
+        ):
+            offset = float(given_mm)
+            if not np.isfinite(offset):
                 raise GeometryError(f"{name} must be finite")
-            set_(self, name, value)
+            set_(self, name, offset)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -149,6 +164,7 @@ class SpectGeometry:
     # ------------------------------------------------------------------ derived values
     @property
     def n_views(self) -> int:
+        """Number of views."""
         return int(self.angles_deg.size)
 
     @property
@@ -159,17 +175,18 @@ class SpectGeometry:
     @property
     def u_positions_mm(self) -> np.ndarray:
         """Centre of each projection column along ``t(θ)`` in mm (COR offset included)."""
-        pu = self.pixel_size_mm[1]  # type: ignore[index]
+        pu = self.pixel_size_mm[1]
         return (np.arange(self.n_u) - (self.n_u - 1) / 2.0) * pu + self.cor_offset_mm
 
     @property
     def v_positions_mm(self) -> np.ndarray:
         """World z in mm of the centre of each projection row."""
-        pv = self.pixel_size_mm[0]  # type: ignore[index]
+        pv = self.pixel_size_mm[0]
         return (np.arange(self.n_v) - (self.n_v - 1) / 2.0) * pv + self.axial_offset_mm
 
     @property
     def acquisition_end_s(self) -> float:
+        """End of the last view in s from acquisition start (the latest start + duration)."""
         return float(np.max(self.start_times_s + self.durations_s))
 
     def subset(self, views: np.ndarray | list[int]) -> SpectGeometry:

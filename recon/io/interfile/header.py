@@ -18,6 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 from recon.errors import InputError
 
@@ -187,6 +188,38 @@ def _scalar_text(h: InterfileHeader, key: str) -> str | None:
     return items[0]
 
 
+# A value that may be missing (``required=False`` without a default) is ``None``; the overloads
+# say so, so that callers handle it.
+@overload
+def _float(
+    h: InterfileHeader,
+    key: str,
+    *,
+    required: Literal[True] = ...,
+    default: float | None = ...,
+    positive: bool = ...,
+    hint: str = ...,
+) -> float: ...
+@overload
+def _float(
+    h: InterfileHeader,
+    key: str,
+    *,
+    required: bool = ...,
+    default: float,
+    positive: bool = ...,
+    hint: str = ...,
+) -> float: ...
+@overload
+def _float(
+    h: InterfileHeader,
+    key: str,
+    *,
+    required: bool = ...,
+    default: None = ...,
+    positive: bool = ...,
+    hint: str = ...,
+) -> float | None: ...
 def _float(
     h: InterfileHeader,
     key: str,
@@ -195,18 +228,48 @@ def _float(
     default: float | None = None,
     positive: bool = False,
     hint: str = "",
-) -> float:
+) -> float | None:
     text = _scalar_text(h, key)
     if text is None:
         if required:
             raise FileFormatError(f"{h._where()}: required key '{key}' is missing{hint}")
-        return default  # type: ignore[return-value]
+        return default
     value = _to_float(text, key, h._where())
     if positive and value <= 0:
         raise FileFormatError(f"{h._where()}: '{key}' must be positive, got {text}")
     return value
 
 
+@overload
+def _int(
+    h: InterfileHeader,
+    key: str,
+    *,
+    required: Literal[True] = ...,
+    default: int | None = ...,
+    minimum: int | None = ...,
+    hint: str = ...,
+) -> int: ...
+@overload
+def _int(
+    h: InterfileHeader,
+    key: str,
+    *,
+    required: bool = ...,
+    default: int,
+    minimum: int | None = ...,
+    hint: str = ...,
+) -> int: ...
+@overload
+def _int(
+    h: InterfileHeader,
+    key: str,
+    *,
+    required: bool = ...,
+    default: None = ...,
+    minimum: int | None = ...,
+    hint: str = ...,
+) -> int | None: ...
 def _int(
     h: InterfileHeader,
     key: str,
@@ -215,12 +278,12 @@ def _int(
     default: int | None = None,
     minimum: int | None = 1,
     hint: str = "",
-) -> int:
+) -> int | None:
     text = _scalar_text(h, key)
     if text is None:
         if required:
             raise FileFormatError(f"{h._where()}: required key '{key}' is missing{hint}")
-        return default  # type: ignore[return-value]
+        return default
     value = _to_int(text, key, h._where())
     if minimum is not None and value < minimum:
         raise FileFormatError(f"{h._where()}: '{key}' must be at least {minimum}, got {text}")

@@ -148,22 +148,22 @@ def _stir_origin(
 ) -> tuple[float, float, float]:
     """STIR's origin, the gantry (x, y, z) of index (0, 0, 0), from the first pixel offsets
     (``create_image_and_header_from`` in STIR's ``interfile.cxx``)."""
-    offsets = [_float(h, f"first pixel offset (mm) [{i}]", required=False) for i in (1, 2, 3)]
-    if offsets[2] is None:
-        if offsets[0] is not None or offsets[1] is not None:
+    ox, oy, oz = (_float(h, f"first pixel offset (mm) [{i}]", required=False) for i in (1, 2, 3))
+    if oz is None:
+        if ox is not None or oy is not None:
             log.warning(
                 "%s: 'first pixel offset (mm) [1]/[2]' without [3]: STIR ignores them and puts "
                 "index 0 at the origin; so does recon", h._where(),
             )  # fmt: skip
         return 0.0, 0.0, 0.0
-    if offsets[0] is None or offsets[1] is None:
+    if ox is None or oy is None:
         raise FileFormatError(
             f"{h._where()}: 'first pixel offset (mm) [3]' is given without [1] and [2]; STIR "
             "then reads an undefined x/y origin: give all three (0 or −⌊n/2⌋·voxel for an "
             "image centred on the axis)"
         )
-    minimum = (-(sizes[0] // 2), -(sizes[1] // 2), 0)
-    return tuple(o - m * d for o, m, d in zip(offsets, minimum, voxel, strict=True))  # type: ignore[return-value]
+    # STIR's minimum indices: -⌊n/2⌋ in x and y, 0 in z.
+    return ox + (sizes[0] // 2) * voxel[0], oy + (sizes[1] // 2) * voxel[1], oz
 
 
 def _stir_first_voxel(
@@ -199,7 +199,7 @@ def _stir_first_pixel_offsets(grid: ImageGrid, modality: str) -> tuple[float, fl
     image where ``grid`` is (head-first supine), the inverse of :func:`_stir_first_voxel`."""
     nz, ny, nx = grid.shape
     dz, dy, dx = grid.voxel_size_mm
-    oz, oy, ox = grid.origin  # type: ignore[misc]
+    oz, oy, ox = grid.origin
     offsets = []
     for first, n, d, name in ((ox, nx, dx, "x"), (oy, ny, dy, "y")):
         centre = first + (n - 1) / 2.0 * d
@@ -275,11 +275,11 @@ def _read_image(
             "default split mode, <name>_fr<i>.hdr)"
         )
     sizes, voxel = [], []
-    for index, axis in ((1, "x"), (2, "y"), (3, "z")):
+    for index, axis_name in ((1, "x"), (2, "y"), (3, "z")):
         label = _word(h, f"matrix axis label [{index}]")
-        if label is not None and label != axis:
+        if label is not None and label != axis_name:
             raise FileFormatError(
-                f"{where}: 'matrix axis label [{index}] := {label}' must be {axis}"
+                f"{where}: 'matrix axis label [{index}] := {label}' must be {axis_name}"
             )
         sizes.append(_int(h, f"matrix size [{index}]"))
         voxel.append(

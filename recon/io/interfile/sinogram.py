@@ -124,25 +124,24 @@ def _read_sinogram(h: InterfileHeader, path: Path) -> PetSinogram:
     n_segments = _int(h, "matrix size [4]", hint=" (number of segments)")
     n_views = _int(h, f"matrix size [{view_index}]", hint=" (views)")
     n_tang = _int(h, "matrix size [1]", hint=" (tangential positions)")
-    axial_text = h.get(f"matrix size [{axial_index}]")
-    lo_text = h.get("minimum ring difference per segment")
-    hi_text = h.get("maximum ring difference per segment")
-    for key, text in (
-        (f"matrix size [{axial_index}]", axial_text),
-        ("minimum ring difference per segment", lo_text),
-        ("maximum ring difference per segment", hi_text),
-    ):
+    axial_key = f"matrix size [{axial_index}]"
+    lo_key = "minimum ring difference per segment"
+    hi_key = "maximum ring difference per segment"
+    per_segment: dict[str, list[str]] = {}
+    for key in (axial_key, lo_key, hi_key):
+        text = h.get(key)
         if text is None:
             raise FileFormatError(
                 f"{where}: required key '{key}' (one value per segment) is missing"
             )
-        if len(_split_list(text, key, where)) != n_segments:
+        per_segment[key] = _split_list(text, key, where)
+        if len(per_segment[key]) != n_segments:
             raise FileFormatError(
                 f"{where}: '{key}' needs one value per segment ({n_segments}), got '{text}'"
             )
-    n_axial = [_to_int(v, "axial positions", where) for v in _split_list(axial_text, "", where)]  # type: ignore[arg-type]
-    lo = [_to_int(v, "minimum ring difference", where) for v in _split_list(lo_text, "", where)]  # type: ignore[arg-type]
-    hi = [_to_int(v, "maximum ring difference", where) for v in _split_list(hi_text, "", where)]  # type: ignore[arg-type]
+    n_axial = [_to_int(v, "axial positions", where) for v in per_segment[axial_key]]
+    lo = [_to_int(v, "minimum ring difference", where) for v in per_segment[lo_key]]
+    hi = [_to_int(v, "maximum ring difference", where) for v in per_segment[hi_key]]
     if min(n_axial) < 1 or any(a > b for a, b in zip(lo, hi, strict=True)):
         raise FileFormatError(
             f"{where}: every segment needs at least one axial position and minimum ring "
@@ -280,8 +279,9 @@ def _scanner_block(h: InterfileHeader) -> tuple[dict[str, Any], list[tuple[str, 
         else:
             value = _float(h, key, required=False)
             scanner[name] = None if value is None else value * scale
-    block, inside = [], False
-    for key, raw_key, value, _ in h.entries:
+    block: list[tuple[str, str]] = []
+    inside = False
+    for key, raw_key, text, _ in h.entries:
         if key == "scanner parameters":
             inside = True
             continue
@@ -289,7 +289,7 @@ def _scanner_block(h: InterfileHeader) -> tuple[dict[str, Any], list[tuple[str, 
             inside = False
             continue
         if inside:
-            block.append((raw_key, value))
+            block.append((raw_key, text))
     for name in ("inner_ring_diameter_mm", "ring_spacing_mm"):
         if scanner[name] is not None and scanner[name] <= 0:
             raise FileFormatError(f"{where}: scanner '{name}' must be positive")
@@ -338,7 +338,7 @@ def _write_sinogram(path: str | os.PathLike[str], sino: PetSinogram, data_name: 
         first += n
     header, data = _output_paths(path, data_name, ".s", _sources(d))
     labels = ("view", "axial coordinate") if order == "view" else ("axial coordinate", "view")
-    sizes = (n_views, "{ " + ",".join(map(str, n_axial)) + "}")
+    sizes: tuple[int | str, int | str] = (n_views, "{ " + ",".join(map(str, n_axial)) + "}")
     if order == "sinogram":
         sizes = sizes[::-1]
     corrections = d.get("applied_corrections") or []

@@ -364,7 +364,7 @@ def _write_spect(
     raw = _float32_le(counts, geometry.projection_shape, "SPECT counts")[:, ::-1, :]
     start, direction, extent = _design_angles_to_stir(geometry.angles_deg)
     header, data = _output_paths(path, data_name, ".s", _sources(metadata))
-    pixel_v, pixel_u = geometry.pixel_size_mm  # type: ignore[misc]
+    pixel_v, pixel_u = geometry.pixel_size_mm
     radii = geometry.radii_mm
     lines = [
         "!INTERFILE  :=",
