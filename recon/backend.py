@@ -59,6 +59,7 @@ class Backend:
 
     @property
     def is_gpu(self) -> bool:
+        """True for the CuPy (CUDA) backend."""
         return self.name == "gpu"
 
     def on_device(self) -> contextlib.AbstractContextManager:
@@ -107,7 +108,7 @@ def _to_numpy(array: Any) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _import_cupy() -> ModuleType | None:
     try:
-        import cupy  # noqa: PLC0415  (optional dependency, imported on demand)
+        import cupy
     except Exception:  # ImportError, or a broken CUDA install raising at import
         return None
     return cupy
@@ -149,8 +150,8 @@ def resolve_backend(device: str | Backend | None = None) -> Backend:
         raise InputError(f"device must be one of {_VALID}, got {device!r}")
     if request == "cpu":
         return _cpu_backend()
-    if gpu_available():
-        cupy = _import_cupy()
+    cupy = _import_cupy() if gpu_available() else None
+    if cupy is not None:
         return Backend("gpu", cupy, int(cupy.cuda.runtime.getDevice()))
     if request == "gpu":
         reason = "CuPy is not installed" if _import_cupy() is None else "CuPy sees no CUDA device"

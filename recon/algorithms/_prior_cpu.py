@@ -3,10 +3,12 @@ order, same arithmetic; see that file for the formulas)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 
-_JIT = dict(parallel=True, fastmath=False, cache=True, nogil=True)
+_JIT: dict[str, Any] = dict(parallel=True, fastmath=False, cache=True, nogil=True)
 
 
 @nb.njit(inline="always")

@@ -43,12 +43,14 @@ import numba as nb
 import numpy as np
 
 # error_model="numpy": IEEE division (x/0 = ±inf) instead of Python's ZeroDivisionError checks.
-_JIT = dict(parallel=True, fastmath=False, cache=True, nogil=True, error_model="numpy")
+_JIT: dict[str, Any] = dict(
+    parallel=True, fastmath=False, cache=True, nogil=True, error_model="numpy"
+)
 # The walk and what it does per sample are inlined by numba (2x faster than leaving the per-sample
 # interpolation to LLVM); the helpers called once per LOR, or dominated by erfc, are not: inlining
 # them only slows compiling.
-_INLINE = dict(inline="always", error_model="numpy")
-_HELPER = dict(error_model="numpy", cache=True)
+_INLINE: dict[str, Any] = dict(inline="always", error_model="numpy")
+_HELPER: dict[str, Any] = dict(error_model="numpy", cache=True)
 _SQRT2 = math.sqrt(2.0)
 _NO_WINDOW = 3.0e38  # a window bound that clips nothing (the non-TOF kernels)
 

@@ -104,7 +104,7 @@ class LorProjector:
         self.backend = resolve_backend(device)
         self.xp = self.backend.xp
         dz, dy, dx = grid.voxel_size_mm
-        z0, y0, x0 = grid.origin  # type: ignore[misc]
+        z0, y0, x0 = grid.origin
         # World position of voxel [0, 0, 0]'s centre and voxel size, both (x, y, z), in mm.
         self._geometry = (float(x0), float(y0), float(z0), float(dx), float(dy), float(dz))
         self._tof_params = (

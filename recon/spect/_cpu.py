@@ -32,7 +32,7 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-_JIT = dict(parallel=True, fastmath=False, cache=True, nogil=True)
+_JIT: dict[str, Any] = dict(parallel=True, fastmath=False, cache=True, nogil=True)
 
 # Kernel parameters (``SpectGrid`` less the sizes, which the arrays carry).
 SpectGrid = namedtuple("SpectGrid", "x0 y0 delta inv_delta")
@@ -233,7 +233,7 @@ class CpuKernels:
     @staticmethod
     def _grid(model: Any) -> SpectGrid:
         delta = model._delta
-        return SpectGrid(*np.float32([model._x0, model._y0, delta, 1.0 / delta]))
+        return SpectGrid(*np.array([model._x0, model._y0, delta, 1.0 / delta], np.float32))
 
     @staticmethod
     def _views(model: Any, ids: Any) -> tuple:

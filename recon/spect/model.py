@@ -152,8 +152,8 @@ class SpectModel(ViewModel):
             s0=s0.astype(np.float32),
             u_pos=geom.u_positions_mm.astype(np.float32),
         )
-        self._x0 = float(grid.origin[2])  # type: ignore[index]
-        self._y0 = float(grid.origin[1])  # type: ignore[index]
+        self._x0 = float(grid.origin[2])
+        self._y0 = float(grid.origin[1])
         self._delta = float(delta)
 
         blur_w = np.zeros((geom.n_views, self.n_depth, 2), np.float32)
@@ -162,7 +162,7 @@ class SpectModel(ViewModel):
             s = s0[:, None] + np.arange(self.n_depth)[None, :] * delta
             distance = np.maximum(geom.radii_mm[:, None] - s, 0.0)
             sigma = self.collimator.sigma_mm(distance)
-            pixel_u, pixel_z = geom.pixel_size_mm[1], dz  # type: ignore[index]
+            pixel_u, pixel_z = geom.pixel_size_mm[1], dz
             for axis, pixel in enumerate((pixel_u, pixel_z)):
                 var = (sigma / pixel) ** 2
                 step = np.empty_like(var)
@@ -174,7 +174,7 @@ class SpectModel(ViewModel):
         self._tables = {k: b.asarray(v, dtype=v.dtype) for k, v in self._host_tables.items()}
 
         # Axial resampling from image slices to projection rows (box overlap, rows sum to 1).
-        w = _overlap_matrix(geom.v_positions_mm, geom.pixel_size_mm[0], grid.axis_mm(0), dz)  # type: ignore[index]
+        w = _overlap_matrix(geom.v_positions_mm, geom.pixel_size_mm[0], grid.axis_mm(0), dz)
         self._axial = (
             None
             if (w.shape[0] == w.shape[1] and np.allclose(w, np.eye(nz), atol=1e-6))
@@ -199,7 +199,7 @@ class SpectModel(ViewModel):
         if self.sensitivity_cps_per_mbq is not None:
             if not self.sensitivity_cps_per_mbq > 0:
                 raise InputError("sensitivity_cps_per_mbq must be positive")
-            pv, pu = geom.pixel_size_mm  # type: ignore[misc]
+            pv, pu = geom.pixel_size_mm
             # counts/s per (Bq/mL · mm) in one bin: S[cps/Bq] · pixel area [mm²] / 1000 [mm³/mL]
             factors = factors * (self.sensitivity_cps_per_mbq * 1e-6 * pu * pv / 1000.0)
         return xp.ascontiguousarray(factors.astype(xp.float32))
