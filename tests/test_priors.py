@@ -138,17 +138,22 @@ def test_bad_settings_and_inputs_are_refused() -> None:
         recon.QuadraticPrior(1.0).value(np.ones((2, 2, 2), np.float32), GRID)
 
 
-def test_sensitivity_kappa_is_one_on_average_and_zero_where_unseen() -> None:
+def test_sensitivity_kappa_makes_beta_independent_of_units_and_scan_time() -> None:
+    """κ² = s: with the calibration (or the scan time) scaled by c, the image scales by 1/c and
+    the sensitivity by c, and the RDP gradient with κ² = s scales by c like the likelihood's:
+    the balance, hence β's meaning, is unchanged."""
     grid = recon.ImageGrid((4, 12, 12), 6.0)
     geometry = recon.SpectGeometry.circular(n_views=8, radius_mm=60, n_u=12, n_v=4,
                                             pixel_size_mm=6.0)  # fmt: skip
-    model = recon.SpectModel(geometry, grid, device="cpu")
-    kappa = np.asarray(sensitivity_kappa(model))
-    sens = np.asarray(model.sensitivity())
-    assert np.mean(kappa[sens > 0] ** 2) == pytest.approx(1.0, rel=1e-5)
-    np.testing.assert_allclose(kappa**2, sens / sens[sens > 0].mean(), rtol=1e-5)
-    bound = recon.QuadraticPrior(1.0, kappa=sensitivity_kappa).for_model(model)
-    assert bound.value(np.ones(grid.shape, np.float32), grid) == 0
+    x = np.random.default_rng(5).uniform(0.5, 2.0, grid.shape).astype(np.float32)
+    gradients = []
+    for c in (1.0, 50.0):
+        model = recon.SpectModel(geometry, grid, device="cpu", sensitivity_cps_per_mbq=90.0 * c)
+        kappa = np.asarray(sensitivity_kappa(model))
+        np.testing.assert_allclose(kappa**2, np.asarray(model.sensitivity()), rtol=1e-5)
+        prior = recon.RelativeDifferencePrior(1.0, epsilon=1e-3 / c, kappa=sensitivity_kappa)
+        gradients.append(prior.for_model(model).gradient(x / np.float32(c), grid) / c)
+    np.testing.assert_allclose(gradients[1], gradients[0], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.skipif(not gxx_available(), reason="g++ is needed to run the CUDA sources")

@@ -60,19 +60,19 @@ def neighbour_weights(grid: ImageGrid) -> np.ndarray:
 
 
 def sensitivity_kappa(model: Any) -> Any:
-    """Per-voxel prior weights ``κ_j = sqrt(s_j / s̄)`` from the model's sensitivity ``s``.
+    """Per-voxel prior weights ``κ_j = sqrt(s_j)`` from the model's sensitivity ``s = Pᵀ m``.
 
-    Fessler & Rogers (IEEE Trans. Image Process. 5:1346, 1996) make the resolution of penalised
-    likelihood uniform with ``κ_j ≈ sqrt(Σ_i P_ij² /ȳ_i ...)``; with the sensitivity alone (as in
-    Tsai et al., Phys. Med. Biol. 60:1755, 2015) ``κ² ∝ s`` gives the penalty the scale of the
-    data at each voxel, so the same β means about the same smoothing at different count levels
-    and positions. ``s̄`` is the mean over voxels the data see; unseen voxels get 0.
+    With ``κ_j κ_k ≈ s_j`` the penalty's gradient scales with the sensitivity as the
+    likelihood's does (``s_j (y/ȳ − 1)``), so β means the same whatever the calibration units,
+    the scan duration (a scan twice as long doubles both) and the position in the field of view
+    (Fessler & Rogers, IEEE Trans. Image Process. 5:1346, 1996, for uniform resolution; Tsai et
+    al., Phys. Med. Biol. 60:1755, 2015, for the sensitivity-based weights of BSREM with the
+    relative difference prior). For the relative difference prior, whose φ is homogeneous of
+    degree 1, β is then a pure number (around 0.1–10 is useful). Voxels the data do not see get
+    0.
     """
     xp = model.xp
-    sens = model.sensitivity(None)
-    seen = sens > 0
-    mean = float(sens[seen].mean()) if bool(seen.any()) else 1.0
-    return xp.sqrt(xp.maximum(sens, 0) / np.float32(mean)).astype(np.float32)
+    return xp.sqrt(xp.maximum(model.sensitivity(None), 0)).astype(np.float32)
 
 
 class Prior:

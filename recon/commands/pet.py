@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from recon._files import save_npy_atomic
-from recon.algorithms.listmode import reconstruct_frames
+from recon.algorithms.listmode import FrameResult
+from recon.commands.algorithm import (
+    ALGORITHM_OPTIONS,
+    algorithm_summary,
+    check_algorithm,
+    reconstruct,
+)
 from recon.commands.common import (
     DEVICE,
     OUTPUT,
@@ -69,10 +75,11 @@ OPTIONS = (
            "counts per (Bq/mL·s·mm) of the scanner, for images in Bq/mL (without it the image is "
            "in counts/s, uncalibrated)", minimum=0.0, above=True),
     Option("no-tof", "flag", "ignore TOF information"),
-    Option("iterations", "int", "OSEM / LM-OSEM iterations", default=3, minimum=1,
-           maximum=10_000),
+    Option("iterations", "int", "iterations", minimum=1, maximum=10_000,
+           default_text="3 (osem), 30 (bsrem), 10 (oslmap)"),
     Option("subsets", "int", "subsets (sinogram views, or listmode event subsets)", default=8,
            minimum=1, maximum=100_000),
+    *ALGORITHM_OPTIONS,
     DEVICE,
     config_option("pet"),
 )  # fmt: skip
@@ -199,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         the message and exits with status 2.
     """
     resolve(args, OPTIONS, "pet")
+    check_algorithm(args, osem_iterations=3)
     source = existing_file(args.listmode, "listmode or sinogram file")
     if source.suffix.lower() in _SINOGRAM_SUFFIXES:
         return _run_sinogram(args, source)
@@ -244,15 +252,14 @@ def run(args: argparse.Namespace) -> int:
         note("no --calibration given: the images are in counts/s, not Bq/mL")
     results = []
     for (start, length), events_in_frame in zip(frames, frame_events, strict=True):
-        kwargs = {}
+        rate = None
         if events_in_frame.delayeds().n_events:
             # Randoms of this frame from its own delayed coincidences (fan-sum estimate).
             randoms = randoms_from_delayeds(events_in_frame, model.layout)
-            kwargs["additive_rate"] = model.additive_rate(events_in_frame, randoms, length)
-        results += reconstruct_frames(
-            model, events_in_frame, [(start, length)], iterations=args.iterations,
-            subsets=args.subsets, **kwargs,
-        )  # fmt: skip
+            rate = model.additive_rate(events_in_frame, randoms, length)
+        frame = model.frame(events_in_frame, start, length, additive_rate=rate)
+        image = reconstruct(frame, frame.counts(), frame.additive, args)
+        results.append(FrameResult(image, start, length, frame.n_prompts, frame.decay_factor))
     rows = []
     for index, result in enumerate(results):
         values = np.asarray(result.image)
@@ -260,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
             "frame": index, "start_s": result.start_s, "duration_s": result.duration_s,
             "prompts": result.n_prompts, "decay_factor": result.decay_factor,
             "mean": float(values.mean()), "max": float(values.max()),
+            **algorithm_summary(result.image),
         })  # fmt: skip
     summary = {
         "input": str(source), "scanner": scanner.name, "isotope": isotope,
@@ -283,7 +291,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
     """OSEM of a STIR Interfile sinogram on explicit LORs (any span, arc-corrected or not)."""
-    from recon.algorithms import osem
     from recon.io.interfile import read_interfile_sinogram, write_interfile
     from recon.io.stir_geometry import stir_default_grid, stir_lor_tables
     from recon.pet import PetLorSinogramModel
@@ -327,7 +334,7 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
         isotope=_isotope_name(args.isotope), calibration=args.calibration, frame_start_s=start_s,
         frame_duration_s=duration_s or 1.0, device=args.device,
     )  # fmt: skip
-    image = osem(model, counts, iterations=args.iterations, subsets=args.subsets)
+    image = reconstruct(model, counts, None, args)
     values = np.asarray(image)
     fit = np.asarray(model.backend.to_host(model.forward(image)))
     if additive is not None:
@@ -336,8 +343,7 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
     summary = {
         "input": str(source), "arc_corrected": sino.description["arc_corrected"],
         "segments": len(sino.description["segments"]), "isotope": args.isotope,
-        "units": image.units, "iterations": image.info["iterations"],
-        "subsets": image.info["subsets"], "negative_bins_set_to_0": n_negative,
+        "units": image.units, **algorithm_summary(image), "negative_bins_set_to_0": n_negative,
         "frame_start_s": start_s, "frame_duration_s": duration_s,
         "multiplicative": args.multiplicative, "additive": args.additive,
         "counts": float(counts.sum()), "relative_residual": residual,
@@ -350,7 +356,8 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
         write_interfile(out / "image.hv", image)
         save_reconstruction_figure(image, out / "image.png", title=f"recon pet: {source.name}")
         write_summary(out, "summary.json", summary)
-    rows = [{"item": k, "value": v} for k, v in summary.items() if k not in ("grid", "timing")]
+    hidden = ("grid", "timing", "objective", "relaxation")
+    rows = [{"item": k, "value": v} for k, v in summary.items() if k not in hidden]
     print_table(rows, ["item", "value"])
     print(f"wrote image.npy, image.hv/.v, image.png and summary.json to {args.output}")
     return 0

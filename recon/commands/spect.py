@@ -11,7 +11,12 @@ from typing import Any
 import numpy as np
 
 from recon._files import save_npy_atomic
-from recon.algorithms import osem
+from recon.commands.algorithm import (
+    ALGORITHM_OPTIONS,
+    algorithm_summary,
+    check_algorithm,
+    reconstruct,
+)
 from recon.commands.common import (
     DEVICE,
     OUTPUT,
@@ -58,11 +63,13 @@ OPTIONS = (
     Option("sensitivity", "float",
            "planar sensitivity in cps/MBq, for images in Bq/mL (without it the image is in "
            "counts/s per voxel, uncalibrated)", minimum=0.0, above=True),
-    Option("iterations", "int", "OSEM iterations", default=4, minimum=1, maximum=10_000),
-    Option("subsets", "int", "OSEM subsets (at most the number of views)", default=8,
+    Option("iterations", "int", "iterations", minimum=1, maximum=10_000,
+           default_text="4 (osem), 30 (bsrem), 10 (oslmap)"),
+    Option("subsets", "int", "ordered subsets (at most the number of views)", default=8,
            minimum=1),
     Option("post-filter", "float", "Gaussian post-filter FWHM in mm", minimum=0.0,
            default_text="none"),
+    *ALGORITHM_OPTIONS,
     DEVICE,
     Option("ref-time", "str",
            "activity reference time: 'start' (acquisition start), 'injection' or an ISO-8601 "
@@ -83,8 +90,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     """
     p = commands.add_parser(
         "spect", help="reconstruct SPECT projections (DICOM NM or Interfile)",
-        description="OSEM reconstruction of SPECT projections with attenuation (CT or mu-map), "
-        "collimator response, decay and window-based scatter correction. Writes image.npy "
+        description="OSEM (or BSREM / OSL-MAP with a prior: --algorithm) reconstruction of SPECT "
+        "projections with attenuation (CT or mu-map), collimator response, decay and "
+        "window-based scatter correction. Writes image.npy "
         "(z, y, x), image.hv/.v (Interfile), image.png, a DICOM NM series in dicom/ and "
         "summary.json into a new output folder.",
     )  # fmt: skip
@@ -251,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
         the message and exits with status 2.
     """
     resolve(args, OPTIONS, "spect")
+    check_algorithm(args, osem_iterations=4)
     source = existing_file(args.projections, "projection file")
     target = OutputFolder(
         args.output, inputs=_inputs(source, {}, args), overwrite=args.overwrite,
@@ -288,17 +297,14 @@ def run(args: argparse.Namespace) -> int:
     scatter, method = _scatter(args, metadata, source)
     if args.sensitivity is None:
         note("no --sensitivity given: the image is in counts/s per voxel, not Bq/mL")
-    image = osem(
-        model, counts, additive=scatter, iterations=args.iterations, subsets=args.subsets,
-        post_filter_fwhm_mm=args.post_filter,
-    )  # fmt: skip
+    image = reconstruct(model, counts, scatter, args, post_filter_fwhm_mm=args.post_filter)
     values = np.asarray(image)
     summary = {
         "input": str(source), "isotope": image.isotope, "units": image.units,
         "reference_time_s": image.reference_time_s, "attenuation": mu is not None,
         "mu_spectub_mirrored": bool(args.mu_spectub_mirrored) if args.mu else None,
         "scatter": method, "collimator": getattr(model.collimator, "name", None),
-        "iterations": image.info["iterations"], "subsets": image.info["subsets"],
+        **algorithm_summary(image),
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm, "origin_mm": grid.origin},
         "counts": float(np.sum(counts)), "image_total": float(values.sum()),
         "timing": image_timing(
@@ -315,7 +321,8 @@ def run(args: argparse.Namespace) -> int:
         save_reconstruction_figure(image, out / "image.png", title=f"recon spect: {source.name}")
         _write_dicom(image, out / "dicom", source, metadata, args.ref_time)
         write_summary(out, "summary.json", summary)
-    rows = [{"item": k, "value": v} for k, v in summary.items() if k not in ("grid", "timing")]
+    hidden = ("grid", "timing", "objective", "relaxation")
+    rows = [{"item": k, "value": v} for k, v in summary.items() if k not in hidden]
     print_table(rows, ["item", "value"])
     print(f"wrote image.npy, image.hv/.v, image.png, dicom/ and summary.json to {args.output}")
     return 0
