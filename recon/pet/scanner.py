@@ -58,7 +58,9 @@ __all__ = ["PetScanner"]
 #   "small": invented, of the order its 7.4 mm crystal pitch and 8 mm rings would give: 5.0 mm
 #     transaxial, 5.5 mm axial, constant (its crystals have no depth, so no parallax).
 #   "dmi4": Hsu et al. 2017 (above), table of NEMA NU 2 measurements (FBP): radial / tangential /
-#     axial 4.10 / 4.19 / 4.48 mm at 1 cm and 5.47 / 4.49 / 6.01 mm at 10 cm.
+#     axial 4.10 / 4.19 / 4.48 mm at 1 cm and 5.47 / 4.49 / 6.01 mm at 10 cm. (The growth law
+#     through the 1 cm and 10 cm figures gives 7.0 mm at 20 cm, where the paper's 7.53 / 4.90 mm
+#     combine to 6.35 mm: the model blurs the outer field of view somewhat too much.)
 #   "vision": van Sluis et al. 2019's figures were not at hand when this was written; the values are
 #     those of the Biograph Vision Quadra, built from the same detectors (3.2 x 3.2 x 20 mm LSO):
 #     Prenosil GA, Sari H, Fuerstner M, et al. Performance characteristics of the Biograph Vision
