@@ -170,7 +170,9 @@ class SpectModel(ViewModel):
         self._blurs: list[tuple[float, tuple[Any, Any]]] = []
         for weight, sigma in components:
             blur_w, blur_n = self._blur_tables(sigma, dz)
-            self._blurs.append((float(weight), (b.asarray(blur_w), b.asarray(blur_n))))
+            self._blurs.append(
+                (float(weight), (b.asarray(blur_w, np.float32), b.asarray(blur_n, np.int32)))
+            )
         self._tables["blur_w"], self._tables["blur_n"] = self._blurs[0][1]
 
         # Axial resampling from image slices to projection rows (box overlap, rows sum to 1).
