@@ -40,7 +40,7 @@ from recon.pet import (
     SinogramLayout,
     Tof,
 )
-from recon.spect import Collimator, SpectGeometry, SpectModel
+from recon.spect import Collimator, SpectGeometry, SpectModel, StackedModel, photopeak_model
 from recon.system_model import SystemModel
 
 __version__ = "0.1.0"
@@ -84,6 +84,7 @@ __all__ = [
     "SinogramLayout",
     "SpectGeometry",
     "SpectModel",
+    "StackedModel",
     "SystemModel",
     "Tof",
     "bsrem",
@@ -94,6 +95,7 @@ __all__ = [
     "osem",
     "osl_map",
     "penalised_log_likelihood",
+    "photopeak_model",
     "reconstruct_frames",
     "__version__",
 ]

@@ -3,5 +3,13 @@
 from recon.spect.collimator import Collimator
 from recon.spect.geometry import SpectGeometry
 from recon.spect.model import SpectModel
+from recon.spect.multi import StackedModel, photopeak_model, window_sensitivities
 
-__all__ = ["Collimator", "SpectGeometry", "SpectModel"]
+__all__ = [
+    "Collimator",
+    "SpectGeometry",
+    "SpectModel",
+    "StackedModel",
+    "photopeak_model",
+    "window_sensitivities",
+]
