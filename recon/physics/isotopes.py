@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from recon.errors import InputError, PhysicsError
 from recon.physics.radionuclide_codes import DICOM_RADIONUCLIDE_CODES
 
-__all__ = ["ANNIHILATION_KEV", "ISOTOPES", "PHOTOPEAK_MIN_YIELD", "Isotope", "Photon", "get_isotope"]
+__all__ = [
+    "ANNIHILATION_KEV",
+    "ISOTOPES",
+    "PHOTOPEAK_MIN_YIELD",
+    "Isotope",
+    "Photon",
+    "get_isotope",
+]
 
 #: Energy of each annihilation photon, m_e·c² in keV (CODATA 2018: 510.998 950 keV).
 ANNIHILATION_KEV = 510.999

@@ -259,7 +259,7 @@ class CpuKernels:
 
     @staticmethod
     def _blur_tables(model: Any, tables: Any) -> tuple[Any, Any]:
-        """``(blur_w, blur_n)``: ``tables`` when given (one response component), else the model's."""
+        """``(blur_w, blur_n)``: ``tables`` (one response component) or the model's."""
         return (model._tables["blur_w"], model._tables["blur_n"]) if tables is None else tables
 
     def blur_sum_forward(

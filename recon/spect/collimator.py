@@ -352,9 +352,7 @@ def _overlap(x: np.ndarray, delta: np.ndarray, d: float, t: float) -> np.ndarray
     return total
 
 
-def _slab_transmission(
-    shift: np.ndarray, k: np.ndarray, d: float, t: float
-) -> np.ndarray:
+def _slab_transmission(shift: np.ndarray, k: np.ndarray, d: float, t: float) -> np.ndarray:
     """``(1/p) ∫_0^p exp(−k·ov(x0)) dx0`` for sideways travels ``shift`` (mm) and attenuation
     ``k`` per mm of sideways lead, exactly (``ov`` is piecewise linear between breakpoints)."""
     pitch = d + t

@@ -288,7 +288,7 @@ class SpectModel(ViewModel):
         """Exact adjoint of :meth:`project`."""
         xp = self.xp
         views = self._views(subset)
-        geom, nz = self.geometry, self.grid.shape[0]
+        geom = self.geometry
         y = self.backend.asarray(data)
         if tuple(y.shape) != (views.size, geom.n_v, geom.n_u):
             raise InputError(

@@ -139,7 +139,10 @@ class StackedModel(ModelBase):
         """``s_w · m_w ⊙ (P_w x)`` of every window on the views of ``subset``, stacked."""
         x = self.validate_image(image)
         views = self.view_subsets.views(subset)
-        parts = [m.forward(x, views) * np.float32(s) for m, s in zip(self.models, self.scales)]
+        parts = [
+            m.forward(x, views) * np.float32(s)
+            for m, s in zip(self.models, self.scales, strict=True)
+        ]
         return self.xp.stack(parts)
 
     def back(self, data: Any, subset: Any = None) -> Any:
@@ -152,7 +155,7 @@ class StackedModel(ModelBase):
                 f"data has shape {tuple(y.shape)}, expected {expected} (window, view, v, u)"
             )
         image = None
-        for w, (m, s) in enumerate(zip(self.models, self.scales)):
+        for w, (m, s) in enumerate(zip(self.models, self.scales, strict=True)):
             part = m.back(y[w], views) * np.float32(s)
             image = part if image is None else image + part
         return image
@@ -163,7 +166,7 @@ class StackedModel(ModelBase):
         key = views.tobytes()
         if key not in self._sensitivity_cache:
             total = None
-            for m, s in zip(self.models, self.scales):
+            for m, s in zip(self.models, self.scales, strict=True):
                 part = m.sensitivity(views) * np.float32(s)
                 total = part if total is None else total + part
             self._sensitivity_cache[key] = total
@@ -306,17 +309,23 @@ def photopeak_model(
     total_yield = sum(p.yield_per_decay for p in peaks)
     backend = None
     models = []
-    for peak, sensitivity in zip(peaks, sensitivities):
+    for peak, sensitivity in zip(peaks, sensitivities, strict=True):
         models.append(
             _window_model(
-                geometry, grid, peak.energy_kev, mu_map, mu_energy_kev, collimator, iso,
-                reference_time_s, sensitivity, backend or device,
+                geometry,
+                grid,
+                peak.energy_kev,
+                mu_map,
+                mu_energy_kev,
+                collimator,
+                iso,
+                reference_time_s,
+                sensitivity,
+                backend or device,
             )  # fmt: skip
         )
         backend = models[0].backend
-    scales = (
-        [p.yield_per_decay / total_yield for p in peaks] if sensitivities[0] is None else None
-    )
+    scales = [p.yield_per_decay / total_yield for p in peaks] if sensitivities[0] is None else None
     model = StackedModel(models, scales, [p.name for p in peaks], additive)
     model.sensitivity_mode = mode  # type: ignore[attr-defined]
     return model
