@@ -408,6 +408,18 @@ CASES: list[tuple[str, str, str, int]] = [
                 ("--scatter maybe", "scatter"),
                 ("--unknown-option", "unrecognized"),
                 ("--iterations", "iterations"),
+                ("--photopeaks BOGUS", "not a photopeak window"),
+                ("--photopeaks LOW", "not a photopeak window"),
+                ("--photopeaks EM,EM", "named twice"),
+                ("--photopeaks ,", "not a photopeak window"),
+                ("--mu-energy 5", "mu-energy"),
+                ("--mu-energy 2000", "mu-energy"),
+                ("--mu-energy nan", "mu-energy"),
+                ("--mu-energy 140", "pass --mu too"),
+                ("--window-sensitivities 90,80", "window-sensitivities"),
+                ("--window-sensitivities 90,-1", "window-sensitivities"),
+                ("--window-sensitivities abc", "window-sensitivities"),
+                ("--sensitivity 90 --window-sensitivities 90", "window-sensitivities"),
             )
         )
     ],  # fmt: skip
