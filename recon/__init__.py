@@ -40,7 +40,15 @@ from recon.pet import (
     SinogramLayout,
     Tof,
 )
-from recon.spect import Collimator, SpectGeometry, SpectModel, StackedModel, photopeak_model
+from recon.spect import (
+    Collimator,
+    MultiIsotopeModel,
+    SpectGeometry,
+    SpectModel,
+    StackedModel,
+    multi_isotope_model,
+    photopeak_model,
+)
 from recon.system_model import SystemModel
 
 __version__ = "0.1.0"
@@ -72,6 +80,7 @@ __all__ = [
     "ListmodeEvents",
     "ListmodeFrame",
     "LorProjector",
+    "MultiIsotopeModel",
     "NumericalError",
     "PetListmodeModel",
     "PetLorSinogramModel",
@@ -92,6 +101,7 @@ __all__ = [
     "lm_bsrem",
     "lm_osem",
     "mlem",
+    "multi_isotope_model",
     "osem",
     "osl_map",
     "penalised_log_likelihood",

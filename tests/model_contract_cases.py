@@ -229,3 +229,26 @@ def spect_two_photopeaks(device: Any) -> recon.StackedModel:
     )  # fmt: skip
     assert model.models[1].response_weights[1] > 0  # penetration modelled at 245 keV
     return model
+
+
+@register("SPECT dual isotope Tc-99m + In-111 (three windows, down-scatter)", "spect")
+def spect_dual_isotope(device: Any) -> recon.MultiIsotopeModel:
+    from recon.physics.scatter import EnergyWindow
+    from recon.physics.windows import assign_windows
+
+    grid = recon.ImageGrid((6, 14, 14), 5.0)
+    geometry = recon.SpectGeometry.circular(
+        n_views=12, radius_mm=60, n_u=16, n_v=6, pixel_size_mm=5.0, cor_offset_mm=0.7,
+        time_per_view_s=20.0,
+    )  # fmt: skip
+    windows = {
+        "TC": EnergyWindow.centered("TC", 140.5, 15.0),
+        "IN171": EnergyWindow.centered("IN171", 171.3, 15.0),
+        "IN245": EnergyWindow.centered("IN245", 245.4, 15.0),
+    }
+    assignment = assign_windows(windows, ["Tc-99m", "In-111"])
+    return recon.multi_isotope_model(
+        geometry, grid, assignment, mu_map=_mu(grid, 0.015), mu_energy_kev=140.5,
+        collimator="ME", sensitivity_cps_per_mbq={"Tc-99m": 80.0, "In-111": [40.0, 42.0]},
+        downscatter={("TC", "In-111"): 0.3}, downscatter_fwhm_mm=20.0, device=device,
+    )  # fmt: skip

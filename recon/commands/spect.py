@@ -294,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     peaks, assignment = _photopeaks(args, metadata, isotope, source)
     main_kev = isotope.main_photon.energy_kev if isotope else 140.5
     mu_energy = float(args.mu_energy) if args.mu_energy is not None else main_kev
-    mu = None
+    mu: Any = None
     if args.ct:
         from recon.io.ct import read_ct_mu_map
 

@@ -211,11 +211,7 @@ def window_sensitivities(
     n = len(peaks)
     if sensitivity_cps_per_mbq is None:
         return [None] * n, "none"
-    values = (
-        [float(sensitivity_cps_per_mbq)]
-        if np.ndim(sensitivity_cps_per_mbq) == 0
-        else [float(v) for v in sensitivity_cps_per_mbq]  # type: ignore[union-attr]
-    )
+    values = [float(v) for v in np.atleast_1d(np.asarray(sensitivity_cps_per_mbq, float))]
     if not all(np.isfinite(v) and v > 0 for v in values):
         raise InputError(f"sensitivities must be positive numbers (cps/MBq), got {values}")
     if len(values) == n:
