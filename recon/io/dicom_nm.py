@@ -863,7 +863,8 @@ def read_nm_projections(
         the same layout as ``counts``); ``photopeak_window`` (name); ``window_assignment``
         (:class:`recon.physics.windows.WindowAssignment` of the file's isotope: its photopeak
         and scatter windows; None for one window or no known isotope; other isotopes:
-        :func:`assign_nm_windows`); ``isotope`` (Isotope or None); ``radionuclide``, ``radiopharmaceutical`` (as recorded); ``injected_activity_bq``;
+        :func:`assign_nm_windows`); ``isotope`` (Isotope or None); ``radionuclide``,
+        ``radiopharmaceutical`` (as recorded); ``injected_activity_bq``;
         ``injection_datetime``, ``acquisition_datetime`` (naive, as recorded);
         ``injection_to_acquisition_s``; ``patient_position`` (recorded) and
         ``patient_position_used``; per view: ``detector``, ``rotation``, ``dicom_angles_deg``;
