@@ -61,6 +61,11 @@ OPTIONS = (
            default_text="by photon energy: LEHR below 200 keV, ME below 300 keV, HE above"),
     Option("isotope", "str", "isotope (e.g. Tc-99m, In-111) when the file names none",
            default_text="the file's"),
+    Option("isotopes", "str",
+           "a simultaneous multi-isotope acquisition: its isotopes, comma-separated (e.g. "
+           "Tc-99m,In-111); one image per isotope, reconstructed jointly from every photopeak "
+           "window, written to a sub-folder per isotope", metavar="ISO,ISO",
+           exclusive_with=("isotope", "photopeaks", "sensitivity")),
     Option("sensitivity", "float",
            "planar sensitivity in cps/MBq, for images in Bq/mL (without it the image is in "
            "counts/s per voxel, uncalibrated); with several photopeak windows, the sensitivity "
@@ -289,6 +294,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"--subsets {args.subsets} is more than the {geometry.n_views} views of {source.name}"
         )
+    if args.isotopes:
+        from recon.commands.spect_isotopes import run_isotopes
+
+        return run_isotopes(args, source, target, geometry, metadata)
     isotope = _isotope(args.isotope, metadata)
     grid = default_grid(geometry)
     peaks, assignment = _photopeaks(args, metadata, isotope, source)
