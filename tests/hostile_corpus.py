@@ -420,6 +420,12 @@ CASES: list[tuple[str, str, str, int]] = [
                 ("--window-sensitivities 90,-1", "window-sensitivities"),
                 ("--window-sensitivities abc", "window-sensitivities"),
                 ("--sensitivity 90 --window-sensitivities 90", "window-sensitivities"),
+                ("--isotopes Tc-99m,In-111", "no energy window holds a photopeak line of In-111"),
+                ("--isotopes Tc-99m,Tc99m", "named twice"),
+                ("--isotopes Tc-99m,Unobtainium", "Unobtainium"),
+                ("--isotopes Tc-99m", "two or more"),
+                ("--isotopes Tc-99m,In-111 --isotope Tc-99m", "isotope"),
+                ("--isotopes Tc-99m,In-111 --photopeaks all", "photopeaks"),
             )
         )
     ],  # fmt: skip
