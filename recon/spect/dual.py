@@ -27,9 +27,12 @@ attenuating medium); the down-scatter is attenuated as primary photons of the em
 the images of all isotopes share the grid.
 
 The images are stacked along z (isotope by isotope) into one image on :attr:`MultiIsotopeModel.grid`
-so that the model is a :class:`recon.SystemModel`: OSEM, BSREM and OSL-MAP reconstruct all the
-isotopes at once, unchanged. :meth:`MultiIsotopeModel.split` cuts a reconstruction into one
-:class:`recon.Image` per isotope (with its units, decay reference and isotope).
+so that the model is a :class:`recon.SystemModel`: MLEM and OSEM reconstruct all the isotopes at
+once, unchanged. A prior (BSREM, OSL-MAP) would see the last slice of one isotope next to the
+first slice of the next: MAP needs a prior that knows the seam, which is not built yet. A
+post-filter is applied per isotope after :meth:`MultiIsotopeModel.split`, which cuts a
+reconstruction into one :class:`recon.Image` per isotope (with its units, decay reference and
+isotope).
 """
 
 from __future__ import annotations
