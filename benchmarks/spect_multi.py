@@ -48,7 +48,7 @@ BACKGROUND_KBQ_ML = 1.0
 SENSITIVITY_CPS_PER_MBQ = 40.0
 CONFIGS = {
     # name: transverse voxels, voxel mm, slices, views, iterations, subsets
-    "full": dict(n=64, voxel=4.8, nz=14, views=60, iterations=4, subsets=10),
+    "full": dict(n=48, voxel=6.4, nz=12, views=60, iterations=4, subsets=10),
     "quick": dict(n=40, voxel=7.8, nz=10, views=24, iterations=2, subsets=4),
 }
 

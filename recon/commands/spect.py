@@ -345,8 +345,13 @@ def run(args: argparse.Namespace) -> int:
             isotope=isotope.name if isotope else None, reference_time_s=reference_time,
             sensitivity_cps_per_mbq=sensitivity, device=args.device,
         )  # fmt: skip
-        scatter, method = _scatter(args, metadata, source)
         scatter_windows: Any = None
+        if peaks:
+            # The window's own scatter windows (never another photopeak window).
+            scatter, method, scatter_windows = _scatter_per_peak(args, metadata, peaks, source)
+            scatter = None if scatter is None else scatter[0]
+        else:
+            scatter, method = _scatter(args, metadata, source)
     else:
         model = photopeak_model(
             geometry, grid, peaks, mu_map=mu, mu_energy_kev=mu_energy, collimator=collimator,
