@@ -304,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
         "input": str(source), "scanner": scanner.name, "isotope": isotope,
         "units": results[0].image.units,
         "resolution_model": resolution.describe() if resolution else None,
+        "sensitivity_image": getattr(model, "sensitivity_source", None),
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm},
         "frames": rows,
         # Every frame is decay-corrected to the scan start (its values are the activity then).

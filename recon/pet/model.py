@@ -29,7 +29,9 @@ from recon.pet.listmode import ListmodeEvents
 from recon.pet.projector import LorProjector
 from recon.pet.resolution import ImageResolution, add_resolution_info, resolution_operator
 from recon.pet.scanner import PetScanner
+from recon.pet.sensitivity_cache import Fingerprint, load_or_compute
 from recon.pet.sinogram import SinogramLayout
+from recon.progress import Progress
 from recon.system_model import ViewModel, ViewSubsets, checked_backend
 
 if TYPE_CHECKING:
@@ -414,17 +416,47 @@ class PetListmodeModel(_PetCorrections):
         if normalization is not None and self._bin_norm is not None:
             raise InputError("listmode normalisation must be per-crystal efficiencies")
         self._geometry_sensitivity = None
+        #: Where the geometric sensitivity came from: None (not yet needed), "cache", "computed"
+        #: or "computed, not cached".
+        self.sensitivity_source: str | None = None
 
     def geometric_sensitivity(self) -> Any:
-        """``Gᵀ Pᵀ (attenuation × normalisation)`` over all LORs, without time factors
-        (cached)."""
+        """``Gᵀ Pᵀ (attenuation × normalisation)`` over all LORs, without time factors.
+
+        Computed once per model object, with a progress bar, and kept on disk in the user's
+        cache folder keyed by everything it depends on (:mod:`recon.pet.sensitivity_cache`), so
+        a second model of the same scanner, grid, μ-map, normalisation and resolution reads it
+        back instead of projecting every LOR again.
+        """
         if self._geometry_sensitivity is None:
-            layout = self.layout
-            image = self.xp.zeros(self.grid.shape, np.float32)
-            n_views = layout.shape[1]
-            per_view = layout.shape[0] * layout.shape[2]
-            step = max(1, self.projector.chunk_lors // max(per_view, 1))
-            for start in range(0, n_views, step):
+            image, source = load_or_compute(
+                self._sensitivity_key(), self.grid.shape, self._compute_geometric_sensitivity,
+                f"the sensitivity image of {self.layout.n_bins:,} LORs",
+            )  # fmt: skip
+            self.sensitivity_source = source
+            self._geometry_sensitivity = self.backend.asarray(image)
+        return self._geometry_sensitivity
+
+    def _sensitivity_key(self) -> str:
+        """What the geometric sensitivity depends on, as a cache key."""
+        key = Fingerprint("PET listmode geometric sensitivity")
+        key.add("backend", self.backend.name).add("scanner", self.scanner)
+        key.add("max_ring_difference", self.layout.max_ring_difference)
+        key.add("n_radial", self.layout.n_radial)
+        key.add("grid", self.grid)
+        key.add("mu", self._mu).add("crystal_efficiencies", self._crystal_eff)
+        return key.add("resolution", self.resolution).hexdigest()
+
+    def _compute_geometric_sensitivity(self) -> np.ndarray:
+        layout = self.layout
+        image = self.xp.zeros(self.grid.shape, np.float32)
+        n_views = layout.shape[1]
+        per_view = layout.shape[0] * layout.shape[2]
+        step = max(1, self.projector.chunk_lors // max(per_view, 1))
+        starts = range(0, n_views, step)
+        label = f"sensitivity image ({layout.n_bins:,} LORs, once per scanner and grid)"
+        with Progress(len(starts), label) as bar:
+            for start in starts:
                 views = np.arange(start, min(start + step, n_views))
                 xstart, xend = layout.endpoints(views, xp=self.xp)
                 ca, cb = self._layout_crystals(views)
@@ -435,8 +467,8 @@ class PetListmodeModel(_PetCorrections):
                     xend.reshape(-1, 3),
                     checked=False,
                 )
-            self._geometry_sensitivity = self._blurred_adjoint(image)
-        return self._geometry_sensitivity
+                bar.step()
+        return np.asarray(self.backend.to_host(self._blurred_adjoint(image)), np.float32)
 
     def frame_sensitivity(self, frame_start_s: float, frame_duration_s: float) -> Any:
         """Sensitivity image of a frame over all LORs: the cached geometric sensitivity × the
