@@ -51,6 +51,7 @@ import platform
 import statistics
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -400,11 +401,13 @@ def _lm_projections(
     reach = 3.0 * tof.sigma_mm + 0.5 * tof.bin_width_mm
     sample = np.sort(b.rng.choice(n, size=min(n, 50_000), replace=False))
     centre = pool["tof_bin"][:n][sample].astype(np.float64) * tof.bin_width_mm
-    sample_dev = backend.asarray(sample, np.int64)
+    positions = b.scanner.crystal_positions_mm
+    crystal_a = backend.to_host(prep["crystal_a"])[sample]
+    crystal_b = backend.to_host(prep["crystal_b"])[sample]
     planes = planes_walked(
         b.grid,
-        backend.to_host(prep["xstart"][sample_dev]),
-        backend.to_host(prep["xend"][sample_dev]),
+        positions[crystal_a].astype(np.float32),
+        positions[crystal_b].astype(np.float32),
         centre - reach,
         centre + reach,
     )
@@ -442,9 +445,11 @@ def _listmode_case(b: _Bench, model: Any, pool: dict[str, np.ndarray], n: int) -
         result[:] = [lm_osem(model, events, iterations=1, subsets=SUBSETS, progress=False)]
 
     times = b.timed(call)
+    peak = None if backend.is_gpu else _peak_host_bytes(call)
     b.record(
         f"LM-OSEM iteration, {SUBSETS} subsets ({label} events; lm_osem call incl. prepare)",
         times, n, "events", processed=int(result[0].info["n_prompts"]),
+        peak_memory_bytes=peak, peak_memory_bytes_per_event=None if peak is None else peak / n,
     )  # fmt: skip
     result.clear()
     _free(backend)
@@ -581,6 +586,18 @@ def _threads(backend: Backend) -> int | None:
     import numba
 
     return int(numba.get_num_threads())
+
+
+def _peak_host_bytes(call: Callable[[], Any]) -> int:
+    """Peak NumPy heap (bytes, traced by :mod:`tracemalloc`) allocated while ``call`` runs, beyond
+    what was allocated before it: the working memory of one LM-OSEM call (images, prepared
+    events, per-chunk temporaries), not the events given to it."""
+    tracemalloc.start()
+    try:
+        call()
+        return int(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
 
 
 @contextlib.contextmanager
