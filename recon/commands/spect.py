@@ -103,6 +103,16 @@ OPTIONS = (
 _OUTPUT_FILES = ("image.npy", "image.hv", "image.v", "image.png", "summary.json")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, but lines are never broken at a hyphen: collimator presets
+    (``GE-MEGP``) and isotopes (``In-111``) stay whole in ``--help``."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add the ``recon spect`` subcommand and its options to ``commands``.
 
@@ -118,6 +128,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "window-based scatter correction. Writes image.npy "
         "(z, y, x), image.hv/.v (Interfile), image.png, a DICOM NM series in dicom/ and "
         "summary.json into a new output folder.",
+        formatter_class=_HelpFormatter,
     )  # fmt: skip
     p.add_argument("projections", help="DICOM NM file or Interfile header (.hs)")
     add_options(p, OPTIONS)
