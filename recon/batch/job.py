@@ -125,7 +125,8 @@ def _set_kernel_threads(threads: int | None) -> None:
         return
     import numba
 
-    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    most = int(getattr(numba.config, "NUMBA_NUM_THREADS", threads))
+    numba.set_num_threads(max(1, min(int(threads), most)))
 
 
 @contextlib.contextmanager
@@ -176,7 +177,7 @@ def run_job(job: Job, logs: str, kernel_threads: int | None, *needed: JobResult)
     """
     worker = f"{socket.gethostname()}:{os.getpid()}"
     start = time.perf_counter()
-    base = dict(name=job.name, kind=job.kind, output=str(job.output), worker=worker)
+    base: dict[str, Any] = dict(name=job.name, kind=job.kind, output=str(job.output), worker=worker)
     failed = [r.name for r in needed if r.status in ("failed", "blocked")]
     if failed:
         return JobResult(status="blocked", error=f"not run: needs {', '.join(failed)}", **base)

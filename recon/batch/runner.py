@@ -245,7 +245,9 @@ def run(
         )  # fmt: skip
         if kernel_threads is None:
             kernel_threads = plan.kernel_threads
-    resources = {"GPU": 1} if (plan is not None and plan.gpus) or gpus else None
+    resources: dict[str, float] | None = None
+    if (plan is not None and plan.gpus) or gpus:
+        resources = {"GPU": 1}  # one job per device
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     results: dict[str, JobResult] = {}
