@@ -232,6 +232,8 @@ def _jobs_of(
             )
         where = f"{path}: job {name!r}"
     kind = table.get("kind")
+    if kind is None:
+        raise InputError(f'{where} needs a kind: "spect", "pet" or "quant"')
     if not isinstance(kind, str) or kind not in KINDS:
         raise InputError(
             f"{where} kind must be one of {', '.join(KINDS)}, got {kind!r}"
@@ -260,10 +262,17 @@ def _jobs_of(
     args = _arguments(module, positional, inputs, kind)
     apply_table(args, module.OPTIONS, options, where, path.parent, known_extra=_RESERVED)
     apply_table(args, module.OPTIONS, defaults[kind], f"{path}: [{kind}]", path.parent)
-    resolve(args, module.OPTIONS, kind)
+    try:
+        resolve(args, module.OPTIONS, kind)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
     if kind == "quant":
         args.no_plots = no_plots
-    extra = [Path(getattr(args, o.dest)) for o in module.OPTIONS if _is_input_path(o, args)]
+    extra = [
+        Path(os.path.abspath(getattr(args, o.dest)))
+        for o in module.OPTIONS
+        if _is_input_path(o, args)
+    ]
     for item in extra:
         if not item.exists():
             raise InputError(f"{where}: {item} does not exist (paths are relative to {path.name})")
@@ -273,7 +282,10 @@ def _jobs_of(
         return [_job(name, kind, args, output, all_inputs, depends)]
     if args.frames is None:
         raise InputError(f'{where} split-frames needs frames (e.g. frames = "6x10")')
-    frames = parse_frames(args.frames, math.inf)
+    try:
+        frames = parse_frames(args.frames, math.inf)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
     jobs = []
     for number, (start, length) in enumerate(frames):
         frame_args = argparse.Namespace(**vars(args))
@@ -327,10 +339,11 @@ def _inputs(value: Any, kind: str, where: str, folder: Path) -> list[Path]:
     for item in items:
         given = Path(item).expanduser()
         full = given if given.is_absolute() else folder / given
+        full = Path(os.path.abspath(full))
         if not full.exists():
             raise InputError(f"{where} input {full}: no such file (paths are relative to the "
                              "manifest's folder)")  # fmt: skip
-        paths.append(Path(os.path.abspath(full)))
+        paths.append(full)
     return paths
 
 
