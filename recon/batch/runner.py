@@ -205,7 +205,8 @@ def run(
     workers : int, optional
         Worker processes of the local cluster (default: one per CPU core, or one per GPU).
     gpus : str, optional
-        ``"all"`` or a number: one worker per GPU (:func:`recon.batch.cluster.plan_workers`).
+        ``"all"`` or a number: one worker per GPU (:func:`recon.batch.cluster.plan_workers`);
+        with ``client`` or ``scheduler``, every job asks for the worker resource ``GPU=1``.
     scheduler : str, optional
         Address of a running Dask scheduler (``tcp://host:8786``) to attach to instead.
     retries : int
@@ -246,7 +247,7 @@ def run(
         if kernel_threads is None:
             kernel_threads = plan.kernel_threads
     resources: dict[str, float] | None = None
-    if (plan is not None and plan.gpus) or gpus:
+    if (plan is not None and plan.gpus) or (gpus not in (None, "none")):
         resources = {"GPU": 1}  # one job per device
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,9 @@ OPTIONS = (
            maximum=4096, default_text="one per CPU core, or one per GPU with --gpus",
            exclusive_with=("scheduler",)),
     Option("gpus", "str", "one worker per GPU: 'all' or a number of GPUs (dask-cuda when "
-           "installed, else workers pinned with CUDA_VISIBLE_DEVICES)", metavar="all|N",
-           default_text="none: CPU workers", exclusive_with=("scheduler",)),
+           "installed, else workers pinned with CUDA_VISIBLE_DEVICES); with --scheduler, every "
+           "job asks for the worker resource GPU=1", metavar="all|N",
+           default_text="none: CPU workers"),
     Option("scheduler", "str", "address of a running Dask scheduler (tcp://host:8786) to run "
            "on instead of a local cluster; workers must see the inputs' paths",
            metavar="ADDRESS"),
