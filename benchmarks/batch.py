@@ -13,6 +13,8 @@ jobs; a cohort quant step after the SPECT jobs). For each worker count a local c
   checksums of inputs and outputs).
 
 Every run must end with every job done (the rerun: skipped), or the benchmark refuses to report.
+The machine's load average before and after is recorded: on a shared machine the figures carry
+the other users' load.
 The kernels get CPU cores // workers numba threads each, as ``recon batch`` gives them. Prints a
 table and writes JSON.
 
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     folder = Path(tempfile.mkdtemp(prefix="recon-batch-bench-"))
     try:
         configs: list[tuple[int | None, str | None]] = [(w, None) for w in args.workers]
@@ -135,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": now.isoformat(timespec="seconds"),
         "machine": _machine(),
         "problem": {"patients": args.patients, "pet": not args.no_pet, "jobs": n},
+        # The machine may be shared: its 1-minute load average before and after the runs.
+        "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "recon_version": recon.__version__,
         "numpy": np.__version__,
         "runs": runs,
@@ -143,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"batch-cpu-{os.cpu_count()}core-{now:%Y%m%d-%H%M%S}.json"
     write_text_atomic(out_dir / name, json.dumps(record, indent=2))
+    print(f"load average (1 min) before / after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f}"
+          f" on {os.cpu_count()} cores")  # fmt: skip
     print(f"wrote {out_dir / name}")
     return 0
 

@@ -298,10 +298,10 @@ def _run_on_dask(
         dashboard = _dashboard(dask_client, plan is not None)
         extra["workers"] = len(dask_client.scheduler_info().get("workers", {}))
         extra["dashboard"] = dashboard
-        if bar.enabled or log.isEnabledFor(logging.INFO):
-            left = len(manifest.jobs) - len(results)
-            print(f"recon batch: {left} jobs to run on {extra['workers']} workers; "
-                  f"dashboard: {dashboard or _no_dashboard()}", file=bar.stream)  # fmt: skip
+        left = len(manifest.jobs) - len(results)
+        where = dashboard or _no_dashboard()
+        print(f"recon batch: {left} jobs to run on {extra['workers']} workers; dashboard: {where}",
+              file=bar.stream, flush=True)  # fmt: skip
         _execute(dask_client, manifest, logs, kernel_threads, retries, resources, results, bar)
 
 
