@@ -57,6 +57,9 @@ def test_pet_benchmark_tiny_processes_every_stated_event_and_lor(tmp_path: Path)
     for part in ("LM TOF forward", "LM TOF back", "sensitivity image", "LM-OSEM", "sinogram"):
         assert part in names
     assert "prepared events" in names  # the case that used to fail with an IndexError
+    assert "sensitivity image from the disk cache" in names  # a second model reads it back
+    (call,) = [op for op in ops if "lm_osem call" in op["operation"]]
+    assert 0 < call["peak_memory_bytes"] < 2e9  # measured (tracemalloc), and bounded
     assert all(op["median_s"] > 0 and len(op["times_s"]) >= 1 for op in ops)
 
     scanner = recon.PetScanner.preset("small")
