@@ -214,7 +214,7 @@ def run_batch(
     if names:
         result = recon.batch.run(
             output / "batch.toml", output=output / "results", workers=workers,
-            dashboard_address=None,
+            dashboard_address="none",
         )  # fmt: skip
         for name, job in result.results.items():
             study = names[name]

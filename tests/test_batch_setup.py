@@ -130,3 +130,17 @@ def test_a_manifest_is_checked_and_ordered_before_anything_runs(tmp_path: Path) 
     assert [f.output.name for f in frames] == ["frame_000", "frame_001"]
     assert all(f.args.calibration == 2.0 for f in frames)
     assert a.settings["iterations"] == 5 and a.settings["device"] is None
+
+
+def test_the_python_api_reads_and_checks_the_batch_table(tmp_path: Path) -> None:
+    import recon.batch
+
+    _inputs(tmp_path)
+    job = '[[jobs]]\nname = "a"\nkind = "spect"\ninput = "a.dcm"\n'
+    (tmp_path / "m.toml").write_text("[batch]\nworkers = 0\n\n" + job)
+    with pytest.raises(InputError, match=r"\[batch\] workers must be >= 1"):
+        recon.batch.run(tmp_path / "m.toml", output=tmp_path / "out")
+    (tmp_path / "m.toml").write_text('[batch]\nworkers = 2\nscheduler = "tcp://x:1"\n\n' + job)
+    with pytest.raises(InputError, match="cannot be used together"):
+        recon.batch.run(tmp_path / "m.toml", output=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

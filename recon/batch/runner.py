@@ -9,6 +9,7 @@ others go on. ``batch_summary.json`` in the batch output lists every job's outco
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import json
@@ -39,6 +40,8 @@ from recon.batch.job import (
     up_to_date,
 )
 from recon.batch.manifest import Manifest, load_manifest
+from recon.batch.options import OPTIONS
+from recon.commands.options import apply_table, resolve
 from recon.errors import InputError
 
 __all__ = ["BatchResult", "run"]
@@ -185,9 +188,9 @@ def run(
     workers: int | None = None,
     gpus: str | None = None,
     scheduler: str | None = None,
-    retries: int = 2,
+    retries: int | None = None,
     kernel_threads: int | None = None,
-    dashboard_address: str | None = ":8787",
+    dashboard_address: str | None = None,
     stream: TextIO | None = None,
 ) -> BatchResult:
     """Run every job of a batch manifest on Dask and write ``batch_summary.json``.
@@ -209,12 +212,15 @@ def run(
         with ``client`` or ``scheduler``, every job asks for the worker resource ``GPU=1``.
     scheduler : str, optional
         Address of a running Dask scheduler (``tcp://host:8786``) to attach to instead.
-    retries : int
-        Extra attempts of a job that hit a system error (OSError).
+    retries : int, optional
+        Extra attempts of a job that hit a system error (OSError); default 2.
     kernel_threads : int, optional
         numba threads per job (default: cores // workers on a local cluster, else the worker's).
-    dashboard_address : str or None
-        Where a local cluster serves its dashboard (None: none).
+    dashboard_address : str, optional
+        Where a local cluster serves its dashboard (default ``:8787``; ``"none"``: none).
+
+    Options left as None are taken from the manifest's ``[batch]`` table, then from the defaults
+    of ``recon batch`` (:mod:`recon.batch.options`), and checked like them.
     stream : file, optional
         Where the progress bar goes (default: stderr, when it is a terminal).
 
@@ -237,6 +243,15 @@ def run(
             raise InputError("recon.batch.run needs output= (the batch output folder)")
         loaded = load_manifest(manifest, output)
     out = loaded.output
+    given = argparse.Namespace(
+        output=str(out), workers=workers, gpus=gpus, scheduler=scheduler, retries=retries,
+        kernel_threads=kernel_threads, dashboard_address=dashboard_address,
+    )  # fmt: skip
+    apply_table(given, OPTIONS, loaded.batch_options, f"{loaded.path}: [batch]", loaded.path.parent)
+    resolve(given, OPTIONS, "batch")
+    workers, gpus, scheduler = given.workers, given.gpus, given.scheduler
+    retries, kernel_threads = given.retries, given.kernel_threads
+    dashboard_address = None if given.dashboard_address == "none" else given.dashboard_address
     _check_output(out)
     plan = None
     if client is None and scheduler is None:
