@@ -199,6 +199,28 @@ def test_a_bad_input_fails_its_job_and_the_others_finish(
     assert summary["counts"] == {"done": 1, "failed": 1, "blocked": 1}
 
 
+def _device_of_worker() -> str:
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def test_workers_pinned_one_per_gpu_see_their_own_device_only() -> None:
+    """Without dask-cuda, GPU workers are processes started with CUDA_VISIBLE_DEVICES set to one
+    device each and the resource GPU=1 (checked here on CPUs: the pinning is environment)."""
+    from recon.batch.cluster import _pinned_gpu_cluster
+
+    with _pinned_gpu_cluster(WorkerPlan(2, 1, ("3", "5")), None) as cluster:
+        with distributed.Client(cluster) as dask_client:
+            dask_client.wait_for_workers(2)
+            seen = dask_client.run(_device_of_worker)
+            info = dask_client.scheduler_info()["workers"]
+            futures = [dask_client.submit(_device_of_worker, pure=False, resources={"GPU": 1},
+                                          key=f"gpu-{i}") for i in range(4)]  # fmt: skip
+            devices = dask_client.gather(futures)
+    assert sorted(seen.values()) == ["3", "5"]
+    assert all(w["resources"] == {"GPU": 1} for w in info.values())
+    assert set(devices) <= {"3", "5"}
+
+
 def _two_job_manifest(trial: SimulatedTrial, folder: Path) -> Path:
     folder.mkdir()
     text = '[spect]\niterations = 6\nsubsets = 4\ndevice = "cpu"\n'

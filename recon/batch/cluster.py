@@ -169,9 +169,12 @@ def start_cluster(plan: WorkerPlan, dashboard_address: str | None = ":8787") -> 
         from dask_cuda import LocalCUDACluster
 
         env = {k: v for k, v in plan.env(0).items() if k != "CUDA_VISIBLE_DEVICES"}
+        # LocalCUDACluster starts processes itself (one per device, one thread each).
         return LocalCUDACluster(
-            CUDA_VISIBLE_DEVICES=",".join(plan.gpus), resources=plan.resources, env=env, **common
-        )
+            CUDA_VISIBLE_DEVICES=",".join(plan.gpus), threads_per_worker=1,
+            dashboard_address=address, silence_logs=logging.ERROR, resources=plan.resources,
+            env=env,
+        )  # fmt: skip
     return _pinned_gpu_cluster(plan, address)
 
 

@@ -256,12 +256,15 @@ def _jobs_of(
         raise InputError(f"{where} split-frames applies to pet jobs only")
 
     options = {k: v for k, v in table.items() if k not in _RESERVED}
-    no_plots = options.pop("no-plots", False) if kind == "quant" else False
+    shared = dict(defaults[kind])
+    no_plots = False
+    if kind == "quant":  # a switch of recon quant's command line, allowed here
+        no_plots = options.pop("no-plots", shared.pop("no-plots", False))
     if not isinstance(no_plots, bool):
         raise InputError(f"{where} no-plots must be true or false (no quotes), got {no_plots!r}")
     args = _arguments(module, positional, inputs, kind)
     apply_table(args, module.OPTIONS, options, where, path.parent, known_extra=_RESERVED)
-    apply_table(args, module.OPTIONS, defaults[kind], f"{path}: [{kind}]", path.parent)
+    apply_table(args, module.OPTIONS, shared, f"{path}: [{kind}]", path.parent)
     try:
         resolve(args, module.OPTIONS, kind)
     except InputError as exc:
