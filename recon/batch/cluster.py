@@ -196,7 +196,10 @@ def _pinned_gpu_cluster(plan: WorkerPlan, dashboard_address: str | None) -> Any:
 
     from distributed import Scheduler, SpecCluster
 
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address}}
+    # Without a dashboard the scheduler's HTTP server still listens: on a free port, not 8787.
+    options = {"dashboard": dashboard_address is not None,
+               "dashboard_address": dashboard_address or ":0"}  # fmt: skip
+    scheduler = {"cls": Scheduler, "options": options}
     return SpecCluster(workers=worker_specs(plan), scheduler=scheduler, silence_logs=logging.ERROR)
 
 
