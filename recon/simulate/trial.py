@@ -135,7 +135,7 @@ def write_simulated_trial(
             f'[study]\nname = "{patient}"\nisotope = "In-111"\n'
             f"injection_time = {_INJECTION.isoformat()}\ninjected_activity_bq = 185e6\n\n"
             + "\n".join(timepoints)
-            + f"\n[[vois]]\nname = \"lesion\"\nsphere = {{ centre_mm = [{lesion[0]:g}, "
+            + f'\n[[vois]]\nname = "lesion"\nsphere = {{ centre_mm = [{lesion[0]:g}, '
             f"{lesion[1]:g}, {lesion[2]:g}], diameter_mm = 24 }}\n\n"
             '[[vois]]\nname = "background"\nsphere = { centre_mm = [-40, 40, 0], '
             "diameter_mm = 24 }\n",
