@@ -304,14 +304,14 @@ class PetLorSinogramModel(ViewModel):
     def _project(self, image: Any, views: Any) -> Any:
         """``P x`` over ``views`` (device int array), shape ``(plane, view, tangential)``."""
         shape = (self.data_shape[0], int(views.shape[0]), self.data_shape[2])
-        if self._separable is not None:
+        if self._separable is not None and isinstance(self._lors, _SeparableLors):
             return self._separable.forward(image, *self._lors.tables(views)).reshape(shape)
         xs, xe = self._lors.endpoints(views, self.xp)
         return self.projector.forward(image, xs, xe, checked=False).reshape(shape)
 
     def _backproject(self, values: Any, views: Any) -> Any:
         """``Pᵀ y`` of ``values`` ``(plane, view, tangential)`` over ``views``."""
-        if self._separable is not None:
+        if self._separable is not None and isinstance(self._lors, _SeparableLors):
             flat = values.reshape(self.data_shape[0], -1)
             return self._separable.back(flat, *self._lors.tables(views))
         xs, xe = self._lors.endpoints(views, self.xp)
