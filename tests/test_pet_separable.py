@@ -222,6 +222,7 @@ def test_tof_sinogram_model_uses_the_separable_sensitivity():
     separable = PetSinogramModel(scanner, GRID, device="cpu")
     per_lor = PetSinogramModel(scanner, GRID, device="cpu")
     per_lor._separable = None
+    assert isinstance(separable._separable, SeparableProjector)
     subset = separable.subsets(3)[0]
     ref, got = per_lor.sensitivity(subset), separable.sensitivity(subset)
     assert np.abs(got - ref).max() <= _bound(np.float64(1.0), max(GRID.shape) + 1) * ref.max()
