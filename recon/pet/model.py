@@ -30,6 +30,7 @@ from recon.pet.projector import LorProjector
 from recon.pet.resolution import ImageResolution, add_resolution_info, resolution_operator
 from recon.pet.scanner import PetScanner
 from recon.pet.sensitivity_cache import Fingerprint, load_or_compute
+from recon.pet.separable import SeparableProjector
 from recon.pet.sinogram import SinogramLayout
 from recon.progress import Progress
 from recon.system_model import ViewModel, ViewSubsets, checked_backend
@@ -270,6 +271,10 @@ class PetSinogramModel(_PetCorrections, ViewModel):
         self.frame_duration_s = float(frame_duration_s)
         self.time_factor = self._time_factor(self.frame_start_s, self.frame_duration_s)
         self._factors: dict[bytes, Any] = {}
+        # Non-TOF projections on the CPU walk each (view, radial) pair once for all planes; the
+        # sensitivity (non-TOF) too when the model is TOF. TOF projections and the GPU keep the
+        # per-LOR kernels (no separable TOF or CUDA kernels yet).
+        self._separable = None if self.backend.is_gpu else SeparableProjector(self.nontof_projector)
         self.additive = None
         parts = [p for p in (randoms, scatter) if p is not None]
         if parts:
@@ -300,10 +305,25 @@ class PetSinogramModel(_PetCorrections, ViewModel):
             self._factors[key] = factor
         return xstart, xend, self._factors[key]
 
+    def _separable_factor(self, views: np.ndarray) -> Any:
+        """The factors of ``views`` (computed and cached by :meth:`_subset_geometry` once)."""
+        key = views.tobytes()
+        if key not in self._factors:
+            self._subset_geometry(views)
+        return self._factors[key]
+
+    def _separable_tables(self, views: np.ndarray) -> tuple[Any, Any, Any, Any]:
+        xy_a, xy_b, z_a, z_b = self.layout.separable_endpoints(views, xp=np)
+        return xy_a.reshape(-1, 2), xy_b.reshape(-1, 2), z_a, z_b
+
     def forward(self, image: Any, subset: Any = None) -> Any:
         """``m ⊙ (P x)`` for the views of ``subset`` (None: all)."""
         x = self._blurred(self.validate_image(image))
         views = self._views(subset)
+        if self._separable is not None and self.tof is None:
+            factor = self._separable_factor(views)
+            values = self._separable.forward(x, *self._separable_tables(views))
+            return values.reshape(factor.shape) * factor
         xstart, xend, factor = self._subset_geometry(views)
         values = self.projector.forward(
             x, xstart.reshape(-1, 3), xend.reshape(-1, 3), checked=False
@@ -316,6 +336,14 @@ class PetSinogramModel(_PetCorrections, ViewModel):
     def back(self, data: Any, subset: Any = None) -> Any:
         """``Pᵀ (m ⊙ y)``."""
         views = self._views(subset)
+        if self._separable is not None and self.tof is None:
+            factor = self._separable_factor(views)
+            y = self.backend.asarray(data)
+            if tuple(y.shape) != tuple(factor.shape):
+                raise InputError(f"data has shape {tuple(y.shape)}, expected {tuple(factor.shape)}")
+            weighted = (y * factor).astype(np.float32).reshape(factor.shape[0], -1)
+            image = self._separable.back(weighted, *self._separable_tables(views))
+            return self._blurred_adjoint(image)
         xstart, xend, factor = self._subset_geometry(views)
         y = self.backend.asarray(data)
         expected = (*factor.shape, self.tof.n_bins) if self.tof is not None else factor.shape
@@ -335,6 +363,11 @@ class PetSinogramModel(_PetCorrections, ViewModel):
     def _compute_sensitivity(self, views: np.ndarray) -> Any:
         """``Gᵀ Pᵀ m`` over ``views`` by the non-TOF projector (TOF bins sum to the non-TOF
         LOR)."""
+        if self._separable is not None:
+            factor = self._separable_factor(views)
+            flat = factor.reshape(factor.shape[0], -1)
+            image = self._separable.back(flat, *self._separable_tables(views))
+            return self._blurred_adjoint(image)
         xstart, xend, factor = self._subset_geometry(views)
         image = self.nontof_projector.back(
             self.xp.ascontiguousarray(factor.reshape(-1)),
