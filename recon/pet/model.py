@@ -184,15 +184,20 @@ class _PetCorrections:
     def _lor_factors(self, crystal_a: Any, crystal_b: Any, xstart: Any, xend: Any) -> Any:
         """Attenuation × crystal-efficiency factor of each LOR (no time factors)."""
         xp = self.xp
-        factor = xp.ones(xstart.shape[:-1], dtype=np.float32)
-        if self._crystal_eff is not None:
-            factor *= self._crystal_eff[crystal_a] * self._crystal_eff[crystal_b]
+        factor = self._efficiency_factors(crystal_a, crystal_b, xstart.shape[:-1])
         if self._mu is not None:
             shape = factor.shape
             line = self.nontof_projector.forward(
                 self._mu, xstart.reshape(-1, 3), xend.reshape(-1, 3)
             )
             factor *= xp.exp(-line).reshape(shape).astype(np.float32)
+        return factor
+
+    def _efficiency_factors(self, crystal_a: Any, crystal_b: Any, shape: tuple[int, ...]) -> Any:
+        """The detection-efficiency (normalisation) factor of each LOR, of ``shape``."""
+        factor = self.xp.ones(shape, dtype=np.float32)
+        if self._crystal_eff is not None:
+            factor *= self._crystal_eff[crystal_a] * self._crystal_eff[crystal_b]
         return factor
 
     def _time_factor(self, start_s: float, duration_s: float) -> float:
@@ -494,20 +499,41 @@ class PetListmodeModel(_PetCorrections):
         step = max(1, self.projector.chunk_lors // max(per_view, 1))
         starts = range(0, n_views, step)
         label = f"sensitivity image ({layout.n_bins:,} LORs, once per scanner and grid)"
+        # On the CPU the layout's LORs are separable: each (view, radial) pair's transaxial walk
+        # serves every plane, for the attenuation and for the back projection.
+        separable = None if self.backend.is_gpu else SeparableProjector(self.nontof_projector)
         with Progress(len(starts), label) as bar:
             for start in starts:
                 views = np.arange(start, min(start + step, n_views))
-                xstart, xend = layout.endpoints(views, xp=self.xp)
-                ca, cb = self._layout_crystals(views)
-                factor = self._lor_factors(ca, cb, xstart, xend)
-                image += self.nontof_projector.back(
-                    self.xp.ascontiguousarray(factor.reshape(-1)),
-                    xstart.reshape(-1, 3),
-                    xend.reshape(-1, 3),
-                    checked=False,
-                )
+                if separable is None:
+                    image += self._sensitivity_per_lor(views)
+                else:
+                    image += self._sensitivity_separable(separable, views)
                 bar.step()
         return np.asarray(self.backend.to_host(self._blurred_adjoint(image)), np.float32)
+
+    def _sensitivity_per_lor(self, views: np.ndarray) -> Any:
+        """``Pᵀ (attenuation × normalisation)`` over ``views``, LOR by LOR."""
+        xstart, xend = self.layout.endpoints(views, xp=self.xp)
+        ca, cb = self._layout_crystals(views)
+        factor = self._lor_factors(ca, cb, xstart, xend)
+        return self.nontof_projector.back(
+            self.xp.ascontiguousarray(factor.reshape(-1)), xstart.reshape(-1, 3),
+            xend.reshape(-1, 3), checked=False,
+        )  # fmt: skip
+
+    def _sensitivity_separable(self, separable: SeparableProjector, views: np.ndarray) -> Any:
+        """The same as :meth:`_sensitivity_per_lor` with the separable projector."""
+        layout = self.layout
+        xy_a, xy_b, z_a, z_b = layout.separable_endpoints(views, xp=np)
+        tables = (xy_a.reshape(-1, 2), xy_b.reshape(-1, 2), z_a, z_b)
+        shape = (layout.shape[0], len(views), layout.shape[2])
+        ca, cb = self._layout_crystals(views)
+        factor = self._efficiency_factors(ca, cb, shape)
+        if self._mu is not None:
+            line = separable.forward(self._mu, *tables).reshape(shape)
+            factor *= np.exp(-line).astype(np.float32)
+        return separable.back(factor.reshape(shape[0], -1), *tables)
 
     def frame_sensitivity(self, frame_start_s: float, frame_duration_s: float) -> Any:
         """Sensitivity image of a frame over all LORs: the cached geometric sensitivity × the
