@@ -8,6 +8,7 @@ from recon.pet.norm_estimation import cylinder_sinogram, estimate_normalization
 from recon.pet.normalization import ModulePairFactors, Normalization
 from recon.pet.projector import LorProjector
 from recon.pet.randoms import randoms_from_delayeds, randoms_from_singles
+from recon.pet.resolution import ImageResolution
 from recon.pet.scanner import PetScanner
 from recon.pet.simulate import simulate_listmode
 from recon.pet.sinogram import SinogramLayout
@@ -15,6 +16,7 @@ from recon.pet.tof import Tof
 
 __all__ = [
     "EventSubset",
+    "ImageResolution",
     "ListmodeEvents",
     "ListmodeFrame",
     "LorProjector",
