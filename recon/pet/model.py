@@ -381,8 +381,9 @@ class PetListmodeModel(_PetCorrections):
     grid : ImageGrid
     mu_map : array of grid.shape, optional
         Linear attenuation at 511 keV in 1/mm.
-    normalization : array of shape (n_crystals,), optional
-        Per-crystal efficiencies.
+    normalization : Normalization or array of shape (n_crystals,), optional
+        A :class:`~recon.pet.normalization.Normalization` (each event gets the factor of its
+        sinogram bin) or per-crystal efficiencies.
     isotope : str, optional
         Enables decay correction to each event's time and the positron branching ratio.
     reference_time_s : float
