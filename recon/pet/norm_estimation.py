@@ -9,17 +9,22 @@ positions). The components of :class:`~recon.pet.normalization.Normalization` ar
 1. **Fan sums** (Defrise et al., Phys Med Biol 36:939, 1991): every crystal's fan sum
    ``F_a = Σ_b y_ab`` divided by its expected fan sum gives a first estimate of ``ε_a``
    (it assumes the partners' efficiencies average out over the fan).
-2. **ML component estimation** (Hogg et al., IEEE TNS 48:1389, 2001; the alternation of STIR's
-   ``find_ML_normfactors3D``, ``src/buildblock/ML_norm.cxx``): the components are updated in
+2. **ML component estimation** (Hogg, Thielemans, Spinks & Spyrou, "Maximum-likelihood
+   estimation of normalisation factors for PET", IEEE NSS Conf Rec 2001, 4:2065, as cited by
+   STIR's ``src/include/stir/ML_norm.h``; the alternation of STIR's ``find_ML_normfactors3D``,
+   ``src/buildblock/ML_norm.cxx``): the components are updated in
    turn, each to the likelihood maximiser given the others. For ``g_T`` (one factor per radial
    bin and in-block position) and ``g_A`` (one per ring pair) that is closed-form: the measured
-   sum over the factor's bins divided by the expected sum. A crystal appears twice in each
-   LOR product, so its update is a generalised-iterative-scaling step
+   sum over the factor's bins divided by the expected sum. STIR updates the crystals one after
+   another in place (``ε_a ← F_a / Σ_b ε_b m'_ab``, each the exact maximiser given the others);
+   recon updates all crystals at once with vectorised sums, and applied to all crystals at once
+   that update is not guaranteed to raise the likelihood (each LOR holds two crystal factors:
+   on its own it flips an overall scale error ``c`` to ``1/c`` at every iteration). The
+   simultaneous step is therefore the generalised-iterative-scaling one,
    ``ε_a ← ε_a · (F_a / F̂_a)^(1/2)`` (Darroch & Ratcliff, Ann Math Stat 43:1470, 1972), which
-   raises the likelihood at every step, where STIR's Jacobi-like ``ε_a ← F_a / Σ_b ε_b m'_ab``
-   would oscillate in the overall scale. The model is log-linear in the factors, so the
-   likelihood is concave and the iteration converges to its maximum (unique up to the gauge of
-   the module docstring of :mod:`recon.pet.normalization`).
+   raises the likelihood at every step. The model is log-linear in the factors, so the
+   likelihood is concave in their logarithms and the iteration converges to its maximum (unique
+   up to the gauge of the module docstring of :mod:`recon.pet.normalization`).
 
 The fan-sum estimate alone is biased wherever the partners' efficiencies do not average to the
 mean (block patterns, the ring ends), so ML is the default; ``method="fansum"`` is kept for
@@ -56,7 +61,8 @@ log = logging.getLogger("recon")
 MU_WATER_511_PER_MM = 0.0096
 
 _METHODS = ("ml", "fansum")
-# GIS exponent for the crystal step: each LOR holds two crystal factors (Darroch & Ratcliff).
+# GIS exponent of the simultaneous crystal step: 1 / (the number of crystal factors in a LOR's
+# product), which makes every step raise the likelihood (Darroch & Ratcliff 1972).
 _GIS_EXPONENT = 0.5
 
 
@@ -343,7 +349,7 @@ def estimate_normalization(
         if method == "ml":
             fan_fit = problem.crystal_sums(problem.expected(eff, g_t, g_a))
             step = _ratio(fan_data, fan_fit)
-            eff = np.where(np.isfinite(step), eff * np.sqrt(np.nan_to_num(step)), eff)
+            eff = np.where(np.isfinite(step), eff * np.nan_to_num(step) ** _GIS_EXPONENT, eff)
             eff[dead] = 0.0
         without_t = problem.expected(eff, np.ones_like(g_t), g_a)
         g_t = _fill(_ratio(class_data, problem.class_sums(without_t)), g_t)
