@@ -338,6 +338,25 @@ def test_listmode_events_get_the_factor_of_their_sinogram_bin():
     assert np.all(per_bin[np.abs(layout.radial_offsets_mm[radial]) < 40] > 0)
 
 
+def test_listmode_sensitivity_cache_key_follows_the_factors(tmp_path):
+    scanner = _small_ring()
+    norm = _true_normalization(scanner, SinogramLayout(scanner), seed=2)
+    grid = recon.ImageGrid((4, 16, 16), 6.0)
+
+    def key(normalization):
+        return PetListmodeModel(
+            scanner, grid, normalization=normalization, device="cpu"
+        )._sensitivity_key()
+
+    norm.lor_factors(np.array([0]), np.array([50]))  # fills its device tables: not in the key
+    same = read_normalization(write_normalization(tmp_path / "n.npz", norm))
+    assert key(same) == key(norm)
+    transaxial = norm.transaxial.copy()
+    transaxial[3, 2] *= 1.01
+    other = Normalization(scanner, norm.crystal_efficiency, transaxial, norm.axial)
+    assert key(other) != key(norm)
+
+
 def test_models_refuse_a_normalization_they_exceed():
     scanner = _small_ring()
     narrow = Normalization(scanner, transaxial=np.ones((31, BLOCK)), max_ring_difference=3)

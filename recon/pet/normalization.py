@@ -193,7 +193,8 @@ class Normalization:
         Per-module-pair factors (PETSIRD).
     info : dict, optional
         Provenance: how the factors were made (method, counts, iterations, fallbacks taken).
-        Saved with the factors; JSON-serialisable values only.
+        Saved with the factors; JSON-serialisable values only. Copied, with
+        ``"dead_crystals"`` set to the crystal ids of zero efficiency.
 
     Raises
     ------
@@ -227,7 +228,8 @@ class Normalization:
         set_ = object.__setattr__
         set_(self, "scanner", scanner)
         set_(self, "_device", {})
-        set_(self, "info", {} if info is None else info)
+        if info is not None and not isinstance(info, dict):
+            raise InputError("info must be a dict")
         set_(self, "transaxial", None)
         set_(self, "axial", None)
         set_(self, "module_pairs", module_pairs)
@@ -250,6 +252,10 @@ class Normalization:
                 )
         eff.setflags(write=False)
         set_(self, "crystal_efficiency", eff)
+        # The dead crystals are part of the record, always in step with the efficiencies.
+        record = {} if info is None else dict(info)
+        record["dead_crystals"] = [int(i) for i in np.flatnonzero(eff.reshape(-1) == 0)]
+        set_(self, "info", record)
 
         mrd = n_rings - 1 if max_ring_difference is None else max_ring_difference
         if isinstance(mrd, bool) or not isinstance(mrd, int | np.integer) or not 0 <= mrd < n_rings:
@@ -288,8 +294,6 @@ class Normalization:
                     f"module_pairs describe {self.module_pairs.crystal_module.size} crystals, "
                     f"the scanner has {scanner.n_crystals}"
                 )
-        if not isinstance(self.info, dict):
-            raise InputError("info must be a dict")
 
     # ------------------------------------------------------------------ description
     @property
