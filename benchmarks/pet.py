@@ -37,6 +37,17 @@ Usage::
     python benchmarks/pet.py                     # CPU (1.25 M events) and, with CuPy, GPU
     python benchmarks/pet.py --devices gpu --events 1.25e6 10e6 40e6
     python benchmarks/pet.py --tiny              # seconds: small scanner, 32³, 2e4 events
+    python benchmarks/pet.py --separable-osem    # only the separable sinogram OSEM case (CPU)
+
+The separable sinogram OSEM case (``--separable-osem``, CPU only) is issue 16's problem: 16 rings
+of 336 crystals (radius 270 mm, rings 4 mm apart), a span-1 sinogram with ring differences up to 7
+(184 planes × 168 views × 199 radial bins = 6.15 M LORs) given to
+``PetLorSinogramModel.separable``, a 128×128×31 image of 2.5×2.5×2 mm, a water cylinder (radius
+120 mm, length 60 mm) with its μ-map. It times one OSEM iteration (8 subsets, sensitivity cached),
+a forward and a back projection of all views, and the sensitivity of all views, each with the
+separable projector (the transaxial walk of a (view, radial) pair shared by all planes) and with
+the per-LOR Joseph walk (the same model with its separable projector switched off), the two
+alternating run by run so that both see the same load.
 """
 
 from __future__ import annotations
@@ -516,6 +527,81 @@ def _sinogram_case(b: _Bench, view_step: int | None) -> None:
     )
 
 
+SEPARABLE_SUBSETS = 8
+
+
+def separable_osem_case(repeats: int) -> dict[str, Any]:
+    """Issue 16's separable sinogram problem (module docstring): per-LOR walk vs shared
+    transaxial walk, timed alternately; returns the run record."""
+    scanner = recon.PetScanner(
+        n_rings=16, crystals_per_ring=336, radius_mm=270.0, ring_spacing_mm=4.0, name="issue16"
+    )
+    layout = SinogramLayout(scanner, max_ring_difference=7, n_radial=199)
+    grid = recon.ImageGrid((31, 128, 128), (2.0, 2.5, 2.5))
+    phantom = uniform_cylinder(grid, 120.0, 60.0, value=1.0)
+    mu = (0.0096 * phantom).astype(np.float32)  # water at 511 keV, 1/mm
+    tables = layout.separable_endpoints()
+    start = time.perf_counter()
+    shared = recon.PetLorSinogramModel.separable(*tables, grid, mu_map=mu, device="cpu")
+    setup_s = time.perf_counter() - start  # includes the attenuation factors (timed below too)
+    per_lor = recon.PetLorSinogramModel.separable(*tables, grid, mu_map=mu, device="cpu")
+    per_lor._separable = None  # the model's per-LOR path: the projector before issue 16
+    models = {"per-LOR walk": per_lor, "shared transaxial walk": shared}
+    expected = models["shared transaxial walk"].forward(phantom)
+    counts = np.random.default_rng(3).poisson(expected * (2e8 / expected.sum())).astype(np.float32)
+    counts_scaled = counts * np.float32(expected.sum() / 2e8)  # same image scale as the phantom
+    ones = np.ones(layout.shape, np.float32)
+    all_views = np.arange(layout.n_views)
+    ops = {
+        f"OSEM iteration, {SEPARABLE_SUBSETS} subsets (sensitivity cached)": lambda m: (
+            em_reconstruct(
+                m, counts_scaled, None, m.subsets(SEPARABLE_SUBSETS), 1, "OSEM", progress=False
+            )
+        ),
+        "forward projection, all views": lambda m: m.forward(phantom),
+        "back projection of ones, all views": lambda m: m.back(ones),
+        "sensitivity, all views": lambda m: m._compute_sensitivity(all_views),
+        "attenuation line integrals (model set-up), all views": lambda m: m._project(mu, all_views),
+    }
+    results = []
+    for label, fn in ops.items():
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for model in models.values():
+            fn(model)  # warm-up: compiles, caches the subsets' sensitivities
+        for _ in range(repeats):
+            for name, model in models.items():
+                start = time.perf_counter()
+                fn(model)
+                times[name].append(time.perf_counter() - start)
+        before = statistics.median(times["per-LOR walk"])
+        after = statistics.median(times["shared transaxial walk"])
+        entry = {"operation": label, "n_lors": layout.n_bins, "times_s": times}
+        entry.update({"median_s": {"per-LOR walk": before, "shared transaxial walk": after}})
+        entry["speed_up"] = before / after
+        results.append(entry)
+        print(f"  {label}: per-LOR {before:.3f} s, shared {after:.3f} s, {before / after:.2f}x")
+    # The two paths compute the same model: report how closely (float32 rounding).
+    a = models["per-LOR walk"].forward(phantom)
+    b = models["shared transaxial walk"].forward(phantom)
+    return {
+        "problem": {
+            "scanner": "16 rings x 336 crystals, radius 270 mm, ring spacing 4 mm",
+            "sinogram": "span 1, max ring difference 7, "
+            f"{layout.n_planes} planes x {layout.n_views} views x {layout.n_radial} radial = "
+            f"{layout.n_bins} LORs, PetLorSinogramModel.separable",
+            "image_voxels_zyx": list(grid.shape),
+            "voxel_mm_zyx": list(grid.voxel_size_mm),
+            "object": "water cylinder r 120 mm, length 60 mm, with its mu-map",
+            "counts": "Poisson, 2e8 expected counts",
+        },
+        "model_setup_s_shared_walk": setup_s,
+        "operations": results,
+        "max_relative_difference_forward": float(np.abs(a - b).max() / np.abs(a).max()),
+        "threads": _threads(resolve_backend("cpu")),
+        "repeats": repeats,
+    }
+
+
 def run_device(
     device: str,
     args: argparse.Namespace,
@@ -803,6 +889,11 @@ def main() -> None:
         default=None,
         help="take every n-th view in the sinogram case (default: 1 on the GPU, 34 on the CPU)",
     )
+    parser.add_argument(
+        "--separable-osem",
+        action="store_true",
+        help="run only the separable sinogram OSEM case (issue 16's problem, CPU)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="small scanner, 32³, 2e4 events")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
@@ -810,6 +901,9 @@ def main() -> None:
         "--note", default=None, help="what to record about the machine and the run (free text)"
     )
     args = parser.parse_args()
+    if args.separable_osem:
+        _main_separable(args)
+        return
     devices = args.devices or (["cpu", "gpu"] if gpu_available() else ["cpu"])
     cfg = _config(args.tiny)
     if args.tiny:
@@ -920,6 +1014,45 @@ def main() -> None:
     name = f"pet-{'-'.join(devices)}{tag}-{now:%Y%m%d-%H%M%S}.json"
     write_text_atomic(out_dir / name, json.dumps(record, indent=2))
     print(f"wrote {out_dir / name}")
+
+
+def _main_separable(args: argparse.Namespace) -> None:
+    """``--separable-osem``: the separable sinogram case alone, with the load, to JSON."""
+    load_before = os.getloadavg()
+    uptime_before = _uptime()
+    run = separable_osem_case(args.repeats or 3)
+    now = dt.datetime.now(dt.timezone.utc)
+    record = {
+        "benchmark": "pet separable sinogram OSEM (issue 16 item 2)",
+        "date": now.isoformat(timespec="seconds"),
+        "machine": {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "node": platform.node()},
+        "method": (
+            "median of the timed runs after one warm-up run per path; the per-LOR and the shared "
+            "transaxial walk alternate run by run (same load); speed_up = per-LOR median / "
+            "shared median"
+        ),
+        "note": args.note,
+        "load_average_before_after": [list(load_before), list(os.getloadavg())],
+        "uptime_before_after": [uptime_before, _uptime()],
+        "recon_version": recon.__version__,
+        "numpy": np.__version__,
+        "run": run,
+    }
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"pet-separable-cpu-{now:%Y%m%d-%H%M%S}.json"
+    write_text_atomic(out_dir / name, json.dumps(record, indent=2))
+    print(f"wrote {out_dir / name}")
+
+
+def _uptime() -> str:
+    """The ``uptime`` line (load on this shared machine), or the load averages."""
+    try:
+        import subprocess
+
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ Rules (checked before any work, and again when the results are moved into place)
   their content is still what recon wrote (the manifest holds their SHA-256); everything else in
   the folder is left alone.
 - Files and folders get the permissions of ordinary new files (0666/0777 filtered by the umask).
+
+The manifest also records the SHA-256 of every input (:func:`input_checksums`, keyed by absolute
+path) and the run's settings, so that ``recon batch`` can tell an output that is up to date
+(same inputs, same settings, every file as written) from one that must be made again.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any
 
 from recon.errors import InputError
 
-__all__ = ["MANIFEST_NAME", "OutputFolder"]
+__all__ = ["MANIFEST_NAME", "OutputFolder", "input_checksums", "read_manifest"]
 
 #: The file listing what recon wrote in an output folder (relative path -> SHA-256).
 MANIFEST_NAME = "recon-manifest.json"
@@ -58,6 +62,44 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _folder_sha256(folder: Path) -> str:
+    """One digest of a folder: every file's relative path and SHA-256, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def input_checksums(inputs: Iterable[str | os.PathLike[str]]) -> dict[str, str | None]:
+    """SHA-256 of each input file (or of a folder's files), keyed by absolute path.
+
+    A folder's digest covers every file below it with its relative path; an input that does not
+    exist gets ``None``.
+    """
+    sums: dict[str, str | None] = {}
+    for item in inputs:
+        path = Path(os.path.abspath(item))
+        if path.is_file():
+            sums[str(path)] = _sha256(path)
+        elif path.is_dir():
+            sums[str(path)] = _folder_sha256(path)
+        else:
+            sums[str(path)] = None
+    return sums
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The recon manifest of an output folder, or None when it has none (or an unreadable one)."""
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(content, dict) or content.get("format") != _MANIFEST_FORMAT:
+        return None
+    return content
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -283,6 +325,7 @@ class OutputFolder:
             "command": self.command,
             "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "files": files,
+            "inputs": input_checksums(self.inputs),
             **record,
         }
         (staging / MANIFEST_NAME).write_text(

@@ -299,7 +299,64 @@ def build_sandbox(root: Path) -> Path:
     }.items():
         text = study.replace(old, new, 1).replace('"tp', '"../tp')
         (bad / f"{name}.toml").write_text(text, encoding="utf-8")
+    _batch_manifests(bad)
     return root
+
+
+def _job(name: str, kind: str = "spect", source: str = "../nm.dcm", extra: str = "") -> str:
+    return f'[[jobs]]\nname = "{name}"\nkind = "{kind}"\ninput = "{source}"\n{extra}\n'
+
+
+def _batch_manifests(bad: Path) -> None:
+    """``recon batch`` manifests (in ``bad/``, so inputs are ``../nm.dcm`` and so on)."""
+    spect = _job("a")
+    manifests = {
+        "batch_ok": spect,
+        "batch_no_jobs": "[batch]\nworkers = 2\n",
+        "batch_jobs_not_tables": "jobs = [1, 2]\n",
+        "batch_table_unknown": "[spectt]\niterations = 2\n" + spect,
+        "batch_kind_unknown": _job("a", kind="spectt"),
+        "batch_kind_missing": '[[jobs]]\nname = "a"\ninput = "../nm.dcm"\n',
+        "batch_name_missing": '[[jobs]]\nkind = "spect"\ninput = "../nm.dcm"\n',
+        "batch_name_path": _job("../a"),
+        "batch_name_duplicate": _job("a", extra='output = "x"') + _job("a", extra='output = "y"'),
+        "batch_input_missing": _job("a", source="../no_such.dcm"),
+        "batch_input_number": '[[jobs]]\nname = "a"\nkind = "spect"\ninput = 5\n',
+        "batch_option_text": _job("a", extra='iterations = "four"'),
+        "batch_option_bool": _job("a", extra="iterations = true"),
+        "batch_option_range": _job("a", extra="subsets = 0"),
+        "batch_option_unknown": _job("a", extra="iteratons = 4"),
+        "batch_option_exclusive": _job("a", extra='ct = "../ct"\nmu = "../mu.npy"'),
+        "batch_option_path_missing": _job("a", extra='mu = "../no_such_mu.npy"'),
+        "batch_defaults_text": "[spect]\nsubsets = \"eight\"\n" + spect,
+        "batch_defaults_not_table": "spect = 5\n" + spect,
+        "batch_output_twice": _job("a", extra='output = "same"')
+        + _job("b", extra='output = "same"'),
+        "batch_output_nested": _job("a", extra='output = "p"') + _job("b", extra='output = "p/q"'),
+        "batch_output_escapes": _job("a", extra='output = "../../elsewhere"'),
+        "batch_output_absolute": _job("a", extra='output = "/tmp/elsewhere"'),
+        "batch_output_logs": _job("a", extra='output = "logs"'),
+        "batch_output_is_input": _job("a", extra='ct = "../ct"\noutput = "ct"'),
+        "batch_after_unknown": spect + _job("b", extra='after = ["aa"]'),
+        "batch_after_self": _job("a", extra='after = ["a"]'),
+        "batch_after_text": _job("a", extra='after = "b"'),
+        "batch_cycle": _job("a", extra='after = ["c"]') + _job("b", extra='after = ["a"]')
+        + _job("c", extra='after = ["b"]'),
+        "batch_split_spect": _job("a", extra="split-frames = true"),
+        "batch_split_no_frames": _job("p", kind="pet", source="../scan.npz",
+                                      extra="split-frames = true"),
+        "batch_split_text": _job("p", kind="pet", source="../scan.npz",
+                                 extra='frames = "2x5"\nsplit-frames = "yes"'),
+        "batch_frames_bad": _job("p", kind="pet", source="../scan.npz",
+                                 extra='frames = "lots"\nsplit-frames = true'),
+        "batch_quant_plots_text": _job("q", kind="quant", source="../study.toml",
+                                       extra='no-plots = "yes"'),
+        "batch_quant_input_list": '[[jobs]]\nname = "q"\nkind = "quant"\ninput = [1]\n',
+        "batch_batch_unknown": "[batch]\nwrkers = 2\n" + spect,
+        "batch_batch_workers_text": '[batch]\nworkers = "two"\n' + spect,
+    }  # fmt: skip
+    for name, text in manifests.items():
+        (bad / f"{name}.toml").write_text(text, encoding="utf-8")
 
 
 def _case(name: str, argv: str, fragment: str, status: int = 2) -> tuple[str, str, str, int]:
@@ -594,4 +651,56 @@ CASES: list[tuple[str, str, str, int]] = [
         )
     ],  # fmt: skip
     _case("quant-not-empty", "quant {s}/study.toml -o {s}/full", "not empty"),
+    # ---------------------------------------------------------------- recon batch
+    _case("batch-missing", "batch {s}/no_such.toml -o {o}", "not found"),
+    _case("batch-syntax", "batch {s}/bad/syntax.toml -o {o}", "toml"),
+    _case("batch-not-empty", "batch {s}/bad/batch_ok.toml -o {s}/full", "not empty"),
+    _case("batch-workers-zero", "batch {s}/bad/batch_ok.toml -o {o} --workers 0", "workers"),
+    _case(
+        "batch-scheduler-and-workers",
+        "batch {s}/bad/batch_ok.toml -o {o} --workers 2 --scheduler tcp://x:1",
+        "together",
+    ),
+    *[
+        _case(f"batch-{name}", f"batch {{s}}/bad/batch_{name}.toml -o {{o}}", fragment)
+        for name, fragment in (
+            ("no_jobs", "no jobs"),
+            ("jobs_not_tables", "must be a table"),
+            ("table_unknown", "did you mean 'spect'"),
+            ("kind_unknown", "did you mean 'spect'"),
+            ("kind_missing", "needs a kind"),
+            ("name_missing", "needs a name"),
+            ("name_path", "name must be"),
+            ("name_duplicate", "two jobs are named 'a'"),
+            ("input_missing", "no_such.dcm"),
+            ("input_number", "input must be"),
+            ("option_text", "iterations"),
+            ("option_bool", "iterations"),
+            ("option_range", "subsets"),
+            ("option_unknown", "did you mean 'iterations'"),
+            ("option_exclusive", "job 'a': --ct and --mu cannot be used together"),
+            ("option_path_missing", "no_such_mu.npy"),
+            ("defaults_text", "subsets"),
+            ("defaults_not_table", "[spect] must be a table"),
+            ("output_twice", "both write"),
+            ("output_nested", "inside the output of job 'a'"),
+            ("output_escapes", "inside the batch output"),
+            ("output_absolute", "inside the batch output"),
+            ("output_logs", "logs"),
+            ("after_unknown", "did you mean 'a'"),
+            ("after_self", "depends on itself"),
+            ("after_text", "after must be a list"),
+            ("cycle", "cycle"),
+            ("split_spect", "pet jobs only"),
+            ("split_no_frames", "needs frames"),
+            ("split_text", "split-frames must be true or false"),
+            ("frames_bad", "job 'p': --frames 'lots'"),
+            ("quant_plots_text", "no-plots"),
+            ("quant_input_list", "input must be"),
+            ("batch_unknown", "did you mean 'workers'"),
+            ("batch_workers_text", "workers"),
+        )
+    ],  # fmt: skip
+    # A job's output would be an input folder (the CT series) of the same job.
+    _case("batch-output-is-input", "batch {s}/bad/batch_output_is_input.toml -o {s}", "ct"),
 ]

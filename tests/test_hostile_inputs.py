@@ -48,7 +48,7 @@ def test_the_corpus_is_large_and_covers_every_command() -> None:
     assert len(CASES) >= 100
     assert len({name for name, *_ in CASES}) == len(CASES), "case ids must be unique"
     commands = {argv.split()[0] for _, argv, *_ in CASES}
-    assert commands == {"info", "spect", "pet", "quant"}
+    assert commands == {"info", "spect", "pet", "quant", "batch"}
 
 
 @pytest.mark.parametrize(("argv", "fragment", "status"), [c[1:] for c in CASES],
@@ -79,7 +79,7 @@ def test_hostile_input_is_refused_cleanly(
 
 @pytest.mark.parametrize(
     "name", ["spect-opt-0", "info-lm_pickle", "pet-opt-0", "spect-config-iterations_bool",
-             "out-contains-input", "quant-study_activity_text"],
+             "out-contains-input", "quant-study_activity_text", "batch-cycle"],
 )  # fmt: skip
 def test_real_processes_exit_the_same_way(sandbox: Path, name: str) -> None:
     _, argv, fragment, status = next(c for c in CASES if c[0] == name)

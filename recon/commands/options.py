@@ -25,7 +25,7 @@ from typing import Any
 from recon._files import load_toml
 from recon.errors import InputError
 
-__all__ = ["Option", "add_options", "resolve"]
+__all__ = ["Option", "add_options", "apply_table", "resolve"]
 
 _KINDS = ("int", "float", "str", "path", "flag", "ints3", "floats3")
 
@@ -233,7 +233,6 @@ def resolve(
         Unreadable or malformed TOML, an unknown key, a value of the wrong type or out of range,
         or two options that exclude each other.
     """
-    by_key = {option.dest: option for option in options}
     from_file: set[str] = set()
     config = getattr(args, "config", None)
     if config is not None:
@@ -249,22 +248,63 @@ def resolve(
         table = document[section]
         if not isinstance(table, dict):
             raise InputError(f"{path}: [{section}] must be a table of options")
-        for key, value in table.items():
-            option = by_key.get(str(key).replace("-", "_"))
-            where = f"{path}: [{section}] {key}"
-            if option is None or not option.in_config:
-                known = [o.name for o in options if o.in_config]
-                close = difflib.get_close_matches(str(key).replace("_", "-"), known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
-                raise InputError(f"{where}: unknown option{hint}")
-            if getattr(args, option.dest, None) is None:
-                setattr(args, option.dest, option.from_toml(value, where, path.parent))
-                from_file.add(option.dest)
+        from_file |= apply_table(args, options, table, f"{path}: [{section}]", path.parent)
     for option in options:
         if getattr(args, option.dest, None) is None and option.default is not None:
             setattr(args, option.dest, option.default)
     _check_exclusive(args, options, from_file)
     return args
+
+
+def apply_table(
+    args: argparse.Namespace,
+    options: Sequence[Option],
+    table: dict[str, Any],
+    where: str,
+    folder: Path,
+    known_extra: Sequence[str] = (),
+) -> set[str]:
+    """Set the options that ``args`` leaves unset (None) from a TOML ``table``, strictly checked.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments; values already set (the command line) win over the table's.
+    options : sequence of Option
+        The command's options.
+    table : dict
+        Option name (long name, ``-`` or ``_``) -> TOML value.
+    where : str
+        Names the table in messages (``"FILE: [spect]"``).
+    folder : Path
+        Relative paths in the table are relative to this folder.
+    known_extra : sequence of str
+        Other keys the caller handles itself; only offered as suggestions for unknown keys.
+
+    Returns
+    -------
+    set of str
+        The destinations (``args`` attributes) set from the table.
+
+    Raises
+    ------
+    InputError
+        An unknown key (naming the closest known one), or a value of the wrong type or range.
+    """
+    by_key = {option.dest: option for option in options}
+    taken: set[str] = set()
+    for key, value in table.items():
+        option = by_key.get(str(key).replace("-", "_"))
+        here = f"{where} {key}"
+        if option is None or not option.in_config:
+            known = [o.name for o in options if o.in_config] + list(known_extra)
+            close = difflib.get_close_matches(str(key).replace("_", "-"), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+            raise InputError(f"{here}: unknown option{hint}")
+        if getattr(args, option.dest, None) is None:
+            setattr(args, option.dest, option.from_toml(value, here, folder))
+            taken.add(option.dest)
+    return taken
 
 
 def _check_exclusive(

@@ -28,6 +28,7 @@ from recon.image import Image
 from recon.pet.model import frame_time_factor
 from recon.pet.projector import LorProjector
 from recon.pet.resolution import ImageResolution, add_resolution_info, resolution_operator
+from recon.pet.separable import SeparableProjector
 from recon.system_model import ViewModel, ViewSubsets
 
 __all__ = ["PetLorSinogramModel"]
@@ -95,6 +96,13 @@ class _SeparableLors:
             pts[..., 2] = z[:, None, None]
             out.append(pts.reshape(-1, 3))
         return out[0], out[1]
+
+    def tables(self, views: Any) -> tuple[Any, Any, Any, Any]:
+        """``(xy_start, xy_end)`` of the pairs of ``views``, each ``(n_views · tangential, 2)``,
+        and ``(z_start, z_end)``, each ``(plane,)``: the tables of a :class:`SeparableProjector`."""
+        return (
+            self._xy1[views].reshape(-1, 2), self._xy2[views].reshape(-1, 2), self._z1, self._z2
+        )  # fmt: skip
 
 
 def _check_finite(*arrays: np.ndarray) -> None:
@@ -231,6 +239,13 @@ class PetLorSinogramModel(ViewModel):
         lors.to(self.backend)
         self._lors = lors
         self.projector = LorProjector(grid, tof=None, device=self.backend, chunk_lors=chunk_lors)
+        # Separable LORs on the CPU: one transaxial walk per (view, tangential) for all planes.
+        # (The GPU keeps the per-LOR kernels: the CUDA source has no separable twin yet.)
+        self._separable = (
+            SeparableProjector(self.projector)
+            if isinstance(lors, _SeparableLors) and not self.backend.is_gpu
+            else None
+        )
         self.resolution = resolution
         self._blur = resolution_operator(resolution, grid, self.xp)
         self.isotope = isotope
@@ -251,10 +266,8 @@ class PetLorSinogramModel(ViewModel):
             step = max(1, chunk_lors // max(per_view, 1))
             for first in range(0, self.data_shape[1], step):
                 views = self.xp.arange(first, min(first + step, self.data_shape[1]))
-                xs, xe = lors.endpoints(views, self.xp)
-                line = self.projector.forward(mu, xs, xe, checked=False)
-                shape = (self.data_shape[0], int(views.shape[0]), self.data_shape[2])
-                factor[:, views] *= self.xp.exp(-line).reshape(shape).astype(np.float32)
+                line = self._project(mu, views)
+                factor[:, views] *= self.xp.exp(-line).astype(np.float32)
         self._factor = factor
         self.additive = None
         parts = [p for p in (randoms, scatter) if p is not None]
@@ -283,35 +296,49 @@ class PetLorSinogramModel(ViewModel):
         """``m`` per bin (time factor × normalisation × attenuation), on the device."""
         return self._factor
 
-    def _geometry(self, subset: Any) -> tuple[Any, Any, Any]:
+    def _geometry(self, subset: Any) -> tuple[Any, Any]:
+        """The device views of ``subset`` and their factors ``(plane, view, tangential)``."""
         views = self._device_indices(self._views(subset))
+        return views, self._factor[:, views]
+
+    def _project(self, image: Any, views: Any) -> Any:
+        """``P x`` over ``views`` (device int array), shape ``(plane, view, tangential)``."""
+        shape = (self.data_shape[0], int(views.shape[0]), self.data_shape[2])
+        if self._separable is not None and isinstance(self._lors, _SeparableLors):
+            return self._separable.forward(image, *self._lors.tables(views)).reshape(shape)
         xs, xe = self._lors.endpoints(views, self.xp)
-        return xs, xe, self._factor[:, views]
+        return self.projector.forward(image, xs, xe, checked=False).reshape(shape)
+
+    def _backproject(self, values: Any, views: Any) -> Any:
+        """``Pᵀ y`` of ``values`` ``(plane, view, tangential)`` over ``views``."""
+        if self._separable is not None and isinstance(self._lors, _SeparableLors):
+            flat = values.reshape(self.data_shape[0], -1)
+            return self._separable.back(flat, *self._lors.tables(views))
+        xs, xe = self._lors.endpoints(views, self.xp)
+        flat = self.xp.ascontiguousarray(values.reshape(-1).astype(np.float32))
+        return self.projector.back(flat, xs, xe, checked=False)
 
     def forward(self, image: Any, subset: Any = None) -> Any:
         """``m ⊙ (P x)`` for the views of ``subset`` (None: all)."""
         x = self.validate_image(image)
         if self._blur is not None:
             x = self._blur.apply(x)
-        xs, xe, factor = self._geometry(subset)
-        return self.projector.forward(x, xs, xe, checked=False).reshape(factor.shape) * factor
+        views, factor = self._geometry(subset)
+        return self._project(x, views) * factor
 
     def back(self, data: Any, subset: Any = None) -> Any:
         """``Pᵀ (m ⊙ y)`` for the views of ``subset`` (None: all)."""
-        xs, xe, factor = self._geometry(subset)
+        views, factor = self._geometry(subset)
         y = self.backend.asarray(data)
         if tuple(y.shape) != tuple(factor.shape):
             raise InputError(f"data has shape {tuple(y.shape)}, expected {tuple(factor.shape)}")
-        weighted = self.xp.ascontiguousarray((y * factor).reshape(-1).astype(np.float32))
-        return self._blurred_adjoint(self.projector.back(weighted, xs, xe, checked=False))
+        weighted = (y * factor).astype(np.float32)
+        return self._blurred_adjoint(self._backproject(weighted, views))
 
     def _compute_sensitivity(self, views: np.ndarray) -> Any:
         """``Gᵀ Pᵀ m`` over ``views``, from the factors directly (no array of ones)."""
-        xs, xe, factor = self._geometry(views)
-        image = self.projector.back(
-            self.xp.ascontiguousarray(factor.reshape(-1)), xs, xe, checked=False
-        )
-        return self._blurred_adjoint(image)
+        device_views, factor = self._geometry(views)
+        return self._blurred_adjoint(self._backproject(factor, device_views))
 
     def _blurred_adjoint(self, image: Any) -> Any:
         """``Gᵀ y`` (``y`` itself without a resolution model)."""

@@ -3,8 +3,10 @@
 Both share the LOR projector (Joseph line integrals, optional TOF) and the same corrections:
 
 - attenuation: ``exp(−∫μ)`` along each LOR from a 511 keV mu-map on the image grid;
-- normalisation: per-crystal efficiencies (the LOR factor is their product) or a full per-bin
-  array (sinograms);
+- normalisation: a :class:`~recon.pet.normalization.Normalization` (component factors from a
+  calibration scan or a PETSIRD file, looked up per crystal pair, so a listmode event gets the
+  factor of its sinogram bin), per-crystal efficiencies (the LOR factor is their product) or a
+  full per-bin array (sinograms);
 - time: frame duration, decay during the frame relative to the reference time (sinograms) or per
   event time (listmode), positron branching ratio, and a calibration factor to Bq/mL;
 - resolution (optional): an image-space Gaussian ``G`` (:class:`recon.ImageResolution`), so that
@@ -26,10 +28,12 @@ from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
 from recon.image import Image
 from recon.pet.listmode import ListmodeEvents
+from recon.pet.normalization import Normalization
 from recon.pet.projector import LorProjector
 from recon.pet.resolution import ImageResolution, add_resolution_info, resolution_operator
 from recon.pet.scanner import PetScanner
 from recon.pet.sensitivity_cache import Fingerprint, load_or_compute
+from recon.pet.separable import SeparableProjector
 from recon.pet.sinogram import SinogramLayout
 from recon.progress import Progress
 from recon.system_model import ViewModel, ViewSubsets, checked_backend
@@ -137,6 +141,7 @@ class _PetCorrections:
         )
         self._crystal_eff = None
         self._bin_norm = None
+        self._normalization: Normalization | None = None
         if normalization is not None:
             self._set_normalization(normalization)
         self.resolution = resolution
@@ -155,6 +160,10 @@ class _PetCorrections:
 
     # ------------------------------------------------------------------ validation
     def _set_normalization(self, normalization: Any) -> None:
+        if isinstance(normalization, Normalization):
+            normalization.check_layout(self.layout)
+            self._normalization = normalization
+            return
         n = np.asarray(self.backend.to_host(normalization), dtype=np.float64)
         if not np.all(np.isfinite(n)) or np.any(n < 0):
             raise InputError("normalization must be finite and non-negative")
@@ -172,7 +181,7 @@ class _PetCorrections:
     def _layout_crystals(self, views: np.ndarray) -> tuple[Any, Any]:
         """Crystal ids of every bin of ``views`` on the device, or (None, None) when no
         per-crystal normalisation needs them."""
-        if self._crystal_eff is None:
+        if self._crystal_eff is None and self._normalization is None:
             return None, None
         p, v, r = np.meshgrid(
             np.arange(self.layout.shape[0]), views, np.arange(self.layout.shape[2]), indexing="ij"
@@ -183,15 +192,22 @@ class _PetCorrections:
     def _lor_factors(self, crystal_a: Any, crystal_b: Any, xstart: Any, xend: Any) -> Any:
         """Attenuation × crystal-efficiency factor of each LOR (no time factors)."""
         xp = self.xp
-        factor = xp.ones(xstart.shape[:-1], dtype=np.float32)
-        if self._crystal_eff is not None:
-            factor *= self._crystal_eff[crystal_a] * self._crystal_eff[crystal_b]
+        factor = self._efficiency_factors(crystal_a, crystal_b, xstart.shape[:-1])
         if self._mu is not None:
             shape = factor.shape
             line = self.nontof_projector.forward(
                 self._mu, xstart.reshape(-1, 3), xend.reshape(-1, 3)
             )
             factor *= xp.exp(-line).reshape(shape).astype(np.float32)
+        return factor
+
+    def _efficiency_factors(self, crystal_a: Any, crystal_b: Any, shape: tuple[int, ...]) -> Any:
+        """The detection-efficiency (normalisation) factor of each LOR, of ``shape``."""
+        factor = self.xp.ones(shape, dtype=np.float32)
+        if self._crystal_eff is not None:
+            factor *= self._crystal_eff[crystal_a] * self._crystal_eff[crystal_b]
+        if self._normalization is not None:
+            factor *= self._normalization.lor_factors(crystal_a, crystal_b, xp=self.xp)
         return factor
 
     def _time_factor(self, start_s: float, duration_s: float) -> float:
@@ -209,8 +225,9 @@ class PetSinogramModel(_PetCorrections, ViewModel):
     grid : ImageGrid
     mu_map : array of grid.shape, optional
         Linear attenuation at 511 keV in 1/mm.
-    normalization : array, optional
-        Per-crystal efficiencies ``(n_crystals,)`` or a per-bin array ``(plane, view, radial)``.
+    normalization : Normalization or array, optional
+        A :class:`~recon.pet.normalization.Normalization`, per-crystal efficiencies
+        ``(n_crystals,)`` or a per-bin array ``(plane, view, radial)``.
     randoms, scatter : array, optional
         Expected additive counts per bin, non-TOF ``(plane, view, radial)`` (spread evenly over
         the TOF bins, as randoms are uniform in time difference) or TOF-shaped.
@@ -270,6 +287,10 @@ class PetSinogramModel(_PetCorrections, ViewModel):
         self.frame_duration_s = float(frame_duration_s)
         self.time_factor = self._time_factor(self.frame_start_s, self.frame_duration_s)
         self._factors: dict[bytes, Any] = {}
+        # Non-TOF projections on the CPU walk each (view, radial) pair once for all planes; the
+        # sensitivity (non-TOF) too when the model is TOF. TOF projections and the GPU keep the
+        # per-LOR kernels (no separable TOF or CUDA kernels yet).
+        self._separable = None if self.backend.is_gpu else SeparableProjector(self.nontof_projector)
         self.additive = None
         parts = [p for p in (randoms, scatter) if p is not None]
         if parts:
@@ -300,10 +321,25 @@ class PetSinogramModel(_PetCorrections, ViewModel):
             self._factors[key] = factor
         return xstart, xend, self._factors[key]
 
+    def _separable_factor(self, views: np.ndarray) -> Any:
+        """The factors of ``views`` (computed and cached by :meth:`_subset_geometry` once)."""
+        key = views.tobytes()
+        if key not in self._factors:
+            self._subset_geometry(views)
+        return self._factors[key]
+
+    def _separable_tables(self, views: np.ndarray) -> tuple[Any, Any, Any, Any]:
+        xy_a, xy_b, z_a, z_b = self.layout.separable_endpoints(views, xp=np)
+        return xy_a.reshape(-1, 2), xy_b.reshape(-1, 2), z_a, z_b
+
     def forward(self, image: Any, subset: Any = None) -> Any:
         """``m ⊙ (P x)`` for the views of ``subset`` (None: all)."""
         x = self._blurred(self.validate_image(image))
         views = self._views(subset)
+        if self._separable is not None and self.tof is None:
+            factor = self._separable_factor(views)
+            values = self._separable.forward(x, *self._separable_tables(views))
+            return values.reshape(factor.shape) * factor
         xstart, xend, factor = self._subset_geometry(views)
         values = self.projector.forward(
             x, xstart.reshape(-1, 3), xend.reshape(-1, 3), checked=False
@@ -316,6 +352,14 @@ class PetSinogramModel(_PetCorrections, ViewModel):
     def back(self, data: Any, subset: Any = None) -> Any:
         """``Pᵀ (m ⊙ y)``."""
         views = self._views(subset)
+        if self._separable is not None and self.tof is None:
+            factor = self._separable_factor(views)
+            y = self.backend.asarray(data)
+            if tuple(y.shape) != tuple(factor.shape):
+                raise InputError(f"data has shape {tuple(y.shape)}, expected {tuple(factor.shape)}")
+            weighted = (y * factor).astype(np.float32).reshape(factor.shape[0], -1)
+            image = self._separable.back(weighted, *self._separable_tables(views))
+            return self._blurred_adjoint(image)
         xstart, xend, factor = self._subset_geometry(views)
         y = self.backend.asarray(data)
         expected = (*factor.shape, self.tof.n_bins) if self.tof is not None else factor.shape
@@ -335,6 +379,11 @@ class PetSinogramModel(_PetCorrections, ViewModel):
     def _compute_sensitivity(self, views: np.ndarray) -> Any:
         """``Gᵀ Pᵀ m`` over ``views`` by the non-TOF projector (TOF bins sum to the non-TOF
         LOR)."""
+        if self._separable is not None:
+            factor = self._separable_factor(views)
+            flat = factor.reshape(factor.shape[0], -1)
+            image = self._separable.back(flat, *self._separable_tables(views))
+            return self._blurred_adjoint(image)
         xstart, xend, factor = self._subset_geometry(views)
         image = self.nontof_projector.back(
             self.xp.ascontiguousarray(factor.reshape(-1)),
@@ -372,8 +421,9 @@ class PetListmodeModel(_PetCorrections):
     grid : ImageGrid
     mu_map : array of grid.shape, optional
         Linear attenuation at 511 keV in 1/mm.
-    normalization : array of shape (n_crystals,), optional
-        Per-crystal efficiencies.
+    normalization : Normalization or array of shape (n_crystals,), optional
+        A :class:`~recon.pet.normalization.Normalization` (each event gets the factor of its
+        sinogram bin) or per-crystal efficiencies.
     isotope : str, optional
         Enables decay correction to each event's time and the positron branching ratio.
     reference_time_s : float
@@ -414,7 +464,10 @@ class PetListmodeModel(_PetCorrections):
             max_ring_difference, chunk_lors, resolution,
         )  # fmt: skip
         if normalization is not None and self._bin_norm is not None:
-            raise InputError("listmode normalisation must be per-crystal efficiencies")
+            raise InputError(
+                "listmode normalisation must be per-crystal efficiencies or a "
+                "recon.pet.Normalization (which gives every event the factor of its bin)"
+            )
         self._geometry_sensitivity = None
         #: Where the geometric sensitivity came from: None (not yet needed), "cache", "computed"
         #: or "computed, not cached".
@@ -461,20 +514,41 @@ class PetListmodeModel(_PetCorrections):
         step = max(1, self.projector.chunk_lors // max(per_view, 1))
         starts = range(0, n_views, step)
         label = f"sensitivity image ({layout.n_bins:,} LORs, once per scanner and grid)"
+        # On the CPU the layout's LORs are separable: each (view, radial) pair's transaxial walk
+        # serves every plane, for the attenuation and for the back projection.
+        separable = None if self.backend.is_gpu else SeparableProjector(self.nontof_projector)
         with Progress(len(starts), label) as bar:
             for start in starts:
                 views = np.arange(start, min(start + step, n_views))
-                xstart, xend = layout.endpoints(views, xp=self.xp)
-                ca, cb = self._layout_crystals(views)
-                factor = self._lor_factors(ca, cb, xstart, xend)
-                image += self.nontof_projector.back(
-                    self.xp.ascontiguousarray(factor.reshape(-1)),
-                    xstart.reshape(-1, 3),
-                    xend.reshape(-1, 3),
-                    checked=False,
-                )
+                if separable is None:
+                    image += self._sensitivity_per_lor(views)
+                else:
+                    image += self._sensitivity_separable(separable, views)
                 bar.step()
         return np.asarray(self.backend.to_host(self._blurred_adjoint(image)), np.float32)
+
+    def _sensitivity_per_lor(self, views: np.ndarray) -> Any:
+        """``Pᵀ (attenuation × normalisation)`` over ``views``, LOR by LOR."""
+        xstart, xend = self.layout.endpoints(views, xp=self.xp)
+        ca, cb = self._layout_crystals(views)
+        factor = self._lor_factors(ca, cb, xstart, xend)
+        return self.nontof_projector.back(
+            self.xp.ascontiguousarray(factor.reshape(-1)), xstart.reshape(-1, 3),
+            xend.reshape(-1, 3), checked=False,
+        )  # fmt: skip
+
+    def _sensitivity_separable(self, separable: SeparableProjector, views: np.ndarray) -> Any:
+        """The same as :meth:`_sensitivity_per_lor` with the separable projector."""
+        layout = self.layout
+        xy_a, xy_b, z_a, z_b = layout.separable_endpoints(views, xp=np)
+        tables = (xy_a.reshape(-1, 2), xy_b.reshape(-1, 2), z_a, z_b)
+        shape = (layout.shape[0], len(views), layout.shape[2])
+        ca, cb = self._layout_crystals(views)
+        factor = self._efficiency_factors(ca, cb, shape)
+        if self._mu is not None:
+            line = separable.forward(self._mu, *tables).reshape(shape)
+            factor *= np.exp(-line).astype(np.float32)
+        return separable.back(factor.reshape(shape[0], -1), *tables)
 
     def frame_sensitivity(self, frame_start_s: float, frame_duration_s: float) -> Any:
         """Sensitivity image of a frame over all LORs: the cached geometric sensitivity × the

@@ -358,3 +358,40 @@ class SinogramLayout:
             pts[..., 2] = ring_z[rings[:, end]][:, None, None]
             out.append(pts)
         return out[0], out[1]
+
+    def separable_endpoints(
+        self, views: Any = None, xp: ModuleType | None = None
+    ) -> tuple[Any, Any, Any, Any]:
+        """The LOR ends of :meth:`endpoints` as separable tables: transaxial per (view, radial),
+        axial per plane.
+
+        Bin ``[p, v, r]`` of ``endpoints(views)`` runs from ``(xy_a[v, r], z_a[p])`` to
+        ``(xy_b[v, r], z_b[p])``, the same float32 values.
+
+        Parameters
+        ----------
+        views : int array, sequence or slice, optional
+            The views (all by default); not range-checked (see :meth:`endpoints`).
+        xp : module, optional
+            ``numpy`` or ``cupy``; inferred from ``views`` by default.
+
+        Returns
+        -------
+        xy_a, xy_b : float32 arrays of shape (n_views_selected, n_radial, 2)
+            World (x, y) in mm of ``crystal_a`` and ``crystal_b``.
+        z_a, z_b : float32 arrays of shape (n_planes,)
+            World z in mm of the rings of ``crystal_a`` and ``crystal_b``.
+        """
+        xp = array_module(views) if xp is None else xp
+        all_views = xp.arange(self.n_views, dtype=xp.int64)
+        if views is None:
+            view_idx = all_views
+        elif isinstance(views, slice):
+            view_idx = all_views[views]
+        else:
+            view_idx = xp.asarray(views).astype(xp.int64, copy=False).reshape(-1)
+        radial = xp.arange(self.n_radial, dtype=xp.int64)
+        a, b = self._transaxial_pairs(view_idx[:, None], radial[None, :])
+        xy, ring_z, rings = self._tables(xp)
+        z_a, z_b = (ring_z[rings[:, end]].astype(xp.float32) for end in (0, 1))
+        return xy[a].astype(xp.float32), xy[b].astype(xp.float32), z_a, z_b

@@ -6,5 +6,7 @@ simulate data and writes them through :mod:`recon.io`; nothing below it imports 
 - :mod:`recon.simulate.phantoms`: NEMA-IEC-like body phantom, cylinders, spheres, point sources;
 - :mod:`recon.simulate.dicom_study`: DICOM NM TOMO and CT datasets, and a whole simulated
   SPECT/CT study written as files;
-- :mod:`recon.simulate.demo_spect`, :mod:`recon.simulate.demo_pet`: ``recon demo``.
+- :mod:`recon.simulate.demo_spect`, :mod:`recon.simulate.demo_pet`: ``recon demo``;
+- :mod:`recon.simulate.trial`: a small trial (SPECT/CT, dynamic PET, a cohort) with its
+  ``recon batch`` manifest.
 """
