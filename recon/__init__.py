@@ -41,7 +41,15 @@ from recon.pet import (
     SinogramLayout,
     Tof,
 )
-from recon.spect import Collimator, SpectGeometry, SpectModel
+from recon.spect import (
+    Collimator,
+    MultiIsotopeModel,
+    SpectGeometry,
+    SpectModel,
+    StackedModel,
+    multi_isotope_model,
+    photopeak_model,
+)
 from recon.system_model import SystemModel
 
 __version__ = "0.1.0"
@@ -73,6 +81,7 @@ __all__ = [
     "ListmodeEvents",
     "ListmodeFrame",
     "LorProjector",
+    "MultiIsotopeModel",
     "Normalization",
     "NumericalError",
     "PetListmodeModel",
@@ -86,6 +95,7 @@ __all__ = [
     "SinogramLayout",
     "SpectGeometry",
     "SpectModel",
+    "StackedModel",
     "SystemModel",
     "Tof",
     "bsrem",
@@ -93,9 +103,11 @@ __all__ = [
     "lm_bsrem",
     "lm_osem",
     "mlem",
+    "multi_isotope_model",
     "osem",
     "osl_map",
     "penalised_log_likelihood",
+    "photopeak_model",
     "reconstruct_frames",
     "__version__",
 ]

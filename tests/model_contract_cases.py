@@ -206,3 +206,49 @@ def pet_listmode_frame_psf(device: Any) -> recon.ListmodeFrame:
         device=device, resolution=_GROWING_PSF,
     )  # fmt: skip
     return model.frame(events, 0.0, 30.0)
+
+
+@register("SPECT In-111, two photopeaks stacked (ME at 171/245 keV, penetration)", "spect")
+def spect_two_photopeaks(device: Any) -> recon.StackedModel:
+    from recon.physics.scatter import EnergyWindow
+    from recon.physics.windows import assign_windows
+
+    grid = recon.ImageGrid((6, 14, 14), 5.0)
+    geometry = recon.SpectGeometry.circular(
+        n_views=12, radius_mm=60, n_u=16, n_v=6, pixel_size_mm=5.0, cor_offset_mm=0.7,
+        time_per_view_s=20.0,
+    )  # fmt: skip
+    windows = {
+        "PEAK171": EnergyWindow.centered("PEAK171", 171.3, 20.0),
+        "PEAK245": EnergyWindow.centered("PEAK245", 245.4, 20.0),
+    }
+    peaks = assign_windows(windows, ["In-111"]).peaks
+    model = recon.photopeak_model(
+        geometry, grid, peaks, mu_map=_mu(grid, 0.0135), mu_energy_kev=171.3, collimator="ME",
+        sensitivity_cps_per_mbq=[60.0, 55.0], device=device,
+    )  # fmt: skip
+    assert model.models[1].response_weights[1] > 0  # penetration modelled at 245 keV
+    return model
+
+
+@register("SPECT dual isotope Tc-99m + In-111 (three windows, down-scatter)", "spect")
+def spect_dual_isotope(device: Any) -> recon.MultiIsotopeModel:
+    from recon.physics.scatter import EnergyWindow
+    from recon.physics.windows import assign_windows
+
+    grid = recon.ImageGrid((6, 14, 14), 5.0)
+    geometry = recon.SpectGeometry.circular(
+        n_views=12, radius_mm=60, n_u=16, n_v=6, pixel_size_mm=5.0, cor_offset_mm=0.7,
+        time_per_view_s=20.0,
+    )  # fmt: skip
+    windows = {
+        "TC": EnergyWindow.centered("TC", 140.5, 15.0),
+        "IN171": EnergyWindow.centered("IN171", 171.3, 15.0),
+        "IN245": EnergyWindow.centered("IN245", 245.4, 15.0),
+    }
+    assignment = assign_windows(windows, ["Tc-99m", "In-111"])
+    return recon.multi_isotope_model(
+        geometry, grid, assignment, mu_map=_mu(grid, 0.015), mu_energy_kev=140.5,
+        collimator="ME", sensitivity_cps_per_mbq={"Tc-99m": 80.0, "In-111": [40.0, 42.0]},
+        downscatter={("TC", "In-111"): 0.3}, downscatter_fwhm_mm=20.0, device=device,
+    )  # fmt: skip

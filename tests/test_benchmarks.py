@@ -115,6 +115,26 @@ def test_spect_benchmark_small_processes_every_view(tmp_path: Path) -> None:
         assert counts == {"stated": 120, "processed": 120, "unit": "views"}
 
 
+def test_spect_multi_benchmark_quick_compares_one_and_two_photopeaks(tmp_path: Path) -> None:
+    _run("spect_multi.py", "--quick", out=tmp_path / "multi")
+    record = _record(tmp_path / "multi")
+    assert record["benchmark"] == "spect-multi" and record["configuration"] == "quick"
+    assert record["date"] and record["platform"]
+    run = record["runs"][0]
+    assert run["device"] == "cpu" and run["device_name"]
+    # Both windows hold counts, the 245 keV one a little more (higher yield, less attenuation).
+    assert run["counts_mean"]["PEAK245"] > run["counts_mean"]["PEAK171"] > 0
+    assert run["count_ratio_joint_to_single"] > 2.0
+    for name in ("single", "joint"):
+        figures = run["mean"][name]
+        assert len(run["per_realisation"][name]["cv"]) == record["problem"]["realisations"]
+        assert 0 < figures["cv"] < 1
+        assert set(run["spheres_mm"]) <= set(figures)
+    assert run["measured_cv_ratio"] > 1.0  # the joint image is the less noisy
+    (png,) = (tmp_path / "multi").glob("*.png")
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
 def test_scaling_benchmark_quick_writes_its_cases_fits_and_figure(tmp_path: Path) -> None:
     _run("scaling.py", "--quick", out=tmp_path / "scaling")
     record = _record(tmp_path / "scaling")

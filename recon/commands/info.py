@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recon.commands.common import print_table
-from recon.errors import InputError
+from recon.errors import InputError, ReconError
 
 if TYPE_CHECKING:  # the readers and models are imported when a file needs them
     from recon.spect.geometry import SpectGeometry
@@ -69,11 +69,40 @@ def _spect_rows(
         if metadata.get(key) is not None:
             value = metadata[key]
             rows.append((key, getattr(value, "name", value)))
-    for name, (window, _) in (metadata.get("windows") or {}).items():
+    windows = metadata.get("windows") or {}
+    roles = _window_roles(windows, metadata.get("isotope"))
+    for name, (window, _) in windows.items():
         limits = f"{window.lower_kev:.1f}-{window.upper_kev:.1f} keV" if window else "?"
-        rows.append((f"window {name}", limits))
+        role = roles.get(name)
+        rows.append((f"window {name}", f"{limits}: {role}" if role else limits))
     rows.append(("recon spect grid (z, y, x)", _grid_text(default_grid(geometry))))
     return [{"item": k, "value": v} for k, v in rows]
+
+
+def _window_roles(windows: dict[str, Any], isotope: Any) -> dict[str, str]:
+    """What each energy window is for the file's isotope (photopeak with its lines and yield,
+    scatter window, unused and why); empty for one window or an unknown isotope."""
+    if len(windows) < 2 or isotope is None:
+        return {}
+    from recon.physics.windows import assign_windows
+
+    try:
+        assignment = assign_windows(windows, [isotope])
+    except ReconError as exc:
+        return {name: f"not assigned ({exc})" for name in windows}
+    roles: dict[str, str] = {}
+    for p in assignment.peaks:
+        lines = "+".join(f"{q.energy_kev:g}" for q in p.lines)
+        scatter = f"{p.lower_scatter or '-'}/{p.upper_scatter or '-'}"
+        roles[p.name] = (
+            f"photopeak of {p.isotope} {lines} keV, yield {p.yield_per_decay:.3g}/decay, "
+            f"scatter windows {scatter}"
+        )
+    for name in assignment.scatter:
+        roles.setdefault(name, "scatter window")
+    for name, reason in assignment.unused.items():
+        roles.setdefault(name, f"not used: {reason}")
+    return roles
 
 
 def _grid_text(grid: Any) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian
 from scipy.ndimage import shift as _shift
 
-from recon.errors import GeometryError, InputError, PhysicsError
+from recon.errors import GeometryError, InputError, PhysicsError, ReconError
 from recon.io._dicom import MBQ_PLAUSIBLE_MAX as _MBQ_PLAUSIBLE_MAX
 from recon.io._dicom import as_list as _as_list
 from recon.io._dicom import combine_datetime as _combine
@@ -47,10 +48,12 @@ from recon.io._dicom import tag_value as _value
 from recon.io._guard import malformed_input_is_input_error
 from recon.physics.isotopes import Isotope, get_isotope
 from recon.physics.scatter import EnergyWindow, dew_scatter, tew_scatter
+from recon.physics.windows import WindowAssignment, assign_windows
 from recon.spect.geometry import SpectGeometry
 
 __all__ = [
     "NM_IMAGE_STORAGE",
+    "assign_nm_windows",
     "read_nm_projections",
     "scatter_estimate",
     "select_scatter_windows",
@@ -540,6 +543,43 @@ def scatter_estimate(
     )
 
 
+def assign_nm_windows(
+    metadata: dict[str, Any], isotopes: Sequence[str | Isotope] | None = None
+) -> WindowAssignment:
+    """The energy windows of a file read by :func:`read_nm_projections`, assigned to the
+    photopeaks and scatter windows of each isotope (:func:`recon.physics.windows.assign_windows`).
+
+    Parameters
+    ----------
+    metadata : dict
+        The metadata of :func:`read_nm_projections` (``"windows"``, ``"isotope"``).
+    isotopes : sequence of str or Isotope, optional
+        The isotopes of the study (a simultaneous dual-isotope acquisition names both; a file
+        records one radiopharmaceutical at most). Default: the file's isotope.
+
+    Returns
+    -------
+    WindowAssignment
+
+    Raises
+    ------
+    InputError
+        No isotope given and none in the file, metadata not from :func:`read_nm_projections`,
+        or an isotope with no photopeak window (see :func:`assign_windows`).
+    """
+    windows = metadata.get("windows") if isinstance(metadata, dict) else None
+    if not windows:
+        raise InputError("metadata must be the dict returned by read_nm_projections")
+    if isotopes is None:
+        if metadata.get("isotope") is None:
+            raise InputError(
+                "the file names no isotope recon knows: give the study's isotopes to assign "
+                f"its energy windows ({', '.join(windows)})"
+            )
+        isotopes = [metadata["isotope"]]
+    return assign_windows(windows, isotopes)
+
+
 # ---------------------------------------------------------------------------------- isotope, times
 def _acquisition_datetime(ds: Dataset) -> tuple[_dt.datetime | None, str | None]:
     for source, value in (
@@ -820,8 +860,11 @@ def read_nm_projections(
         (the first row is at that z), else 0.
     metadata : dict
         ``windows`` ({name: (EnergyWindow or None, counts)}, every window in the file, counts in
-        the same layout as ``counts``); ``photopeak_window`` (name); ``isotope`` (Isotope or
-        None); ``radionuclide``, ``radiopharmaceutical`` (as recorded); ``injected_activity_bq``;
+        the same layout as ``counts``); ``photopeak_window`` (name); ``window_assignment``
+        (:class:`recon.physics.windows.WindowAssignment` of the file's isotope: its photopeak
+        and scatter windows; None for one window or no known isotope; other isotopes:
+        :func:`assign_nm_windows`); ``isotope`` (Isotope or None); ``radionuclide``,
+        ``radiopharmaceutical`` (as recorded); ``injected_activity_bq``;
         ``injection_datetime``, ``acquisition_datetime`` (naive, as recorded);
         ``injection_to_acquisition_s``; ``patient_position`` (recorded) and
         ``patient_position_used``; per view: ``detector``, ``rotation``, ``dicom_angles_deg``;
@@ -963,10 +1006,17 @@ def read_nm_projections(
     )
     peak_name = windows[peak_index][0]
     injection = iso["injection_datetime"]
+    assignment = None
+    if iso["isotope"] is not None and len(window_counts) > 1:
+        try:
+            assignment = assign_windows(window_counts, [iso["isotope"]])
+        except ReconError as exc:
+            log.warning("the energy windows could not be assigned to %s: %s", iso["isotope"], exc)
     metadata: dict[str, Any] = {
         "source": source,
         "windows": window_counts,
         "photopeak_window": peak_name,
+        "window_assignment": assignment,
         "isotope": iso["isotope"],
         "radionuclide": iso["radionuclide"],
         "radiopharmaceutical": iso["radiopharmaceutical"],

@@ -34,7 +34,16 @@ from scipy.optimize import brentq
 
 from recon.errors import InputError, PhysicsError
 
-__all__ = ["check_energy", "effective_ct_energy_kev", "hu_to_mu", "mu_to_hu"]
+__all__ = [
+    "LEAD_G_PER_CM3",
+    "check_energy",
+    "effective_ct_energy_kev",
+    "hu_to_mu",
+    "mu_at_energy",
+    "mu_lead_per_mm",
+    "mu_to_hu",
+    "mu_water_per_mm",
+]
 
 log = logging.getLogger("recon")
 
@@ -51,6 +60,20 @@ _BONE_CM2_PER_G = np.array(
     [1.331, 0.6655, 0.4242, 0.3148, 0.2229, 0.1855, 0.1480, 0.1309, 0.1113, 0.09908, 0.09022,
      0.08332, 0.07308, 0.06566]
 )  # fmt: skip
+# Lead (Z = 82), total with coherent scattering (cm²/g), from the same NIST SRD 126 table
+# ("Lead", Table 3); the K edge at 88.0045 keV is tabulated on both sides, so each side is
+# interpolated on its own. Density 11.35 g/cm³ (NIST SRD 126, Table 1).
+_LEAD_K_EDGE_KEV = 88.0045
+_LEAD_BELOW_K_KEV = np.array([60.0, 80.0, _LEAD_K_EDGE_KEV])
+_LEAD_BELOW_K_CM2_PER_G = np.array([5.021, 2.419, 1.910])
+_LEAD_ABOVE_K_KEV = np.array(
+    [_LEAD_K_EDGE_KEV, 100, 150, 200, 300, 400, 500, 600, 800, 1000], dtype=np.float64
+)
+_LEAD_ABOVE_K_CM2_PER_G = np.array(
+    [7.683, 5.549, 2.014, 0.9985, 0.4031, 0.2323, 0.1614, 0.1248, 0.08870, 0.07102]
+)  # fmt: skip
+#: Density of lead in g/cm³ (NIST SRD 126, Table 1).
+LEAD_G_PER_CM3 = 11.35
 # Largest CT number a CT image stores: Rescale Intercept −1024 with signed 16-bit pixels.
 _HU_MAX = 32767 - 1024
 _WATER_G_PER_CM3 = 1.0
@@ -94,6 +117,38 @@ def _mu_water_per_cm(energy_kev: float) -> float:
 
 def _mu_bone_per_cm(energy_kev: float) -> float:
     return _BONE_G_PER_CM3 * _interp_loglog(_BONE_CM2_PER_G, energy_kev)
+
+
+def mu_water_per_mm(energy_kev: float) -> float:
+    """Linear attenuation coefficient of liquid water (1/mm) at ``energy_kev`` (NIST SRD 126,
+    log-log interpolation; 30-1000 keV)."""
+    return _mu_water_per_cm(check_energy(energy_kev)) / 10.0
+
+
+def mu_lead_per_mm(energy_kev: float) -> float:
+    """Linear attenuation coefficient of lead (1/mm) at ``energy_kev``, 60-1000 keV.
+
+    Total μ/ρ with coherent scattering from NIST SRD 126 (Hubbell & Seltzer; "Lead"), log-log
+    interpolated on the side of the K edge (88.0 keV) that ``energy_kev`` lies on, times the
+    density 11.35 g/cm³. E.g. 1.66/mm at 171 keV, 0.72/mm at 245 keV, 0.316/mm at 364 keV.
+
+    Raises
+    ------
+    PhysicsError
+        ``energy_kev`` outside 60-1000 keV.
+    """
+    energy = float(energy_kev)
+    if not (math.isfinite(energy) and _LEAD_BELOW_K_KEV[0] <= energy <= _LEAD_ABOVE_K_KEV[-1]):
+        raise PhysicsError(
+            f"energy_kev={energy_kev} is outside the {_LEAD_BELOW_K_KEV[0]:g}-"
+            f"{_LEAD_ABOVE_K_KEV[-1]:g} keV range of the lead attenuation table"
+        )
+    if energy < _LEAD_K_EDGE_KEV:
+        energies, table = _LEAD_BELOW_K_KEV, _LEAD_BELOW_K_CM2_PER_G
+    else:
+        energies, table = _LEAD_ABOVE_K_KEV, _LEAD_ABOVE_K_CM2_PER_G
+    mass = float(np.exp(np.interp(np.log(energy), np.log(energies), np.log(table))))
+    return LEAD_G_PER_CM3 * mass / 10.0
 
 
 def _bone_hu(energy_kev: float) -> float:
@@ -232,6 +287,47 @@ def mu_to_hu(
     slope = (float(hu_to_mu(1000.0, energy_kev, kvp)) - water_reader) / 1000.0
     hu = np.where(mu <= water, 1000.0 * (mu / water - 1.0), (mu - water) / slope)
     return np.clip(hu, -1000.0, _HU_MAX).astype(np.float32)
+
+
+def mu_at_energy(mu: Any, from_kev: float, to_kev: float, kvp: float = 120.0) -> np.ndarray:
+    """An attenuation map at ``from_kev`` converted to ``to_kev`` (both 30-1000 keV).
+
+    Each voxel is read as the air/water or water/bone mixture of the bilinear model of
+    :func:`hu_to_mu` that has its μ at ``from_kev`` (:func:`mu_to_hu`, with NIST water at that
+    energy as 0 HU), and that mixture's μ at ``to_kev`` is returned: soft tissue and lung scale as
+    water does, dense voxels as cortical bone does (NIST SRD 126 water and ICRU-44 bone; the
+    approach of Brown et al., Appl. Radiat. Isot. 66 (2008) 1206). A μ-map of a SPECT
+    photopeak thus gives the μ-map of every other photopeak of the study.
+
+    Parameters
+    ----------
+    mu : array_like
+        Linear attenuation coefficients at ``from_kev`` in 1/mm (≥ 0).
+    from_kev, to_kev : float
+        Energy of ``mu`` and the energy wanted, keV.
+    kvp : float
+        CT tube voltage of the CT the map came from: it sets the bone branch (default 120 kVp).
+
+    Returns
+    -------
+    ndarray of float32
+        μ at ``to_kev`` in 1/mm, of ``mu``'s shape; ``mu`` itself (as float32) when the energies
+        are equal.
+
+    Raises
+    ------
+    PhysicsError
+        An energy outside the tables' 30-1000 keV.
+    InputError
+        ``mu`` holds NaN, infinite or negative values.
+    """
+    source, target = check_energy(from_kev), check_energy(to_kev)
+    values = np.asarray(mu, dtype=np.float32)
+    if values.size and not (np.all(np.isfinite(values)) and float(values.min()) >= 0):
+        raise InputError("the mu-map must be finite and non-negative (1/mm)")
+    if source == target:
+        return values.copy()
+    return np.asarray(hu_to_mu(mu_to_hu(values, source, kvp), target, kvp), dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- simulated study

@@ -9,10 +9,22 @@ from dataclasses import dataclass
 from recon.errors import InputError, PhysicsError
 from recon.physics.radionuclide_codes import DICOM_RADIONUCLIDE_CODES
 
-__all__ = ["ANNIHILATION_KEV", "ISOTOPES", "Isotope", "Photon", "get_isotope"]
+__all__ = [
+    "ANNIHILATION_KEV",
+    "ISOTOPES",
+    "PHOTOPEAK_MIN_YIELD",
+    "Isotope",
+    "Photon",
+    "get_isotope",
+]
 
 #: Energy of each annihilation photon, m_e·c² in keV (CODATA 2018: 510.998 950 keV).
 ANNIHILATION_KEV = 510.999
+
+#: Smallest yield per decay of a line that an acquisition window is set on (a photopeak): the
+#: lines of a few per cent and more that clinical protocols image (Lu-177 113 keV at 6.2 %, Tl-201
+#: 167 keV at 10 %, I-131 637 keV at 7.2 %), not the minor lines (Tl-201 135 keV at 2.6 %).
+PHOTOPEAK_MIN_YIELD = 0.05
 
 _MINUTE = 60.0
 _HOUR = 3600.0
@@ -103,6 +115,16 @@ class Isotope:
         gamma follows the 15.7 s Y-89m isomer, so it is not prompt in coincidence terms).
         """
         return max(self.photons, key=lambda p: p.yield_per_decay)
+
+    @property
+    def photopeak_lines(self) -> tuple[Photon, ...]:
+        """The lines an energy window may be set on: yield ≥ :data:`PHOTOPEAK_MIN_YIELD`, in the
+        order of the table (increasing energy for single-photon emitters).
+
+        In-111: 171 and 245 keV; Lu-177: 113 and 208 keV; Ga-67: 93, 185 and 300 keV; Tl-201: the
+        69 and 71 keV Hg K x-rays and 167 keV; I-131: 284, 364 and 637 keV; Tc-99m: 140 keV.
+        """
+        return tuple(p for p in self.photons if p.yield_per_decay >= PHOTOPEAK_MIN_YIELD)
 
     @property
     def is_positron_emitter(self) -> bool:

@@ -257,10 +257,17 @@ class CpuKernels:
         views = self._views(model, ids)
         rotate_back(q, self._grid(model), *views, *self._att(att, rows), image)
 
-    def blur_sum_forward(self, model: Any, q: Any, ids: Any, planes: Any) -> None:
-        t = model._tables
-        blur_sum_forward(q, ids, t["blur_w"], t["blur_n"], planes)
+    @staticmethod
+    def _blur_tables(model: Any, tables: Any) -> tuple[Any, Any]:
+        """``(blur_w, blur_n)``: ``tables`` (one response component) or the model's."""
+        return (model._tables["blur_w"], model._tables["blur_n"]) if tables is None else tables
 
-    def blur_spread_back(self, model: Any, planes: Any, ids: Any, q: Any) -> None:
-        t = model._tables
-        blur_spread_back(planes, ids, t["blur_w"], t["blur_n"], q)
+    def blur_sum_forward(
+        self, model: Any, q: Any, ids: Any, planes: Any, tables: Any = None
+    ) -> None:
+        blur_sum_forward(q, ids, *self._blur_tables(model, tables), planes)
+
+    def blur_spread_back(
+        self, model: Any, planes: Any, ids: Any, q: Any, tables: Any = None
+    ) -> None:
+        blur_spread_back(planes, ids, *self._blur_tables(model, tables), q)

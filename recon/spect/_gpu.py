@@ -90,17 +90,22 @@ class GpuKernels:
     def _kernel(self, name: str) -> Any:
         return get_kernel(self.backend, _SOURCE, name)
 
-    def _blur(self, name: str, model: Any, src: Any, ids: Any, dst: Any) -> None:
+    def _blur(
+        self, name: str, model: Any, src: Any, ids: Any, dst: Any, tables: Any = None
+    ) -> None:
         """Launch a blur kernel, ``name(src, grid, view_ids, blur_w, blur_n, scratch, dst)``, with
-        one block per view."""
-        t = model._tables
+        one block per view; ``tables`` is one response component's ``(blur_w, blur_n)`` (default:
+        the model's first)."""
+        blur_w, blur_n = (
+            (model._tables["blur_w"], model._tables["blur_n"]) if tables is None else tables
+        )
         n = int(ids.shape[0])
-        tables = (model.geometry.n_views, model.n_depth, 2)
+        shape = (model.geometry.n_views, model.n_depth, 2)
         _check(self.backend, "view_ids", ids, np.int32, (n,))
-        _check(self.backend, "blur_w", t["blur_w"], np.float32, tables)
-        _check(self.backend, "blur_n", t["blur_n"], np.int32, tables)
+        _check(self.backend, "blur_w", blur_w, np.float32, shape)
+        _check(self.backend, "blur_n", blur_n, np.int32, shape)
         scratch = self.cp.empty((n, 2, model.grid.shape[0], model.geometry.n_u), np.float32)
-        args = (src, self._grid(model, ids), ids, t["blur_w"], t["blur_n"], scratch, dst)
+        args = (src, self._grid(model, ids), ids, blur_w, blur_n, scratch, dst)
         self._kernel(name)((n,), (self.blur_threads,), args)
 
     # ------------------------------------------------------------------ rotate
@@ -129,14 +134,18 @@ class GpuKernels:
         self._kernel("spect_rotate_back")((_blocks(image.size, _THREADS),), (_THREADS,), args)
 
     # ------------------------------------------------------------------ blur
-    def blur_sum_forward(self, model: Any, q: Any, ids: Any, planes: Any) -> None:
+    def blur_sum_forward(
+        self, model: Any, q: Any, ids: Any, planes: Any, tables: Any = None
+    ) -> None:
         n = int(ids.shape[0])
         _check(self.backend, "q", q, np.float32, self._q_shape(model, n))
         _check(self.backend, "out_planes", planes, np.float32, self._planes_shape(model, n))
-        self._blur("spect_blur_sum_forward", model, q, ids, planes)
+        self._blur("spect_blur_sum_forward", model, q, ids, planes, tables)
 
-    def blur_spread_back(self, model: Any, planes: Any, ids: Any, q: Any) -> None:
+    def blur_spread_back(
+        self, model: Any, planes: Any, ids: Any, q: Any, tables: Any = None
+    ) -> None:
         n = int(ids.shape[0])
         _check(self.backend, "planes", planes, np.float32, self._planes_shape(model, n))
         _check(self.backend, "out_q", q, np.float32, self._q_shape(model, n))
-        self._blur("spect_blur_spread_back", model, planes, ids, q)
+        self._blur("spect_blur_spread_back", model, planes, ids, q, tables)

@@ -63,7 +63,9 @@ class SpectModel(ViewModel):
     mu_map : ndarray of shape grid.shape, or Image on the same grid, optional
         Linear attenuation coefficients at the photon energy in 1/mm. ``None``: no attenuation.
     collimator : Collimator, optional
-        Depth-dependent response. ``None``: no response modelling.
+        Depth-dependent response. ``None``: no response modelling. When the collimator models
+        septal penetration (:meth:`Collimator.components`), each depth plane is blurred by both
+        Gaussian components (geometric and penetration) and their weighted sum is projected.
     isotope : str, optional
         Isotope name (e.g. ``"Tc-99m"``); enables decay modelling during and between views.
     reference_time_s : float, optional
@@ -156,22 +158,22 @@ class SpectModel(ViewModel):
         self._y0 = float(grid.origin[1])
         self._delta = float(delta)
 
-        blur_w = np.zeros((geom.n_views, self.n_depth, 2), np.float32)
-        blur_n = np.zeros((geom.n_views, self.n_depth, 2), np.int32)
+        # One pair of blur tables per Gaussian component of the response (the geometric one,
+        # and the septal-penetration tail where the collimator models it), with its weight.
+        components: list[tuple[float, Any]] = [(1.0, None)]
         if self.collimator is not None:
             s = s0[:, None] + np.arange(self.n_depth)[None, :] * delta
             distance = np.maximum(geom.radii_mm[:, None] - s, 0.0)
-            sigma = self.collimator.sigma_mm(distance)
-            pixel_u, pixel_z = geom.pixel_size_mm[1], dz
-            for axis, pixel in enumerate((pixel_u, pixel_z)):
-                var = (sigma / pixel) ** 2
-                step = np.empty_like(var)
-                step[:, 0] = var[:, -1]  # final blur: the nearest plane's full response
-                step[:, 1:] = var[:, :-1] - var[:, 1:]
-                blur_w[:, :, axis], blur_n[:, :, axis] = _blur_steps(step)
-        self._host_tables.update(blur_w=blur_w, blur_n=blur_n)
+            components = self.collimator.components(distance)
         b = self.backend
         self._tables = {k: b.asarray(v, dtype=v.dtype) for k, v in self._host_tables.items()}
+        self._blurs: list[tuple[float, tuple[Any, Any]]] = []
+        for weight, sigma in components:
+            blur_w, blur_n = self._blur_tables(sigma, dz)
+            self._blurs.append(
+                (float(weight), (b.asarray(blur_w, np.float32), b.asarray(blur_n, np.int32)))
+            )
+        self._tables["blur_w"], self._tables["blur_n"] = self._blurs[0][1]
 
         # Axial resampling from image slices to projection rows (box overlap, rows sum to 1).
         w = _overlap_matrix(geom.v_positions_mm, geom.pixel_size_mm[0], grid.axis_mm(0), dz)
@@ -180,6 +182,28 @@ class SpectModel(ViewModel):
             if (w.shape[0] == w.shape[1] and np.allclose(w, np.eye(nz), atol=1e-6))
             else b.asarray(w)
         )
+
+    def _blur_tables(self, sigma: Any, dz: float) -> tuple[np.ndarray, np.ndarray]:
+        """Weights and numbers of 3-tap passes (view, depth, axis) that give each depth plane the
+        Gaussian ``sigma`` (mm, per view and depth; None: no blur)."""
+        geom = self.geometry
+        blur_w = np.zeros((geom.n_views, self.n_depth, 2), np.float32)
+        blur_n = np.zeros((geom.n_views, self.n_depth, 2), np.int32)
+        if sigma is None:
+            return blur_w, blur_n
+        for axis, pixel in enumerate((geom.pixel_size_mm[1], dz)):
+            var = (np.asarray(sigma) / pixel) ** 2
+            step = np.empty_like(var)
+            step[:, 0] = var[:, -1]  # final blur: the nearest plane's full response
+            step[:, 1:] = var[:, :-1] - var[:, 1:]
+            blur_w[:, :, axis], blur_n[:, :, axis] = _blur_steps(step)
+        return blur_w, blur_n
+
+    @property
+    def response_weights(self) -> tuple[float, ...]:
+        """Weights of the response's Gaussian components (geometric first, then the septal
+        penetration tail when the collimator models it); they sum to 1."""
+        return tuple(weight for weight, _ in self._blurs)
 
     def _view_factors(self) -> Any:
         """``m`` per view, computed on the device from the per-view times."""
@@ -252,8 +276,7 @@ class SpectModel(ViewModel):
             att, rows = self._att_for(chunk)
             q = xp.empty((chunk.size, self.n_depth, nz, geom.n_u), np.float32)
             self._kernels.rotate_forward(self, x, att, rows, ids, q)
-            planes = xp.empty((chunk.size, nz, geom.n_u), np.float32)
-            self._kernels.blur_sum_forward(self, q, ids, planes)
+            planes = self._blur_sum(q, ids)
             del q
             if self._axial is not None:
                 planes = xp.matmul(self._axial, planes)
@@ -265,7 +288,7 @@ class SpectModel(ViewModel):
         """Exact adjoint of :meth:`project`."""
         xp = self.xp
         views = self._views(subset)
-        geom, nz = self.geometry, self.grid.shape[0]
+        geom = self.geometry
         y = self.backend.asarray(data)
         if tuple(y.shape) != (views.size, geom.n_v, geom.n_u):
             raise InputError(
@@ -280,11 +303,36 @@ class SpectModel(ViewModel):
             if self._axial is not None:
                 planes = xp.matmul(self._axial.T, planes)
             planes = xp.ascontiguousarray(planes, dtype=np.float32)
-            q = xp.empty((chunk.size, self.n_depth, nz, geom.n_u), np.float32)
-            self._kernels.blur_spread_back(self, planes, ids, q)
+            q = self._blur_spread(planes, ids)
             att, rows = self._att_for(chunk)
             self._kernels.rotate_back(self, q, att, rows, ids, image)
         return image
+
+    def _blur_sum(self, q: Any, ids: Any) -> Any:
+        """Depth planes ``q`` blurred by each response component and summed, weighted."""
+        xp = self.xp
+        shape = (q.shape[0], self.grid.shape[0], self.geometry.n_u)
+        planes = None
+        for weight, tables in self._blurs:
+            part = xp.empty(shape, np.float32)
+            self._kernels.blur_sum_forward(self, q, ids, part, tables)
+            if len(self._blurs) > 1:
+                part *= np.float32(weight)
+            planes = part if planes is None else planes + part
+        return planes
+
+    def _blur_spread(self, planes: Any, ids: Any) -> Any:
+        """Transpose of :meth:`_blur_sum`."""
+        xp = self.xp
+        shape = (planes.shape[0], self.n_depth, self.grid.shape[0], self.geometry.n_u)
+        q = None
+        for weight, tables in self._blurs:
+            part = xp.empty(shape, np.float32)
+            self._kernels.blur_spread_back(self, planes, ids, part, tables)
+            if len(self._blurs) > 1:
+                part *= np.float32(weight)
+            q = part if q is None else q + part
+        return q
 
     def forward(self, image: Any, subset: Any = None) -> Any:
         """Linear part of the model, ``m ⊙ (P x)``, for the views in ``subset`` (None: all)."""
