@@ -28,14 +28,15 @@ def _mu(grid: recon.ImageGrid) -> np.ndarray:
 
 
 def _count_back_projections(model: recon.PetListmodeModel) -> list[int]:
+    """Record every computation of the sensitivity image (per-LOR or separable path)."""
     calls: list[int] = []
-    back = model.nontof_projector.back
+    compute = model._compute_geometric_sensitivity
 
-    def counted(*args: object, **kwargs: object) -> object:
+    def counted() -> np.ndarray:
         calls.append(1)
-        return back(*args, **kwargs)
+        return compute()
 
-    model.nontof_projector.back = counted  # type: ignore[method-assign]
+    model._compute_geometric_sensitivity = counted  # type: ignore[method-assign]
     return calls
 
 
