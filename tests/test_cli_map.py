@@ -69,6 +69,19 @@ def test_pet_listmode_and_sinogram_with_map(sandbox: Path, tmp_path: Path) -> No
     assert _summary(out)["algorithm"] == "BSREM" and len(_summary(out)["objective"]) == 4
 
 
+def test_oslmap_says_when_beta_is_too_large_for_it(
+    sandbox: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "osl"
+    args = ["spect", str(sandbox / "nm.dcm"), "--algorithm", "oslmap", "--beta", "100",
+            "--iterations", "2", "--subsets", "2", "--device", "cpu", "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    floored = _summary(out)["floored_voxels"]
+    assert len(floored) == 2 and floored[-1] > 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("recon:")]
+    assert any(line.startswith("recon: note: OSL-MAP floored its denominator in") for line in notes)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -78,6 +91,10 @@ def test_pet_listmode_and_sinogram_with_map(sandbox: Path, tmp_path: Path) -> No
         (["--algorithm", "bsrem", "--beta", "-1"], "beta"),
         (["--algorithm", "bsrem", "--beta", "1", "--epsilon", "0"], "epsilon"),
         (["--algorithm", "bsrem", "--beta", "1", "--prior", "tv"], "prior"),
+        (["--algorithm", "bsrem", "--beta", "nan"], "beta"),
+        (["--algorithm", "bsrem", "--beta", "inf"], "beta"),
+        (["--algorithm", "oslmap", "--beta", "1", "--gamma", "-2"], "gamma"),
+        (["--algorithm", "BSREM", "--beta", "1"], "algorithm"),
     ],
 )
 def test_bad_map_options_are_refused(

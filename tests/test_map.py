@@ -121,6 +121,20 @@ def test_osl_map_raises_the_objective_with_a_moderate_prior(problem) -> None:
     assert np.all(np.isfinite(np.asarray(image))) and np.asarray(image).min() >= 0
 
 
+def test_osl_map_says_where_its_denominator_was_floored(problem) -> None:
+    """A huge quadratic β makes ``s + β∇R`` negative next to the hot sphere in every iteration, and
+    the record counts those voxels instead of hiding them; a moderate β needs the floor at most
+    in the first iteration (near-empty voxels beside the object after the uniform start)."""
+    model, counts, _ = problem
+    settings = {"iterations": 3, "subsets": 4, "objective": False, "progress": False}
+    mild = recon.osl_map(model, counts, prior=recon.QuadraticPrior(beta=0.5), **settings)
+    assert mild.info["map"].floored_voxels[1:] == [0, 0]
+    harsh = recon.osl_map(model, counts, prior=recon.QuadraticPrior(beta=500.0), **settings)
+    floored = harsh.info["map"].floored_voxels
+    assert len(floored) == 3 and min(floored) > 0
+    assert max(floored) <= int((np.asarray(model.sensitivity()) > 0).sum())
+
+
 def test_listmode_bsrem_raises_the_objective_on_the_events() -> None:
     scanner = recon.PetScanner(n_rings=3, crystals_per_ring=48, radius_mm=90.0,
                                ring_spacing_mm=6.0)  # fmt: skip

@@ -112,6 +112,10 @@ class MapSettings:
     relaxation: float
     relaxation_decay: float
     objective: list[float] = field(default_factory=list)  # Φ after each iteration
+    #: OSL-MAP only: per iteration, the voxels with ``x > 0`` whose denominator ``s + β∇R`` fell
+    #: below the floor (1 % of ``s``) in some subset and was raised to it: the update there is not
+    #: Green's.
+    floored_voxels: list[int] = field(default_factory=list)
 
 
 def _relaxation(relaxation: float, decay: float) -> tuple[float, float]:
@@ -274,6 +278,7 @@ def _map_reconstruct(
     )
     with Progress(iterations * n_subsets, label, enabled=progress) as bar:
         for it in range(1, iterations + 1):
+            floored = None if label == "BSREM" else xp.zeros(x.shape, dtype=bool)
             alpha = np.float32(relaxation / (1.0 + (it - 1) / relaxation_decay))
             # The prior's curvature at the start of the iteration joins the preconditioner
             # (x + δ) / (s_m + (β/M)(x + δ) H): EM's own where β R is weak, the prior's where it
@@ -308,6 +313,7 @@ def _map_reconstruct(
                 else:  # OSL-MAP
                     denominator = sens[k] if prior_grad is None else sens[k] + prior_grad
                     floor = np.float32(_OSL_FLOOR) * sens[k]
+                    floored |= (denominator < floor) & (x > 0)  # x = 0 stays 0 anyway
                     denominator = xp.maximum(denominator, floor)
                     x = x * back / xp.where(denominator > 0, denominator, np.float32(1.0))
                 x = xp.clip(xp.where(seen, x, np.float32(0.0)), np.float32(0.0), upper)
@@ -316,6 +322,14 @@ def _map_reconstruct(
                 if callback is not None:
                     callback(IterationState(it, k, iterations, n_subsets, x))
             check_finite(xp, x, label, it, iterations)
+            if floored is not None:
+                n_floored = int(xp.count_nonzero(floored & seen))
+                record.floored_voxels.append(n_floored)
+                if n_floored:
+                    bar.log(
+                        f"iteration {it}/{iterations}: denominator floored in {n_floored} "
+                        "voxels (beta too large for one-step-late; BSREM converges)"
+                    )
             if want_objective:
                 value = log_likelihood(model, y, a, x)
                 if bound is not None:

@@ -25,6 +25,7 @@ from recon.algorithms.priors import (
     RelativeDifferencePrior,
     sensitivity_kappa,
 )
+from recon.commands.common import note
 from recon.commands.options import Option
 from recon.errors import InputError
 from recon.image import Image
@@ -133,5 +134,13 @@ def algorithm_summary(image: Image) -> dict[str, Any]:
         summary["beta"] = record.beta
         summary["relaxation"] = {"alpha0": record.relaxation, "tau": record.relaxation_decay}
         summary["objective"] = list(record.objective)
+        if record.algorithm == "OSL-MAP":
+            summary["floored_voxels"] = list(record.floored_voxels)
+            if record.floored_voxels and record.floored_voxels[-1]:
+                note(
+                    f"OSL-MAP floored its denominator in {record.floored_voxels[-1]} voxels in "
+                    "the last iteration: beta is too large for one-step-late; use a smaller "
+                    "--beta or --algorithm bsrem"
+                )
         summary["start"] = f"{_START_ITERATIONS} OSEM iterations"
     return summary

@@ -10,6 +10,7 @@ from typing import Any, SupportsFloat, SupportsIndex, SupportsInt
 import numpy as np
 
 from recon.errors import GeometryError
+from recon.pet.resolution import ImageResolution
 from recon.pet.tof import Tof
 
 __all__ = ["PetScanner"]
@@ -47,6 +48,25 @@ __all__ = ["PetScanner"]
 #   radius_mm = 410 mm (detector front face, about 82 cm detector diameter, as in STIR's
 #   "Siemens Vision 600" description; not in the paper); 33 TOF bins of 142.8 ps (21.4 mm), which
 #   span 4.71 ns (the 4.7 ns coincidence window) and 706 mm, more than the 70 cm transaxial FOV.
+#
+# Spatial resolution ("resolution": the default image-space PSF, recon.ImageResolution). NEMA NU 2
+# FWHM in mm of an FBP reconstruction of an F-18 point source, used as the kernel to first order
+# (recon/pet/resolution.py says what that includes and leaves out); radial and tangential figures
+# are combined in quadrature into one transaxial FWHM, and the figures at 1 cm and 10 cm from the
+# axis make it grow with the radius. The axial FWHM is the 1 cm figure (its growth is not modelled).
+# Set ImageResolution explicitly for another isotope or a measured kernel.
+#   "small": invented, of the order its 7.4 mm crystal pitch and 8 mm rings would give: 5.0 mm
+#     transaxial, 5.5 mm axial, constant (its crystals have no depth, so no parallax).
+#   "dmi4": Hsu et al. 2017 (above), table of NEMA NU 2 measurements (FBP): radial / tangential /
+#     axial 4.10 / 4.19 / 4.48 mm at 1 cm and 5.47 / 4.49 / 6.01 mm at 10 cm. (The growth law
+#     through the 1 cm and 10 cm figures gives 7.0 mm at 20 cm, where the paper's 7.53 / 4.90 mm
+#     combine to 6.35 mm: the model blurs the outer field of view somewhat too much.)
+#   "vision": van Sluis et al. 2019's figures were not at hand when this was written; the values are
+#     those of the Biograph Vision Quadra, built from the same detectors (3.2 x 3.2 x 20 mm LSO):
+#     Prenosil GA, Sari H, Fuerstner M, et al. Performance characteristics of the Biograph Vision
+#     Quadra PET/CT system with a long axial field of view using the NEMA NU 2-2018 standard.
+#     J Nucl Med 2022;63:476-484: radial / tangential / axial 3.3 / 3.4 / 3.8 mm. The abstract gives
+#     one set of figures, without its radial offset; they are taken as near-axis values, constant.
 _PRESETS: dict[str, dict[str, Any]] = {
     "small": {
         "n_rings": 8,
@@ -55,6 +75,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "ring_spacing_mm": 8.0,
         "crystal_depth_mm": 0.0,
         "tof": (400.0, 19, 167.0),
+        "resolution": {"transaxial_1cm": (5.0, 5.0), "axial_1cm": 5.5},
     },
     "dmi4": {
         "n_rings": 36,
@@ -63,6 +84,11 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "ring_spacing_mm": 5.52296,
         "crystal_depth_mm": 25.0,
         "tof": (385.0, 29, 169.0),
+        "resolution": {
+            "transaxial_1cm": (4.10, 4.19),
+            "axial_1cm": 4.48,
+            "transaxial_10cm": (5.47, 4.49),
+        },
     },
     "vision": {
         "n_rings": 80,
@@ -71,8 +97,23 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "ring_spacing_mm": 3.2875,
         "crystal_depth_mm": 20.0,
         "tof": (210.0, 33, 142.8),
+        "resolution": {"transaxial_1cm": (3.3, 3.4), "axial_1cm": 3.8},
     },
 }
+
+
+def _preset_resolution(figures: dict[str, Any]) -> ImageResolution:
+    """The kernel of a preset's NEMA figures: (radial, tangential) pairs in quadrature."""
+
+    def transaxial(key: str) -> float | None:
+        if key not in figures:
+            return None
+        radial, tangential = figures[key]
+        return math.sqrt((radial**2 + tangential**2) / 2.0)
+
+    near = transaxial("transaxial_1cm")
+    assert near is not None
+    return ImageResolution.from_nema(near, figures["axial_1cm"], transaxial("transaxial_10cm"))
 
 
 # Crystal ids are int32 (DESIGN.md §3).
@@ -131,6 +172,10 @@ class PetScanner:
         Timing resolution and TOF binning; None for a non-TOF scanner.
     name : str, optional
         A label.
+    resolution : ImageResolution or None, optional
+        The scanner's spatial resolution as an image-space PSF, for models' ``resolution=``
+        (presets carry their published NEMA figures); None: not known. Models use no resolution
+        model unless given one.
 
     Raises
     ------
@@ -145,6 +190,7 @@ class PetScanner:
     crystal_depth_mm: float = 0.0
     tof: Tof | None = None
     name: str = "custom"
+    resolution: ImageResolution | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -168,6 +214,11 @@ class PetScanner:
             raise GeometryError(f"tof must be a recon Tof or None, got {type(self.tof).__name__}")
         if not isinstance(self.name, str):
             raise GeometryError(f"name must be text, got {self.name!r}")
+        if self.resolution is not None and not isinstance(self.resolution, ImageResolution):
+            raise GeometryError(
+                "resolution must be a recon ImageResolution or None, got "
+                f"{type(self.resolution).__name__}"
+            )
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -177,8 +228,9 @@ class PetScanner:
 
     @classmethod
     def from_dict(cls, fields: Any, where: str = "scanner description") -> PetScanner:
-        """A scanner from a mapping of its fields (``tof`` as a mapping of :class:`Tof` fields),
-        as stored in JSON by recon's listmode files and ``recon pet --scanner FILE.json``.
+        """A scanner from a mapping of its fields (``tof`` as a mapping of :class:`Tof` fields,
+        ``resolution`` of :class:`ImageResolution` fields), as stored in JSON by recon's listmode
+        files and ``recon pet --scanner FILE.json``.
 
         Raises
         ------
@@ -202,7 +254,16 @@ class PetScanner:
             raise GeometryError(f"{where}: missing scanner fields {', '.join(missing)}")
         fields = dict(fields)
         tof = fields.pop("tof", None)
+        resolution = fields.pop("resolution", None)
         try:
+            if resolution is not None:
+                known_psf = set(ImageResolution.__dataclass_fields__)
+                if not isinstance(resolution, dict) or not set(resolution) <= known_psf:
+                    raise GeometryError(
+                        "resolution must be null or an object with fields among "
+                        f"{sorted(known_psf)}"
+                    )
+                fields["resolution"] = ImageResolution(**resolution)
             if tof is not None:
                 if not isinstance(tof, dict) or set(tof) != {"fwhm_ps", "n_bins", "bin_width_ps"}:
                     raise GeometryError(
@@ -221,7 +282,10 @@ class PetScanner:
 
         ``"dmi4"`` resembles a 4-ring GE Discovery MI (Hsu et al., J Nucl Med 2017;58:1511) and
         ``"vision"`` a Siemens Biograph Vision (van Sluis et al., J Nucl Med 2019;60:1031); the
-        module source says which numbers are published and which are approximations.
+        module source says which numbers are published and which are approximations. Each carries
+        its published spatial resolution as :attr:`resolution` (NEMA NU 2 figures turned into an
+        image-space PSF, :meth:`ImageResolution.from_nema`); pass ``resolution=scanner.resolution``
+        to a model to use it.
 
         Raises
         ------
@@ -242,6 +306,7 @@ class PetScanner:
             crystal_depth_mm=p["crystal_depth_mm"],
             tof=Tof(fwhm_ps=fwhm_ps, n_bins=n_bins, bin_width_ps=bin_width_ps),
             name=key,
+            resolution=_preset_resolution(p["resolution"]),
         )
 
     # ------------------------------------------------------------------ derived values
