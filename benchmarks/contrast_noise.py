@@ -35,13 +35,18 @@ Metrics (one definition for every method)
   voxel scale a reader sees, where NEMA's 37 mm ROI means hide fine-grained noise.
 
 The "done when" check (issue 12): for each of the three smallest spheres, the **best OSEM point**
-is the OSEM + filter point (over iterations × FWHM) with the largest CRC/CV. BSREM is **at least
-as good** when its curve (points ordered by CV, linear between neighbouring β) has a CRC at that
-point's CV no lower than the point's CRC (``curve_at_best_osem``); where the whole BSREM curve is
-noisier than the point, it is not; where it is quieter, its noisiest point must have the higher
-CRC. Also reported: whether a single BSREM point has both CRC ≥ and CV ≤ the best OSEM point
-(``dominating_betas``), the margin with its standard error over realisations (paired: same
-data), and how many OSEM points inside BSREM's CV range lie on or below the BSREM curve.
+is the OSEM + filter point (over iterations × FWHM) with the largest CRC/CV (the most recovery per
+unit of noise; the points of largest CRC alone are the noisiest, those of smallest CV the most
+blurred). BSREM is **at least as good** (``bsrem_at_least_as_good``) when either
+
+- some β gives a point with CRC ≥ and CV ≤ the best OSEM point's (``dominating_betas``), or
+- the BSREM curve (points ordered by CV, linear between neighbouring β) has, at that point's CV, a
+  CRC no lower than the point's (``curve_at_best_osem``; where the whole BSREM curve is quieter
+  than the point, its noisiest point counts; where it is noisier, this part fails).
+
+Reported with it: the margin of the curve over the point with its standard error over the
+realisations (paired: same data), and how many OSEM points inside BSREM's CV range lie on or below
+the BSREM curve (the whole OSEM frontier, not only its best point).
 
 Simulated acquisitions (full configuration)
 -------------------------------------------
@@ -552,6 +557,7 @@ def dominance(osem: list[dict[str, Any]], bsrem: list[dict[str, Any]], name: str
         "how": how,
         "curve_at_best_osem": bool(passes),
         "dominating_betas": dominating,
+        "bsrem_at_least_as_good": bool(passes) or bool(dominating),
         "osem_points_in_bsrem_cv_range": len(in_range),
         "osem_points_on_or_below_bsrem_curve": below,
     }
@@ -629,7 +635,7 @@ def run_modality(s: Settings, device: str) -> dict[str, Any]:
         "bsrem": bsrem_points,
         "dominance": checks,
         "bsrem_at_least_as_good_for_smallest_three": all(
-            c["curve_at_best_osem"] for c in checks.values()
+            c["bsrem_at_least_as_good"] for c in checks.values()
         ),
         "timing": timing,
         "wall_s": time.perf_counter() - started,
@@ -680,7 +686,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
             b = check["best_osem"]
             ax.plot(100 * b["cv"], 100 * b["crc"], "*", color="black", ms=13, zorder=5,
                     label="best OSEM point (max CRC/CV)")  # fmt: skip
-            verdict = "BSREM ≥ best OSEM" if check["curve_at_best_osem"] else "BSREM < best OSEM"
+            good = check["bsrem_at_least_as_good"]
+            verdict = "BSREM ≥ best OSEM" if good else "BSREM < best OSEM"
             title += f" (checked: {verdict})"
         ax.set_title(title)
         ax.set_xlabel("background noise: ensemble CV (%)")
@@ -710,8 +717,11 @@ def print_report(result: dict[str, Any]) -> None:
         se = "" if c["margin_se_paired"] is None else f" ± {100 * c['margin_se_paired']:.1f}"
         print(f"{n}: best OSEM {b['iterations']} it + {b['fwhm_mm']:g} mm: CV "
               f"{100 * b['cv']:.1f} %, CRC {100 * b['crc']:.1f} %; BSREM curve there: margin "
-              f"{margin}{se} points -> {'PASS' if c['curve_at_best_osem'] else 'FAIL'} "
-              f"(dominating betas: {c['dominating_betas'] or 'none'})")  # fmt: skip
+              f"{margin}{se} points -> {'at or above' if c['curve_at_best_osem'] else 'below'}; "
+              f"dominating betas: {c['dominating_betas'] or 'none'} -> "
+              f"{'PASS' if c['bsrem_at_least_as_good'] else 'FAIL'}")  # fmt: skip
+    verdict = result["bsrem_at_least_as_good_for_smallest_three"]
+    print(f"done-when check (the three smallest spheres): {'PASS' if verdict else 'FAIL'}")
     t = result["timing"]
     print(f"time per iteration: OSEM {t['seconds_per_iteration']['osem']:.3f} s, BSREM "
           f"{t['seconds_per_iteration']['bsrem']:.3f} s (ratio {t['ratio_bsrem_to_osem']:.2f}, "
@@ -772,8 +782,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "background": f"uniform background voxels >= {BACKGROUND_MARGIN_MM} mm from any "
                 f"other voxel, |z| <= {BACKGROUND_HALF_LENGTH_MM} mm",
                 "best_osem": "the OSEM + filter point with the largest CRC/CV",
-                "check": "BSREM's curve (linear between neighbouring beta, ordered by CV) at the "
-                "best OSEM point's CV has a CRC >= that point's",
+                "check": "bsrem_at_least_as_good: some beta has CRC >= and CV <= the best OSEM "
+                "point, or BSREM's curve (linear between neighbouring beta, ordered by CV) at "
+                "that point's CV has a CRC >= that point's",
                 "bsrem": "RelativeDifferencePrior(beta, gamma=2, epsilon=1e-3 x mean start, "
                 "kappa=sensitivity_kappa), start = 2 OSEM iterations, default relaxation, "
                 "objective=False",
