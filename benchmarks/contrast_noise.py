@@ -161,7 +161,7 @@ def settings(modality: str, quick: bool) -> Settings:
         full = Settings(
             modality="spect", isotope="In-111", shape=(24, 64, 64), voxel_mm=(4.8, 4.8, 4.8),
             counts=5e5, subsets=10, osem_iterations=12, fwhm_mm=(0, 3, 6, 9, 12, 15, 18),
-            betas=(0.1, 0.3, 1.0, 3.0, 10.0), bsrem_iterations=30, realisations=4,
+            betas=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0), bsrem_iterations=30, realisations=4,
             seed=20261207,
             extra={"views": 60, "heads": 2, "radius_mm": 260.0, "collimator": "ME",
                    "time_per_view_s": 60.0, "scatter_to_primary": 0.4,
@@ -179,7 +179,7 @@ def settings(modality: str, quick: bool) -> Settings:
         full = Settings(
             modality="pet", isotope="Zr-89", shape=(16, 64, 64), voxel_mm=(4.0, 4.4, 4.4),
             counts=3e5, subsets=8, osem_iterations=8, fwhm_mm=(0, 2, 4, 6, 8, 10),
-            betas=(0.1, 0.3, 1.0, 3.0, 10.0), bsrem_iterations=30, realisations=4,
+            betas=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0), bsrem_iterations=30, realisations=4,
             seed=20261208,
             extra={"scanner": "small", "frame_s": 600.0, "resolution_fwhm_mm": 5.0,
                    "scatter_to_trues": 0.35, "randoms_to_trues": 0.15,
