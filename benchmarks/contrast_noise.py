@@ -77,11 +77,17 @@ Zr-89 (T½ 78.41 h, NNDC) 27.9 % at 6 days, of which only 22.74 % of decays emit
 
 The methods' grids (both modalities): OSEM kept after iterations 1-12 (SPECT) or 1-8 (PET),
 each post-filtered with FWHM 0, 3, 6, … 18 mm (SPECT) or 0, 2, … 10 mm (PET); BSREM with
-β = 0.03, 0.1, 0.3, 1, 3, 10, 30 for 30 iterations each and 4 noise realisations (SPECT) or
-β = 0.1 … 30 for 20 iterations each and 3 realisations (PET: listmode iterations over 300 000
-events cost several times more on this CPU). ``--quick`` shrinks
-everything (coarser grids, fewer counts, 2 realisations, 3 iterations) to a smoke test that says
-nothing about the methods.
+β = 0.03, 0.1, 0.3, 1, 3, 10, 30 for 30 iterations each (SPECT) or β = 0.1 … 30 for 20
+iterations each (PET: a listmode iteration over 300 000 events costs several times more on this
+CPU); 2 noise realisations each. Two are enough for the noise axis, whose variance is averaged over
+the background voxels (``voxels_in_masks`` in the JSON; its relative standard error is about
+1/sqrt(2 N), N the number of independent noise samples among them: one per correlation volume of
+the smoothed noise, a few hundred here, so a few per cent), but not for a precise recovery of a
+single sphere: its standard error is reported (``crc_se``, and the paired ``margin_se_paired``
+of the check), and ``--realisations`` raises the count when the CPU allows (the full
+configuration takes about 30 minutes per modality on a 2-core CPU shared with other jobs).
+``--quick`` shrinks everything (coarser grids, fewer counts, 3 iterations) to a smoke test that
+says nothing about the methods.
 
 Counts are set by scaling the expected data to the stated total; the images' units are
 irrelevant to CRC and CV. The same projector simulates and reconstructs (except the PET blur):
@@ -171,8 +177,8 @@ def settings(modality: str, quick: bool) -> Settings:
         full = Settings(
             modality="spect", isotope="In-111", shape=(24, 64, 64), voxel_mm=(4.8, 4.8, 4.8),
             counts=5e5, subsets=10, osem_iterations=12, fwhm_mm=(0, 3, 6, 9, 12, 15, 18),
-            betas=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0), bsrem_iterations=30, realisations=4,
-            seed=20261207,
+            betas=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0), bsrem_iterations=30, realisations=2,
+            seed=20261207, timing_iterations=3, timing_repeats=2,
             extra={"views": 60, "heads": 2, "radius_mm": 260.0, "collimator": "ME",
                    "time_per_view_s": 60.0, "scatter_to_primary": 0.4,
                    "scatter_blur_sigma_mm": 30.0},
@@ -189,7 +195,7 @@ def settings(modality: str, quick: bool) -> Settings:
         full = Settings(
             modality="pet", isotope="Zr-89", shape=(16, 64, 64), voxel_mm=(4.0, 4.4, 4.4),
             counts=3e5, subsets=8, osem_iterations=8, fwhm_mm=(0, 2, 4, 6, 8, 10),
-            betas=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0), bsrem_iterations=20, realisations=3,
+            betas=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0), bsrem_iterations=20, realisations=2,
             seed=20261208, timing_iterations=3, timing_repeats=2,
             extra={"scanner": "small", "frame_s": 600.0, "resolution_fwhm_mm": 5.0,
                    "scatter_to_trues": 0.35, "randoms_to_trues": 0.15,
