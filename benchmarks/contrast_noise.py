@@ -636,7 +636,8 @@ def run_modality(s: Settings, device: str) -> dict[str, Any]:
             ),
         }
         bsrem_points.append(point)
-    checked = names[:CHECKED_SPHERES]
+    by_size = sorted(study.spheres, key=lambda sp: sp.diameter_mm)
+    checked = [sp.name for sp in by_size[:CHECKED_SPHERES]]
     checks = {n: dominance(osem_points, bsrem_points, n) for n in checked}
     return {
         "modality": s.modality,
@@ -718,7 +719,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def print_report(result: dict[str, Any]) -> None:
-    names = [sp["name"] for sp in result["spheres"]][:CHECKED_SPHERES]
+    names = list(result["dominance"])
     print(f"\n{_title(result)}")
     header = f"{'method':<24}{'CV %':>8}" + "".join(f"{'CRC ' + n[7:] + ' %':>16}" for n in names)
     print(header)
