@@ -135,6 +135,65 @@ def test_spect_multi_benchmark_quick_compares_one_and_two_photopeaks(tmp_path: P
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
+def test_contrast_noise_benchmark_quick_writes_curves_ratio_and_check(tmp_path: Path) -> None:
+    """The quick configuration of the BSREM vs OSEM benchmark (issue 12 item 5) writes, per
+    modality, both methods' curves, the timing ratio and the check of the three smallest spheres,
+    and the check agrees with the points it was made from."""
+    out = tmp_path / "contrast"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "contrast_noise.py"), "--quick", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,  # about 30 s on an idle 2-core CPU; generous for a shared one
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for modality in ("spect", "pet"):
+        (json_file,) = out.glob(f"contrast-noise-{modality}-cpu-quick-*.json")
+        assert json_file.with_suffix(".png").stat().st_size > 10_000
+        record = json.loads(json_file.read_text(encoding="utf-8"))
+        s = record["settings"]
+        names = [sp["name"] for sp in record["spheres"]]
+        assert len(names) == 6
+        assert len(record["osem"]) == s["osem_iterations"] * len(s["fwhm_mm"])
+        assert [p["beta"] for p in record["bsrem"]] == list(s["betas"])
+        for point in record["osem"] + record["bsrem"]:
+            assert set(point["crc"]) == set(names)
+            assert point["cv"] > 0
+            assert all(len(v) == s["realisations"] for v in point["crc_per_realisation"].values())
+        for point in record["bsrem"]:
+            assert point["convergence"]["relative_change_last_iteration_max"] >= 0
+        # The noise axis behaves as a noise axis: a post-filter lowers it, a larger beta too.
+        by_fwhm = {p["fwhm_mm"]: p["cv"] for p in record["osem"] if p["iterations"] == 1}
+        assert by_fwhm[max(by_fwhm)] < by_fwhm[0.0]
+        cvs = [p["cv"] for p in record["bsrem"]]
+        assert cvs == sorted(cvs, reverse=True)
+
+        t = record["timing"]
+        assert t["ratio_bsrem_to_osem"] == pytest.approx(
+            t["seconds_per_iteration"]["bsrem"] / t["seconds_per_iteration"]["osem"]
+        )
+        assert t["target_ratio"] == 1.3
+
+        checks = record["dominance"]
+        assert list(checks) == names[:3]
+        for name, check in checks.items():
+            ratios = [p["crc"][name] / p["cv"] for p in record["osem"]]
+            assert check["best_osem"]["crc_over_cv"] == pytest.approx(max(ratios))
+            best = check["best_osem"]
+            dominating = [
+                p["beta"]
+                for p in record["bsrem"]
+                if p["cv"] <= best["cv"] and p["crc"][name] >= best["crc"]
+            ]
+            assert check["dominating_betas"] == dominating
+            assert check["bsrem_at_least_as_good"] == (
+                check["curve_at_best_osem"] or bool(dominating)
+            )
+        assert record["bsrem_at_least_as_good_for_smallest_three"] == all(
+            c["bsrem_at_least_as_good"] for c in checks.values()
+        )
+
+
 def test_scaling_benchmark_quick_writes_its_cases_fits_and_figure(tmp_path: Path) -> None:
     _run("scaling.py", "--quick", out=tmp_path / "scaling")
     record = _record(tmp_path / "scaling")

@@ -1,8 +1,16 @@
 """Numba kernel of the pairwise priors (the CPU twin of ``kernels/prior.cu``: same arguments, same
-order, same arithmetic; see that file for the formulas)."""
+order, same arithmetic; see that file for the formulas).
+
+The entry point :func:`prior_terms` takes the prior's ``kind`` and the quantity ``what`` as
+arguments, as the CUDA kernel does, and runs a kernel compiled for that pair: with both known at
+compile time numba drops the other branches and the unused derivatives from the 26-neighbour loop,
+which makes the gradient about three times faster than one kernel deciding per pair (BSREM
+evaluates it for every subset).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numba as nb
@@ -28,36 +36,62 @@ def prior_pair(kind, a, b, gamma, eps):
     return phi, d1, d2
 
 
-@nb.njit(**_JIT)
-def prior_terms(x, kappa, has_kappa, weights, kind, gamma, eps, what, out):
+def _specialised(kind: int, what: int) -> Callable[..., None]:
+    """The kernel of one prior ``kind`` and one quantity ``what`` (compile-time constants)."""
+
+    @nb.njit(**_JIT)
+    def terms(x, kappa, has_kappa, weights, gamma, eps, out):
+        nz, ny, nx = x.shape
+        for iz in nb.prange(nz):
+            for iy in range(ny):
+                for ix in range(nx):
+                    a = x[iz, iy, ix]
+                    kj = kappa[iz, iy, ix] if has_kappa else np.float32(1.0)
+                    acc = np.float32(0.0)
+                    for dz in range(-1, 2):
+                        z = iz + dz
+                        if z < 0 or z >= nz:
+                            continue
+                        for dy in range(-1, 2):
+                            y = iy + dy
+                            if y < 0 or y >= ny:
+                                continue
+                            for dx in range(-1, 2):
+                                xx = ix + dx
+                                if xx < 0 or xx >= nx or (dz == 0 and dy == 0 and dx == 0):
+                                    continue
+                                kk = kappa[z, y, xx] if has_kappa else np.float32(1.0)
+                                w = weights[(dz + 1) * 9 + (dy + 1) * 3 + (dx + 1)] * kj * kk
+                                phi, d1, d2 = prior_pair(kind, a, x[z, y, xx], gamma, eps)
+                                if what == 0:
+                                    acc += w * phi
+                                elif what == 1:
+                                    acc += w * d1
+                                else:
+                                    acc += w * d2
+                    out[iz, iy, ix] = acc
+
+    return terms
+
+
+# Module-level names, so that the compilation notice (recon._jit) finds them.
+quadratic_value = _specialised(0, 0)
+quadratic_gradient = _specialised(0, 1)
+quadratic_hessian = _specialised(0, 2)
+relative_difference_value = _specialised(1, 0)
+relative_difference_gradient = _specialised(1, 1)
+relative_difference_hessian = _specialised(1, 2)
+_KERNELS = {
+    (0, 0): quadratic_value,
+    (0, 1): quadratic_gradient,
+    (0, 2): quadratic_hessian,
+    (1, 0): relative_difference_value,
+    (1, 1): relative_difference_gradient,
+    (1, 2): relative_difference_hessian,
+}
+
+
+def prior_terms(x, kappa, has_kappa, weights, kind, gamma, eps, what, out) -> None:
     """Per-voxel sums of ``w kappa kappa`` times phi (``what`` 0), dphi/da (1) or d2phi/da2 (2)
     over the 26 neighbours inside the image; ``x``, ``kappa`` and ``out`` are (z, y, x)."""
-    nz, ny, nx = x.shape
-    for iz in nb.prange(nz):
-        for iy in range(ny):
-            for ix in range(nx):
-                a = x[iz, iy, ix]
-                kj = kappa[iz, iy, ix] if has_kappa else np.float32(1.0)
-                acc = np.float32(0.0)
-                for dz in range(-1, 2):
-                    z = iz + dz
-                    if z < 0 or z >= nz:
-                        continue
-                    for dy in range(-1, 2):
-                        y = iy + dy
-                        if y < 0 or y >= ny:
-                            continue
-                        for dx in range(-1, 2):
-                            xx = ix + dx
-                            if xx < 0 or xx >= nx or (dz == 0 and dy == 0 and dx == 0):
-                                continue
-                            kk = kappa[z, y, xx] if has_kappa else np.float32(1.0)
-                            w = weights[(dz + 1) * 9 + (dy + 1) * 3 + (dx + 1)] * kj * kk
-                            phi, d1, d2 = prior_pair(kind, a, x[z, y, xx], gamma, eps)
-                            if what == 0:
-                                acc += w * phi
-                            elif what == 1:
-                                acc += w * d1
-                            else:
-                                acc += w * d2
-                out[iz, iy, ix] = acc
+    _KERNELS[(int(kind), int(what))](x, kappa, has_kappa, weights, gamma, eps, out)
