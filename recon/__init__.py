@@ -29,6 +29,7 @@ from recon.errors import (
 from recon.grid import ImageGrid
 from recon.image import Image
 from recon.pet import (
+    ImageResolution,
     ListmodeEvents,
     ListmodeFrame,
     LorProjector,
@@ -64,6 +65,7 @@ __all__ = [
     "GeometryError",
     "Image",
     "ImageGrid",
+    "ImageResolution",
     "InputError",
     "IterationState",
     "KernelError",

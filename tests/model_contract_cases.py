@@ -144,3 +144,65 @@ def pet_listmode_frame(device: Any) -> recon.ListmodeFrame:
     )  # fmt: skip
     rate = np.random.default_rng(6).uniform(0.0, 0.1, events.prompts().n_events)
     return model.frame(events, 0.0, 30.0, additive_rate=rate.astype(np.float32))
+
+
+# The same models with an image-space resolution model (P -> P·G): the contract then proves that
+# G is applied in forward, its exact adjoint in back, and Gᵀ in the sensitivity. The settings
+# cover the three forms of G: isotropic, transaxial ≠ axial, and a transaxial FWHM that grows with
+# the radius (a mixture of blurs weighted per voxel), all a voxel or more wide on 7 mm voxels.
+_GROWING_PSF = recon.ImageResolution(
+    9.0, fwhm_axial_mm=12.0, radius_mm=40.0, fwhm_transaxial_at_radius_mm=16.0
+)
+
+
+@register("PET sinogram with a radially growing PSF (non-TOF)", "pet")
+def pet_sinogram_psf(device: Any) -> recon.PetSinogramModel:
+    scanner, grid, mu = _pet_scene()
+    return recon.PetSinogramModel(
+        scanner, grid, mu_map=mu, normalization=_efficiencies(scanner), use_tof=False,
+        isotope="F-18", frame_duration_s=300.0, calibration=2.0, device=device,
+        resolution=_GROWING_PSF,
+    )  # fmt: skip
+
+
+@register("PET sinogram with an isotropic PSF (TOF)", "pet", sensitivity_rtol=3e-3)
+def pet_sinogram_tof_psf(device: Any) -> recon.PetSinogramModel:
+    scanner, grid, mu = _pet_scene()
+    return recon.PetSinogramModel(
+        scanner, grid, mu_map=mu, max_ring_difference=1, isotope="Zr-89", device=device,
+        resolution=recon.ImageResolution(11.0),
+    )  # fmt: skip
+
+
+@register("PET sinogram on explicit LORs with a PSF (transaxial ≠ axial)", "pet")
+def pet_lor_explicit_psf(device: Any) -> recon.PetLorSinogramModel:
+    xstart, xend, grid, mu = _explicit_lors()
+    return recon.PetLorSinogramModel(
+        xstart, xend, grid, mu_map=mu, isotope="Cu-64", frame_duration_s=120.0, device=device,
+        resolution=recon.ImageResolution(10.0, fwhm_axial_mm=15.0),
+    )  # fmt: skip
+
+
+@register("PET sinogram on separable LORs with a radially growing PSF", "pet")
+def pet_lor_separable_psf(device: Any) -> recon.PetLorSinogramModel:
+    xstart, xend, grid, mu = _explicit_lors()
+    parts = (xstart[0, :, :, :2], xend[0, :, :, :2], xstart[:, 0, 0, 2], xend[:, 0, 0, 2])
+    return recon.PetLorSinogramModel.separable(
+        *parts, grid, mu_map=mu, device=device, resolution=_GROWING_PSF
+    )
+
+
+@register(
+    "PET listmode frame with a radially growing PSF (TOF)", "pet",
+    sensitivity_is_back_of_ones=False,
+)  # fmt: skip
+def pet_listmode_frame_psf(device: Any) -> recon.ListmodeFrame:
+    scanner, grid, mu = _pet_scene()
+    simulator = recon.PetSinogramModel(scanner, grid, mu_map=mu, frame_duration_s=30.0)
+    activity = np.full(grid.shape, 0.05, np.float32)
+    events = recon.pet.simulate_listmode(simulator, activity, 30.0, np.random.default_rng(7))
+    model = recon.PetListmodeModel(
+        scanner, grid, mu_map=mu, normalization=_efficiencies(scanner), isotope="F-18",
+        device=device, resolution=_GROWING_PSF,
+    )  # fmt: skip
+    return model.frame(events, 0.0, 30.0)

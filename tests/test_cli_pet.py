@@ -48,6 +48,33 @@ def test_dynamic_frames_are_decay_corrected(listmode_file, tmp_path, capsys):
     assert "decay_factor" in capsys.readouterr().out
 
 
+def test_listmode_frames_are_written_with_their_geometry(listmode_file, tmp_path, capsys):
+    """Each frame as Interfile on its grid and all frames as one dynamic DICOM PET series, with
+    the same values as frame_NNN.npy and the frame timing of the summary."""
+    out = tmp_path / "out"
+    args = ["--frames", "2x300", "--iterations", "1", "--subsets", "2", "--device", "cpu"]
+    assert main(["pet", str(listmode_file), "-o", str(out), *args]) == 0
+    assert "records no acquisition start" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    shape, voxel = tuple(summary["grid"]["shape"]), tuple(summary["grid"]["voxel_mm"])
+    dynamic = recon.io.read_dicom_image(out / "dicom")
+    assert len(dynamic) == 2
+    for index, frame in enumerate(dynamic):
+        values = np.load(out / f"frame_{index:03d}.npy")
+        interfile = recon.io.read_interfile(out / f"frame_{index:03d}.hv")
+        for image in (interfile, frame):
+            assert image.grid.shape == shape == values.shape
+            np.testing.assert_allclose(image.grid.voxel_size_mm, voxel, rtol=1e-5)
+            np.testing.assert_allclose(image.grid.origin, recon.ImageGrid(shape, voxel).origin,
+                                       atol=1e-3)  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(interfile), values)
+        # DICOM stores 16-bit integers with a per-slice scale: equal to 1/32767 of each slice's max.
+        np.testing.assert_allclose(np.asarray(frame), values, atol=values.max() / 3e4)
+        assert frame.info["frame_start_s"] == summary["frames"][index]["start_s"]
+        assert frame.info["frame_duration_s"] == summary["frames"][index]["duration_s"]
+        assert frame.reference_time_s == 0.0
+
+
 def test_options_from_toml(listmode_file, tmp_path):
     config = tmp_path / "pet.toml"
     config.write_text('[pet]\nframes = "0:300"\niterations = 1\nsubsets = 4\ndevice = "cpu"\n')

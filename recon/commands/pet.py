@@ -97,8 +97,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "pet", help="reconstruct PET listmode (recon .npz or PETSIRD) or a STIR sinogram (.hs)",
         description="LM-OSEM of listmode data (one frame, or dynamic frames each decay-corrected "
         "to the scan start), or OSEM of a STIR Interfile sinogram on its own lines of response. "
-        "Writes frame_NNN.npy (listmode) or image.npy/.hv/.v (sinogram), a PNG and summary.json "
-        "into a new output folder.",
+        "Writes frame_NNN.npy/.hv/.v and a dynamic DICOM PET series (listmode) or "
+        "image.npy/.hv/.v (sinogram), a PNG and summary.json into a new output folder.",
     )  # fmt: skip
     p.add_argument(
         "listmode", help="recon listmode file (.npz), a PETSIRD file or a STIR Interfile sinogram"
@@ -236,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
     if duration_s <= 0:
         raise InputError(f"{source}: events span no time; cannot define a frame")
     frames = parse_frames(args.frames, math.ceil(duration_s))
+    target.expected += tuple(_frame_files(len(frames)))
+    target.check()  # a clash with someone else's frame file is refused before any work
     frame_events = [events.time_window(t * 1000.0, (t + d) * 1000.0) for t, d in frames]
     for (start, length), chosen in zip(frames, frame_events, strict=True):
         if not chosen.prompts().n_events:
@@ -279,14 +281,39 @@ def run(args: argparse.Namespace) -> int:
             "PT", _start_datetime(start_text), results[0].image.reference_time_s, "start"
         ),
     }  # fmt: skip
+    acquisition_start = _start_datetime(start_text)
+    if acquisition_start is None:
+        note(
+            f"{source.name} records no acquisition start: the DICOM series is dated by this run, "
+            "so uptake values computed from it need the real scan time"
+        )
+    from recon.io.dicom_write import write_dicom
+    from recon.io.interfile import write_interfile
+
     with target.writing({"settings": _settings(args)}) as out:
         for index, result in enumerate(results):
             save_npy_atomic(out / f"frame_{index:03d}.npy", np.asarray(result.image))
+            write_interfile(out / f"frame_{index:03d}.hv", result.image)
+        write_dicom(
+            [r.image for r in results], out / "dicom", modality="PT",
+            series_description=f"recon pet {source.name}"[:64],
+            decay_correction="NONE" if results[0].image.reference_time_s is None else "START",
+            acquisition_datetime=acquisition_start,
+            frames=[(r.start_s, r.duration_s) for r in results], input_paths=[source],
+        )  # fmt: skip
         save_reconstruction_figure(sum_frames([r.image for r in results]), out / "frames_sum.png")
         write_summary(out, "summary.json", summary)
     print_table(rows, ["frame", "start_s", "duration_s", "prompts", "decay_factor", "mean", "max"])
-    print(f"wrote {len(rows)} frame(s) to {args.output}")
+    print(
+        f"wrote {len(rows)} frame(s) (frame_NNN.npy, frame_NNN.hv/.v, dicom/), frames_sum.png "
+        f"and summary.json to {args.output}"
+    )
     return 0
+
+
+def _frame_files(n_frames: int) -> list[str]:
+    """The per-frame files of a listmode run (the DICOM series is one new folder)."""
+    return [f"frame_{i:03d}{ext}" for i in range(n_frames) for ext in (".npy", ".hv", ".v")]
 
 
 def _run_sinogram(args: argparse.Namespace, source: Path) -> int:

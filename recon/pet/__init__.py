@@ -6,6 +6,7 @@ from recon.pet.lor_model import PetLorSinogramModel
 from recon.pet.model import PetListmodeModel, PetSinogramModel
 from recon.pet.projector import LorProjector
 from recon.pet.randoms import randoms_from_delayeds, randoms_from_singles
+from recon.pet.resolution import ImageResolution
 from recon.pet.scanner import PetScanner
 from recon.pet.simulate import simulate_listmode
 from recon.pet.sinogram import SinogramLayout
@@ -13,6 +14,7 @@ from recon.pet.tof import Tof
 
 __all__ = [
     "EventSubset",
+    "ImageResolution",
     "ListmodeEvents",
     "ListmodeFrame",
     "LorProjector",

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from recon.errors import InputError
+from recon.image import Image
 from recon.pet.listmode import ListmodeEvents
+from recon.pet.resolution import add_resolution_info
 from recon.system_model import ModelBase
 
 if TYPE_CHECKING:
@@ -100,6 +102,11 @@ class ListmodeFrame(ModelBase):
     def data_shape(self) -> tuple[int]:
         """One value per prompt: ``(n_prompts,)``."""
         return (self.n_prompts,)
+
+    def to_image(self, data: Any, **info: Any) -> Image:
+        """Wrap an image array as a :class:`recon.Image`; its ``info`` names the listmode model's
+        resolution model (``resolution_model``) when it has one."""
+        return super().to_image(data, **add_resolution_info(info, self.model.resolution))
 
     def counts(self) -> Any:
         """The frame's data: one count per prompt (float32 on the device)."""

@@ -24,8 +24,10 @@ from recon._validation import as_mu_map
 from recon.backend import Backend
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
+from recon.image import Image
 from recon.pet.model import frame_time_factor
 from recon.pet.projector import LorProjector
+from recon.pet.resolution import ImageResolution, add_resolution_info, resolution_operator
 from recon.system_model import ViewModel, ViewSubsets
 
 __all__ = ["PetLorSinogramModel"]
@@ -128,6 +130,9 @@ class PetLorSinogramModel(ViewModel):
     device : {"auto", "cpu", "gpu"}, optional
     chunk_lors : int
         LORs per projector launch.
+    resolution : ImageResolution, optional
+        Image-space resolution model ``G`` (``P → P·G``, back projection ``Gᵀ Pᵀ``); default:
+        none.
 
     Raises
     ------
@@ -153,10 +158,12 @@ class PetLorSinogramModel(ViewModel):
         calibration: float | None = None,
         device: str | Backend | None = None,
         chunk_lors: int = 2**20,
+        resolution: ImageResolution | None = None,
     ) -> None:
         self._setup(
             _ExplicitLors(xstart, xend), grid, mu_map, normalization, randoms, scatter, isotope,
             frame_start_s, frame_duration_s, reference_time_s, calibration, device, chunk_lors,
+            resolution,
         )  # fmt: skip
 
     @classmethod
@@ -184,13 +191,13 @@ class PetLorSinogramModel(ViewModel):
         grid : ImageGrid
         **kwargs
             As for the constructor (mu_map, normalization, randoms, scatter, isotope, frame
-            timing, calibration, device, chunk_lors).
+            timing, calibration, device, chunk_lors, resolution).
         """
         model = cls.__new__(cls)
         options: dict[str, Any] = dict(
             mu_map=None, normalization=None, randoms=None, scatter=None, isotope=None,
             frame_start_s=0.0, frame_duration_s=1.0, reference_time_s=0.0, calibration=None,
-            device=None, chunk_lors=2**20,
+            device=None, chunk_lors=2**20, resolution=None,
         )  # fmt: skip
         unknown = set(kwargs) - set(options)
         if unknown:
@@ -214,6 +221,7 @@ class PetLorSinogramModel(ViewModel):
         calibration: float | None,
         device: str | Backend | None,
         chunk_lors: int,
+        resolution: ImageResolution | None,
     ) -> None:
         if calibration is not None and not calibration > 0:
             raise InputError("calibration must be a positive factor (counts per Bq·s per mL)")
@@ -223,6 +231,8 @@ class PetLorSinogramModel(ViewModel):
         lors.to(self.backend)
         self._lors = lors
         self.projector = LorProjector(grid, tof=None, device=self.backend, chunk_lors=chunk_lors)
+        self.resolution = resolution
+        self._blur = resolution_operator(resolution, grid, self.xp)
         self.isotope = isotope
         self.reference_time_s = float(reference_time_s)
         self.calibration = calibration
@@ -281,6 +291,8 @@ class PetLorSinogramModel(ViewModel):
     def forward(self, image: Any, subset: Any = None) -> Any:
         """``m ⊙ (P x)`` for the views of ``subset`` (None: all)."""
         x = self.validate_image(image)
+        if self._blur is not None:
+            x = self._blur.apply(x)
         xs, xe, factor = self._geometry(subset)
         return self.projector.forward(x, xs, xe, checked=False).reshape(factor.shape) * factor
 
@@ -291,11 +303,21 @@ class PetLorSinogramModel(ViewModel):
         if tuple(y.shape) != tuple(factor.shape):
             raise InputError(f"data has shape {tuple(y.shape)}, expected {tuple(factor.shape)}")
         weighted = self.xp.ascontiguousarray((y * factor).reshape(-1).astype(np.float32))
-        return self.projector.back(weighted, xs, xe, checked=False)
+        return self._blurred_adjoint(self.projector.back(weighted, xs, xe, checked=False))
 
     def _compute_sensitivity(self, views: np.ndarray) -> Any:
-        """``Pᵀ m`` over ``views``, from the factors directly (no array of ones)."""
+        """``Gᵀ Pᵀ m`` over ``views``, from the factors directly (no array of ones)."""
         xs, xe, factor = self._geometry(views)
-        return self.projector.back(
+        image = self.projector.back(
             self.xp.ascontiguousarray(factor.reshape(-1)), xs, xe, checked=False
         )
+        return self._blurred_adjoint(image)
+
+    def _blurred_adjoint(self, image: Any) -> Any:
+        """``Gᵀ y`` (``y`` itself without a resolution model)."""
+        return image if self._blur is None else self._blur.adjoint(image)
+
+    def to_image(self, data: Any, **info: Any) -> Image:
+        """Wrap an image array as a :class:`recon.Image`; its ``info`` names the resolution model
+        (``resolution_model``) when there is one."""
+        return super().to_image(data, **add_resolution_info(info, self.resolution))

@@ -6,7 +6,9 @@ Both share the LOR projector (Joseph line integrals, optional TOF) and the same 
 - normalisation: per-crystal efficiencies (the LOR factor is their product) or a full per-bin
   array (sinograms);
 - time: frame duration, decay during the frame relative to the reference time (sinograms) or per
-  event time (listmode), positron branching ratio, and a calibration factor to Bq/mL.
+  event time (listmode), positron branching ratio, and a calibration factor to Bq/mL;
+- resolution (optional): an image-space Gaussian ``G`` (:class:`recon.ImageResolution`), so that
+  ``P`` becomes ``P·G``, the back projection ``Gᵀ Pᵀ`` and the sensitivity ``Gᵀ Pᵀ m``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from recon._validation import as_mu_map
 from recon.backend import Backend
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
+from recon.image import Image
 from recon.pet.listmode import ListmodeEvents
 from recon.pet.projector import LorProjector
+from recon.pet.resolution import ImageResolution, add_resolution_info, resolution_operator
 from recon.pet.scanner import PetScanner
 from recon.pet.sinogram import SinogramLayout
 from recon.system_model import ViewModel, ViewSubsets, checked_backend
@@ -65,7 +69,8 @@ def frame_time_factor(
 
 
 class _PetCorrections:
-    """What sinogram and listmode models share: projector, mu-map, normalisation, time factors.
+    """What sinogram and listmode models share: projector, mu-map, normalisation, time factors
+    and the resolution model.
 
     ``grid``, ``backend`` and ``xp`` are set before :meth:`_set_up_corrections` is called.
     """
@@ -91,6 +96,7 @@ class _PetCorrections:
         use_tof: bool | None,
         max_ring_difference: int | None,
         chunk_lors: int,
+        resolution: ImageResolution | None,
     ) -> None:
         if not isinstance(scanner, PetScanner):
             raise GeometryError("scanner must be a PetScanner (e.g. PetScanner.preset('small'))")
@@ -131,6 +137,19 @@ class _PetCorrections:
         self._bin_norm = None
         if normalization is not None:
             self._set_normalization(normalization)
+        self.resolution = resolution
+        self._blur = resolution_operator(resolution, grid, self.xp)
+        if resolution is not None:
+            log.info("PET model with resolution modelling: %s", resolution.describe())
+
+    # ------------------------------------------------------------------ resolution
+    def _blurred(self, image: Any) -> Any:
+        """``G x`` (``x`` itself without a resolution model)."""
+        return image if self._blur is None else self._blur.apply(image)
+
+    def _blurred_adjoint(self, image: Any) -> Any:
+        """``Gᵀ y`` (``y`` itself without a resolution model)."""
+        return image if self._blur is None else self._blur.adjoint(image)
 
     # ------------------------------------------------------------------ validation
     def _set_normalization(self, normalization: Any) -> None:
@@ -207,6 +226,11 @@ class PetSinogramModel(_PetCorrections, ViewModel):
     max_ring_difference : int, optional
         Largest ring difference in the sinogram (default: all).
     device : {"auto", "cpu", "gpu"}, optional
+    chunk_lors : int
+        LORs per projector launch.
+    resolution : ImageResolution, optional
+        Image-space resolution model ``G`` (``P → P·G``), e.g. ``scanner.resolution``; default:
+        none.
     """
 
     def __init__(
@@ -226,11 +250,12 @@ class PetSinogramModel(_PetCorrections, ViewModel):
         max_ring_difference: int | None = None,
         device: str | Backend | None = None,
         chunk_lors: int = 2**20,
+        resolution: ImageResolution | None = None,
     ) -> None:
         ViewModel.__init__(self, grid, device, "a PET model")
         self._set_up_corrections(
             scanner, mu_map, normalization, isotope, reference_time_s, calibration, use_tof,
-            max_ring_difference, chunk_lors,
+            max_ring_difference, chunk_lors, resolution,
         )  # fmt: skip
         self.view_subsets = ViewSubsets(self.layout.shape[1], view_axis=1)
         # OSEM holds the counts, the additive term, the expectation and the ratio.
@@ -275,7 +300,7 @@ class PetSinogramModel(_PetCorrections, ViewModel):
 
     def forward(self, image: Any, subset: Any = None) -> Any:
         """``m ⊙ (P x)`` for the views of ``subset`` (None: all)."""
-        x = self.validate_image(image)
+        x = self._blurred(self.validate_image(image))
         views = self._views(subset)
         xstart, xend, factor = self._subset_geometry(views)
         values = self.projector.forward(
@@ -299,20 +324,28 @@ class PetSinogramModel(_PetCorrections, ViewModel):
         flat = weighted.reshape(n, -1) if self.tof is not None else weighted.reshape(n)
         # Trusted path (the endpoints are the layout's; OSEM's ratios are finite): no per-chunk
         # validation, which would wait for the device.
-        return self.projector.back(
+        image = self.projector.back(
             self.xp.ascontiguousarray(flat), xstart.reshape(-1, 3), xend.reshape(-1, 3),
             checked=False,
         )  # fmt: skip
+        return self._blurred_adjoint(image)
 
     def _compute_sensitivity(self, views: np.ndarray) -> Any:
-        """``Pᵀ m`` over ``views`` by the non-TOF projector (TOF bins sum to the non-TOF LOR)."""
+        """``Gᵀ Pᵀ m`` over ``views`` by the non-TOF projector (TOF bins sum to the non-TOF
+        LOR)."""
         xstart, xend, factor = self._subset_geometry(views)
-        return self.nontof_projector.back(
+        image = self.nontof_projector.back(
             self.xp.ascontiguousarray(factor.reshape(-1)),
             xstart.reshape(-1, 3),
             xend.reshape(-1, 3),
             checked=False,
         )
+        return self._blurred_adjoint(image)
+
+    def to_image(self, data: Any, **info: Any) -> Image:
+        """Wrap an image array as a :class:`recon.Image`; its ``info`` names the resolution model
+        (``resolution_model``) when there is one."""
+        return super().to_image(data, **add_resolution_info(info, self.resolution))
 
 
 class PetListmodeModel(_PetCorrections):
@@ -327,7 +360,33 @@ class PetListmodeModel(_PetCorrections):
     normalisation, :meth:`geometric_sensitivity`) is back-projected once per model object, on
     first use, and kept on the device; each frame scales it by its time factor (duration, decay,
     branching ratio, calibration: :meth:`frame_sensitivity`). Prompts on LORs outside the layout
-    are left out (:meth:`prepare`).
+    are left out (:meth:`prepare`). With a resolution model ``G`` the projector is ``P·G``: the
+    event projections blur the image first, the back projections blur their result by ``Gᵀ``,
+    and the geometric sensitivity is ``Gᵀ Pᵀ m``.
+
+    Parameters
+    ----------
+    scanner : PetScanner
+    grid : ImageGrid
+    mu_map : array of grid.shape, optional
+        Linear attenuation at 511 keV in 1/mm.
+    normalization : array of shape (n_crystals,), optional
+        Per-crystal efficiencies.
+    isotope : str, optional
+        Enables decay correction to each event's time and the positron branching ratio.
+    reference_time_s : float
+        Time activities refer to (s from scan start).
+    calibration : float, optional
+        Counts per (Bq/mL · s) per unit line integral; the image is then in Bq/mL.
+    use_tof : bool, optional
+        Default: TOF when the scanner has it.
+    max_ring_difference : int, optional
+        Largest ring difference of the layout (default: all).
+    device : {"auto", "cpu", "gpu"}, optional
+    chunk_lors : int
+        LORs per projector launch.
+    resolution : ImageResolution, optional
+        Image-space resolution model ``G``, e.g. ``scanner.resolution``; default: none.
     """
 
     def __init__(
@@ -343,20 +402,22 @@ class PetListmodeModel(_PetCorrections):
         max_ring_difference: int | None = None,
         device: str | Backend | None = None,
         chunk_lors: int = 2**20,
+        resolution: ImageResolution | None = None,
     ) -> None:
         self.grid = grid
         self.backend = checked_backend(grid, device, "a PET listmode model")
         self.xp = self.backend.xp
         self._set_up_corrections(
             scanner, mu_map, normalization, isotope, reference_time_s, calibration, use_tof,
-            max_ring_difference, chunk_lors,
+            max_ring_difference, chunk_lors, resolution,
         )  # fmt: skip
         if normalization is not None and self._bin_norm is not None:
             raise InputError("listmode normalisation must be per-crystal efficiencies")
         self._geometry_sensitivity = None
 
     def geometric_sensitivity(self) -> Any:
-        """``Pᵀ (attenuation × normalisation)`` over all LORs, without time factors (cached)."""
+        """``Gᵀ Pᵀ (attenuation × normalisation)`` over all LORs, without time factors
+        (cached)."""
         if self._geometry_sensitivity is None:
             layout = self.layout
             image = self.xp.zeros(self.grid.shape, np.float32)
@@ -374,7 +435,7 @@ class PetListmodeModel(_PetCorrections):
                     xend.reshape(-1, 3),
                     checked=False,
                 )
-            self._geometry_sensitivity = image
+            self._geometry_sensitivity = self._blurred_adjoint(image)
         return self._geometry_sensitivity
 
     def frame_sensitivity(self, frame_start_s: float, frame_duration_s: float) -> Any:
@@ -495,20 +556,22 @@ class PetListmodeModel(_PetCorrections):
         return self.backend.asarray(rate)
 
     def forward_events(self, image: Any, prepared: dict[str, Any], index: Any = None) -> Any:
-        """``m_i (P x)_i`` for the prepared events (or the subset ``index`` of them)."""
+        """``m_i (P G x)_i`` for the prepared events (or the subset ``index`` of them)."""
         sel = _select(prepared, index)
         values = self.projector.forward(
-            image, sel["xstart"], sel["xend"], tof_bin=sel["tof_bin"], checked=False
-        )
+            self._blurred(image), sel["xstart"], sel["xend"], tof_bin=sel["tof_bin"],
+            checked=False,
+        )  # fmt: skip
         return values * sel["factor"]
 
     def back_events(self, values: Any, prepared: dict[str, Any], index: Any = None) -> Any:
-        """``Pᵀ (m ⊙ values)`` over the prepared events (or the subset ``index``)."""
+        """``Gᵀ Pᵀ (m ⊙ values)`` over the prepared events (or the subset ``index``)."""
         sel = _select(prepared, index)
-        return self.projector.back(
+        image = self.projector.back(
             self.xp.ascontiguousarray((values * sel["factor"]).astype(np.float32)),
             sel["xstart"], sel["xend"], tof_bin=sel["tof_bin"], checked=False,
         )  # fmt: skip
+        return self._blurred_adjoint(image)
 
 
 def _select(prepared: dict[str, Any], index: Any) -> dict[str, Any]:

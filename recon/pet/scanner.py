@@ -10,6 +10,7 @@ from typing import Any, SupportsFloat, SupportsIndex, SupportsInt
 import numpy as np
 
 from recon.errors import GeometryError
+from recon.pet.resolution import ImageResolution
 from recon.pet.tof import Tof
 
 __all__ = ["DEFAULT_ENERGY_RESOLUTION", "DEFAULT_ENERGY_WINDOW_KEV", "PetScanner"]
@@ -62,6 +63,25 @@ _ANNIHILATION_KEV = 510.999
 #   span 4.71 ns (the 4.7 ns coincidence window) and 706 mm, more than the 70 cm transaxial FOV.
 #   Energy: the 435-585 keV window of the paper. Approx.: energy resolution 9 % FWHM at 511 keV
 #   (the order reported for the Vision's LSO/SiPM detectors; recon's figure, not the paper's).
+#
+# Spatial resolution ("resolution": the default image-space PSF, recon.ImageResolution). NEMA NU 2
+# FWHM in mm of an FBP reconstruction of an F-18 point source, used as the kernel to first order
+# (recon/pet/resolution.py says what that includes and leaves out); radial and tangential figures
+# are combined in quadrature into one transaxial FWHM, and the figures at 1 cm and 10 cm from the
+# axis make it grow with the radius. The axial FWHM is the 1 cm figure (its growth is not modelled).
+# Set ImageResolution explicitly for another isotope or a measured kernel.
+#   "small": invented, of the order its 7.4 mm crystal pitch and 8 mm rings would give: 5.0 mm
+#     transaxial, 5.5 mm axial, constant (its crystals have no depth, so no parallax).
+#   "dmi4": Hsu et al. 2017 (above), table of NEMA NU 2 measurements (FBP): radial / tangential /
+#     axial 4.10 / 4.19 / 4.48 mm at 1 cm and 5.47 / 4.49 / 6.01 mm at 10 cm. (The growth law
+#     through the 1 cm and 10 cm figures gives 7.0 mm at 20 cm, where the paper's 7.53 / 4.90 mm
+#     combine to 6.35 mm: the model blurs the outer field of view somewhat too much.)
+#   "vision": van Sluis et al. 2019's figures were not at hand when this was written; the values are
+#     those of the Biograph Vision Quadra, built from the same detectors (3.2 x 3.2 x 20 mm LSO):
+#     Prenosil GA, Sari H, Fuerstner M, et al. Performance characteristics of the Biograph Vision
+#     Quadra PET/CT system with a long axial field of view using the NEMA NU 2-2018 standard.
+#     J Nucl Med 2022;63:476-484: radial / tangential / axial 3.3 / 3.4 / 3.8 mm. The abstract gives
+#     one set of figures, without its radial offset; they are taken as near-axis values, constant.
 _PRESETS: dict[str, dict[str, Any]] = {
     "small": {
         "n_rings": 8,
@@ -71,6 +91,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "crystal_depth_mm": 0.0,
         "tof": (400.0, 19, 167.0),
         "energy": ((425.0, 650.0), 0.12),
+        "resolution": {"transaxial_1cm": (5.0, 5.0), "axial_1cm": 5.5},
     },
     "dmi4": {
         "n_rings": 36,
@@ -80,6 +101,11 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "crystal_depth_mm": 25.0,
         "tof": (385.0, 29, 169.0),
         "energy": ((425.0, 650.0), 0.094),
+        "resolution": {
+            "transaxial_1cm": (4.10, 4.19),
+            "axial_1cm": 4.48,
+            "transaxial_10cm": (5.47, 4.49),
+        },
     },
     "vision": {
         "n_rings": 80,
@@ -89,8 +115,23 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "crystal_depth_mm": 20.0,
         "tof": (210.0, 33, 142.8),
         "energy": ((435.0, 585.0), 0.09),
+        "resolution": {"transaxial_1cm": (3.3, 3.4), "axial_1cm": 3.8},
     },
 }
+
+
+def _preset_resolution(figures: dict[str, Any]) -> ImageResolution:
+    """The kernel of a preset's NEMA figures: (radial, tangential) pairs in quadrature."""
+
+    def transaxial(key: str) -> float | None:
+        if key not in figures:
+            return None
+        radial, tangential = figures[key]
+        return math.sqrt((radial**2 + tangential**2) / 2.0)
+
+    near = transaxial("transaxial_1cm")
+    assert near is not None
+    return ImageResolution.from_nema(near, figures["axial_1cm"], transaxial("transaxial_10cm"))
 
 
 # Crystal ids are int32 (DESIGN.md §3).
@@ -190,6 +231,10 @@ class PetScanner:
     energy_resolution : float or None, optional
         Energy resolution, FWHM of the 511 keV photopeak as a fraction of 511 keV (0.1 = 10 %).
         None when unknown: :data:`DEFAULT_ENERGY_RESOLUTION`, 12 %, is assumed and reported.
+    resolution : ImageResolution or None, optional
+        The scanner's spatial resolution as an image-space PSF, for models' ``resolution=``
+        (presets carry their published NEMA figures); None: not known. Models use no resolution
+        model unless given one.
 
     Raises
     ------
@@ -207,6 +252,7 @@ class PetScanner:
     name: str = "custom"
     energy_window_kev: tuple[float, float] | None = None
     energy_resolution: float | None = None
+    resolution: ImageResolution | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -232,6 +278,11 @@ class PetScanner:
             raise GeometryError(f"name must be text, got {self.name!r}")
         set_(self, "energy_window_kev", _energy_window(self.energy_window_kev))
         set_(self, "energy_resolution", _energy_resolution(self.energy_resolution))
+        if self.resolution is not None and not isinstance(self.resolution, ImageResolution):
+            raise GeometryError(
+                "resolution must be a recon ImageResolution or None, got "
+                f"{type(self.resolution).__name__}"
+            )
 
     def energy_response(self) -> tuple[float, float, float, bool]:
         """``(lower_kev, upper_kev, resolution, assumed)``: the scanner's energy window and
@@ -251,8 +302,9 @@ class PetScanner:
 
     @classmethod
     def from_dict(cls, fields: Any, where: str = "scanner description") -> PetScanner:
-        """A scanner from a mapping of its fields (``tof`` as a mapping of :class:`Tof` fields),
-        as stored in JSON by recon's listmode files and ``recon pet --scanner FILE.json``.
+        """A scanner from a mapping of its fields (``tof`` as a mapping of :class:`Tof` fields,
+        ``resolution`` of :class:`ImageResolution` fields), as stored in JSON by recon's listmode
+        files and ``recon pet --scanner FILE.json``.
 
         ``energy_window_kev`` (a two-number list) and ``energy_resolution`` are optional:
         descriptions written before recon carried them read as None, and single-scatter
@@ -281,7 +333,16 @@ class PetScanner:
             raise GeometryError(f"{where}: missing scanner fields {', '.join(missing)}")
         fields = dict(fields)
         tof = fields.pop("tof", None)
+        resolution = fields.pop("resolution", None)
         try:
+            if resolution is not None:
+                known_psf = set(ImageResolution.__dataclass_fields__)
+                if not isinstance(resolution, dict) or not set(resolution) <= known_psf:
+                    raise GeometryError(
+                        "resolution must be null or an object with fields among "
+                        f"{sorted(known_psf)}"
+                    )
+                fields["resolution"] = ImageResolution(**resolution)
             if tof is not None:
                 if not isinstance(tof, dict) or set(tof) != {"fwhm_ps", "n_bins", "bin_width_ps"}:
                     raise GeometryError(
@@ -300,7 +361,10 @@ class PetScanner:
 
         ``"dmi4"`` resembles a 4-ring GE Discovery MI (Hsu et al., J Nucl Med 2017;58:1511) and
         ``"vision"`` a Siemens Biograph Vision (van Sluis et al., J Nucl Med 2019;60:1031); the
-        module source says which numbers are published and which are approximations.
+        module source says which numbers are published and which are approximations. Each carries
+        its published spatial resolution as :attr:`resolution` (NEMA NU 2 figures turned into an
+        image-space PSF, :meth:`ImageResolution.from_nema`); pass ``resolution=scanner.resolution``
+        to a model to use it.
 
         Raises
         ------
@@ -313,7 +377,7 @@ class PetScanner:
             raise GeometryError(f"unknown PET scanner preset {name!r}; known presets: {known}")
         p = _PRESETS[key]
         fwhm_ps, n_bins, bin_width_ps = p["tof"]
-        window, resolution = p["energy"]
+        window, energy_resolution = p["energy"]
         return cls(
             n_rings=p["n_rings"],
             crystals_per_ring=p["crystals_per_ring"],
@@ -323,7 +387,8 @@ class PetScanner:
             tof=Tof(fwhm_ps=fwhm_ps, n_bins=n_bins, bin_width_ps=bin_width_ps),
             name=key,
             energy_window_kev=window,
-            energy_resolution=resolution,
+            energy_resolution=energy_resolution,
+            resolution=_preset_resolution(p["resolution"]),
         )
 
     # ------------------------------------------------------------------ derived values
