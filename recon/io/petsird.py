@@ -593,9 +593,9 @@ def read_petsird(
         stop), ``acquisition_ms`` (first start, last stop), ``tof_bin_edges_mm``,
         ``tof_resolution_mm``, ``energy_bin_edges_kev`` (per module type; events of every
         energy bin are kept), ``energy_window_kev`` and ``energy_resolution_at_511`` (as read
-        from the file, None where it gives none), ``crystal_of_element`` (per module type, the crystal id of element
-        ``module · n_elements + element``), ``max_position_error_mm``, ``tolerance_mm``,
-        ``alignment``, ``gantry_alignment``, ``other_time_blocks`` (counts by kind),
+        from the file, None where it gives none), ``crystal_of_element`` (per module type, the
+        crystal id of element ``module · n_elements + element``), ``max_position_error_mm``,
+        ``tolerance_mm``, ``alignment``, ``gantry_alignment``, ``other_time_blocks`` (counts by kind),
         ``ignored_events`` (singles, triples, quadruples), ``start_of_acquisition`` (ISO, UTC),
         ``patient_orientation``, ``radiopharmaceuticals``.
 

@@ -159,7 +159,10 @@ class ScatterDetectors:
         """The coarse ring of LORs given by their ends (e.g. STIR sinograms): the median radius
         of the ends and their axial range."""
         ends = np.concatenate(
-            [np.asarray(xstart, np.float64).reshape(-1, 3), np.asarray(xend, np.float64).reshape(-1, 3)]
+            [
+                np.asarray(xstart, np.float64).reshape(-1, 3),
+                np.asarray(xend, np.float64).reshape(-1, 3),
+            ]
         )
         if ends.size == 0 or not np.all(np.isfinite(ends)):
             raise GeometryError("LOR endpoints must be finite and not empty")

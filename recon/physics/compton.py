@@ -191,9 +191,13 @@ def window_efficiency(
     """
     lower, upper, res = float(lower_kev), float(upper_kev), float(resolution_at_511)
     if not (math.isfinite(lower) and math.isfinite(upper) and 0 <= lower < upper):
-        raise PhysicsError(f"energy window [{lower_kev}, {upper_kev}] keV is not 0 <= lower < upper")
+        raise PhysicsError(
+            f"energy window [{lower_kev}, {upper_kev}] keV is not 0 <= lower < upper"
+        )
     if not (math.isfinite(res) and 0 < res < 1):
-        raise PhysicsError(f"energy resolution must be a fraction in (0, 1), got {resolution_at_511}")
+        raise PhysicsError(
+            f"energy resolution must be a fraction in (0, 1), got {resolution_at_511}"
+        )
     energy = _positive_energy(energy_kev)
     sigma = res * ANNIHILATION_KEV * np.sqrt(energy / ANNIHILATION_KEV) / _FWHM_PER_SIGMA
     scale = math.sqrt(2.0) * sigma
