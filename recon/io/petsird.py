@@ -595,9 +595,9 @@ def read_petsird(
         energy bin are kept), ``energy_window_kev`` and ``energy_resolution_at_511`` (as read
         from the file, None where it gives none), ``crystal_of_element`` (per module type, the
         crystal id of element ``module · n_elements + element``), ``max_position_error_mm``,
-        ``tolerance_mm``, ``alignment``, ``gantry_alignment``, ``other_time_blocks`` (counts by kind),
-        ``ignored_events`` (singles, triples, quadruples), ``start_of_acquisition`` (ISO, UTC),
-        ``patient_orientation``, ``radiopharmaceuticals``.
+        ``tolerance_mm``, ``alignment``, ``gantry_alignment``, ``other_time_blocks`` (counts by
+        kind), ``ignored_events`` (singles, triples, quadruples), ``start_of_acquisition`` (ISO,
+        UTC), ``patient_orientation``, ``radiopharmaceuticals``.
 
     Raises
     ------
