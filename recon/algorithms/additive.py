@@ -158,7 +158,7 @@ def estimate_scatter(
         image = reconstruct(additive, image.data, iterations)
         images.append(image)
         additives.append(additive)
-        line = report.summary() if hasattr(report, "summary") else "estimated"
+        line = "estimated" if report is None else str(report.summary())
         say(f"round {k}/{rounds}: {line}")
     reports = list(estimator.rounds[-rounds:])
     return ScatterEstimate(images, additives, reports)

@@ -727,7 +727,7 @@ def _read(
             "" if align else " (align=True accepts a rotated or shifted ring)"
         )
     energy_window, energy_resolution = _energy_response(info, energy_edges)
-    filled = {
+    filled: dict[str, Any] = {
         name: value
         for name, value in (
             ("energy_window_kev", energy_window),

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import math
 from collections import namedtuple
+from typing import Any
 
 import numba as nb
 import numpy as np
 
-_JIT = dict(parallel=True, fastmath=False, cache=True, nogil=True, error_model="numpy")
-_INLINE = dict(inline="always", error_model="numpy")
+_JIT: dict[str, Any] = dict(
+    parallel=True, fastmath=False, cache=True, nogil=True, error_model="numpy"
+)
+_INLINE: dict[str, Any] = dict(inline="always", error_model="numpy")
 
 #: Maximum TOF bins of the kernels' output (``SSS_MAX_TOF`` of the CUDA source).
 MAX_TOF = 128

@@ -154,11 +154,11 @@ class ScatterEstimation:
             )
         if fit not in _FITS:
             raise InputError(f"fit must be one of {_FITS}, got {fit!r}")
-        self.model = model
+        self.model: Any = model
         self.data = data
         self.fit = fit
         self.rounds: list[ScatterRound] = []
-        self._fit_options = dict(
+        self._fit_options: dict[str, Any] = dict(
             min_tail_bins=min_tail_bins,
             min_tail_counts=min_tail_counts,
             default_scale=default_scale,
@@ -308,7 +308,7 @@ class ScatterEstimation:
     ) -> None:
         from recon.pet.listmode_frame import _frame_window
 
-        model: PetListmodeModel = self.model
+        model = self.model
         if not isinstance(events, ListmodeEvents):
             raise InputError("listmode scatter estimation needs the frame's ListmodeEvents")
         events.validate(model.scanner)
