@@ -217,8 +217,8 @@ def test_exact_tof_scatter_term_is_unbiased_where_an_even_spread_is_not():
     mu = np.where(body, 0.0096, 0.0).astype(np.float32)
     common = dict(mu_map=mu, max_ring_difference=1, device="cpu")
     sino_model = recon.PetSinogramModel(scanner, grid, use_tof=True, **common)
-    level = 3e5 / float(np.asarray(sino_model.forward(body.astype(np.float32))).sum())
-    activity = (body * level).astype(np.float32)  # 300 000 trues
+    level = 2e5 / float(np.asarray(sino_model.forward(body.astype(np.float32))).sum())
+    activity = (body * level).astype(np.float32)  # 200 000 trues
     sss = SingleScatterSimulation(
         grid, mu, ScatterDetectors.from_scanner(scanner), energy_window_kev=(425.0, 650.0),
         energy_resolution=0.12, tof=scanner.tof, point_spacing_mm=25.0, device="cpu",
@@ -235,12 +235,14 @@ def test_exact_tof_scatter_term_is_unbiased_where_an_even_spread_is_not():
     for name, term in (("exact", scatter), ("even", scatter.sum(-1))):
         rate = lm_model.additive_rate(events, term, 1.0)
         image = recon.lm_osem(
-            lm_model, events, iterations=4, subsets=4, additive_rate=rate, frame_start_s=0.0,
+            lm_model, events, iterations=3, subsets=4, additive_rate=rate, frame_start_s=0.0,
             frame_duration_s=1.0, progress=False,
         )  # fmt: skip
         means[name] = float(np.asarray(image.data)[centre].mean()) / level
     assert means["exact"] == pytest.approx(1.0, abs=0.04)
-    assert means["even"] - 1.0 > 0.08
+    # Spread evenly, the scatter concentrated at the centre's TOF positions is under-subtracted
+    # there (measured: +54 %; asserted: more than 20 %).
+    assert means["even"] - 1.0 > 0.20
 
 
 # ----------------------------------------------------------------------------- end to end
