@@ -39,6 +39,7 @@ __all__ = ["ScatterEstimation", "ScatterRound"]
 log = logging.getLogger("recon")
 
 _FITS = ("plane", "segment", "global")
+_CHUNK_LORS = 2**20  # sinogram lines whose ends are held at once
 
 
 @dataclass
@@ -170,22 +171,26 @@ class ScatterEstimation:
         scanner: PetScanner | None = getattr(model, "scanner", None)
         self._notes: list[str] = []
         window, resolution = self._energy(scanner, energy_window_kev, energy_resolution)
-        # Lines of the data (sinogram models) or of the layout (listmode tails).
-        xs, xe = self._sinogram_ends()
+        # Lines of the data (sinogram models) or of the layout (listmode tails), made a few
+        # views at a time: the ends of a whole scanner's sinogram would not fit in memory.
+        self._shape = self._base_shape()
+        xs0, xe0 = self._view_ends(np.arange(1))  # every plane and radial bin of view 0
+        self._view0 = (self.backend.to_host(xs0), self.backend.to_host(xe0))
         if scanner is not None:
             detectors = ScatterDetectors.from_scanner(scanner, n_phi, axial_spacing_mm)
         else:
-            detectors = ScatterDetectors.from_endpoints(
-                self.backend.to_host(xs), self.backend.to_host(xe), n_phi, axial_spacing_mm
-            )
+            detectors = ScatterDetectors.from_endpoints(*self._view0, n_phi, axial_spacing_mm)
         self.simulation = SingleScatterSimulation(
             model.grid, mu, detectors, energy_window_kev=window, energy_resolution=resolution,
             tof=getattr(model, "tof", None), point_spacing_mm=point_spacing_mm,
             mu_threshold_per_mm=mu_threshold_per_mm, seed=seed, device=self.backend,
         )  # fmt: skip
-        self._xs, self._xe = xs, xe
         projector = LorProjector(model.grid, tof=None, device=self.backend)
-        lines = projector.forward(mu, xs.reshape(-1, 3), xe.reshape(-1, 3)).reshape(xs.shape[:-1])
+        lines = self._per_view(
+            lambda xs, xe: projector.forward(mu, xs.reshape(-1, 3), xe.reshape(-1, 3)).reshape(
+                xs.shape[:-1]
+            )
+        )
         self._lines = lines
         self.tails = tail_mask(self.backend.to_host(lines), tail_threshold, tail_margin_bins)
         self._groups = self._plane_groups()
@@ -238,25 +243,43 @@ class ScatterEstimation:
             self._notes.append(note)
         return (lower, upper), res
 
-    def _sinogram_ends(self) -> tuple[Any, Any]:
+    def _base_shape(self) -> tuple[int, int, int]:
+        model = self.model
+        if isinstance(model, PetLorSinogramModel):
+            return tuple(model.data_shape)  # type: ignore[return-value]
+        return tuple(model.layout.shape)
+
+    def _view_ends(self, views: np.ndarray) -> tuple[Any, Any]:
+        """Ends of the sinogram's lines of ``views``, each ``(plane, len(views), radial, 3)``."""
         model = self.model
         xp = self.xp
+        n_planes, _, n_radial = self._shape
         if isinstance(model, PetLorSinogramModel):
-            shape = model.data_shape
-            views = xp.arange(shape[1])
-            xs, xe = model._lors.endpoints(views, xp)
-            return xs.reshape(*shape, 3), xe.reshape(*shape, 3)
-        return model.layout.endpoints(xp=xp)
+            xs, xe = model._lors.endpoints(self.backend.asarray(views, np.int64), xp)
+            shape = (n_planes, len(views), n_radial, 3)
+            return xs.reshape(shape), xe.reshape(shape)
+        return model.layout.endpoints(self.backend.asarray(views, np.int64), xp=xp)
+
+    def _per_view(self, function: Any) -> Any:
+        """``function(xstart, xend)`` over chunks of views, joined along the view axis."""
+        n_planes, n_views, n_radial = self._shape
+        step = max(1, _CHUNK_LORS // max(n_planes * n_radial, 1))
+        parts = [
+            function(*self._view_ends(np.arange(first, min(first + step, n_views))))
+            for first in range(0, n_views, step)
+        ]
+        return parts[0] if len(parts) == 1 else self.xp.concatenate(parts, axis=1)
 
     def _plane_groups(self) -> np.ndarray:
-        n_planes = int(self._xs.shape[0])
+        n_planes = self._shape[0]
         if self.fit == "global":
             return np.zeros(n_planes, np.int64)
         if self.fit == "plane":
             return np.arange(n_planes)
         model = self.model
         if isinstance(model, PetLorSinogramModel):
-            dz = self.backend.to_host(self._xe[:, 0, 0, 2] - self._xs[:, 0, 0, 2])
+            xs0, xe0 = self._view0
+            dz = xe0[:, 0, 0, 2] - xs0[:, 0, 0, 2]
             return np.unique(np.round(np.asarray(dz, np.float64), 1), return_inverse=True)[1]
         return np.asarray(model.layout.plane_ring_difference, np.int64)
 
@@ -282,7 +305,7 @@ class ScatterEstimation:
         model = self.model
         y = model.validate_data(data, "counts")
         self._counts = y
-        base_shape = tuple(self._xs.shape[:-1])
+        base_shape = self._shape
         self._prompts = np.asarray(self.backend.to_host(y), np.float64)
         if self._prompts.ndim == 4:
             self._prompts = self._prompts.sum(axis=-1)
@@ -368,9 +391,9 @@ class ScatterEstimation:
             The tail fit.
         """
         coarse = self._simulate(image)
-        shape = coarse.at(self._xs, self._xe) if self.kind == "sinogram" else (
-            coarse.nontof().at(self._xs, self._xe)
-        )  # fmt: skip
+        if self.kind == "listmode":
+            coarse = coarse.nontof()
+        shape = self._per_view(coarse.at)
         norm = self._norm if shape.ndim == 3 else self._norm[..., None]
         shape = shape * norm
         fit = self._fit(shape)
@@ -427,7 +450,7 @@ class ScatterEstimation:
     def _listmode_additive(self, image: Any) -> Any:
         xp = self.xp
         coarse = self._simulate(image)
-        sino = coarse.nontof().at(self._xs, self._xe) * self._norm
+        sino = self._per_view(coarse.nontof().at) * self._norm
         fit = self._fit(sino)
         self._report(fit, float((sino * xp.asarray(fit.scales[:, None, None])).sum()))
         tof_bin = None if self._event_tof is None else xp.asarray(self._event_tof)
