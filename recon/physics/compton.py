@@ -150,7 +150,7 @@ def attenuation_scale_water(energy_kev: Any, reference_kev: float = ANNIHILATION
     Returns
     -------
     float or ndarray of float64
-        The ratio (above 1 below the reference energy: 1.30 at 300 keV).
+        The ratio (above 1 below the reference energy: 1.24 at 300 keV).
 
     Raises
     ------
