@@ -42,14 +42,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
 import os
 import platform
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -398,11 +401,13 @@ def _lm_projections(
     reach = 3.0 * tof.sigma_mm + 0.5 * tof.bin_width_mm
     sample = np.sort(b.rng.choice(n, size=min(n, 50_000), replace=False))
     centre = pool["tof_bin"][:n][sample].astype(np.float64) * tof.bin_width_mm
-    sample_dev = backend.asarray(sample, np.int64)
+    positions = b.scanner.crystal_positions_mm
+    crystal_a = backend.to_host(prep["crystal_a"])[sample]
+    crystal_b = backend.to_host(prep["crystal_b"])[sample]
     planes = planes_walked(
         b.grid,
-        backend.to_host(prep["xstart"][sample_dev]),
-        backend.to_host(prep["xend"][sample_dev]),
+        positions[crystal_a].astype(np.float32),
+        positions[crystal_b].astype(np.float32),
         centre - reach,
         centre + reach,
     )
@@ -440,9 +445,11 @@ def _listmode_case(b: _Bench, model: Any, pool: dict[str, np.ndarray], n: int) -
         result[:] = [lm_osem(model, events, iterations=1, subsets=SUBSETS, progress=False)]
 
     times = b.timed(call)
+    peak = None if backend.is_gpu else _peak_host_bytes(call)
     b.record(
         f"LM-OSEM iteration, {SUBSETS} subsets ({label} events; lm_osem call incl. prepare)",
         times, n, "events", processed=int(result[0].info["n_prompts"]),
+        peak_memory_bytes=peak, peak_memory_bytes_per_event=None if peak is None else peak / n,
     )  # fmt: skip
     result.clear()
     _free(backend)
@@ -581,6 +588,33 @@ def _threads(backend: Backend) -> int | None:
     return int(numba.get_num_threads())
 
 
+def _peak_host_bytes(call: Callable[[], Any]) -> int:
+    """Peak NumPy heap (bytes, traced by :mod:`tracemalloc`) allocated while ``call`` runs, beyond
+    what was allocated before it: the working memory of one LM-OSEM call (images, prepared
+    events, per-chunk temporaries), not the events given to it."""
+    tracemalloc.start()
+    try:
+        call()
+        return int(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
+
+
+@contextlib.contextmanager
+def _cache_in(folder: str) -> Iterator[None]:
+    """Point recon's on-disk sensitivity cache at ``folder`` (``"off"``: none) for the
+    duration."""
+    before = os.environ.get("RECON_CACHE_DIR")
+    os.environ["RECON_CACHE_DIR"] = folder
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RECON_CACHE_DIR", None)
+        else:
+            os.environ["RECON_CACHE_DIR"] = before
+
+
 def _sensitivity(b: _Bench, mrd: int, budget: float) -> Any:
     """Time ``geometric_sensitivity()`` on fresh models; return a model whose image is cached.
 
@@ -593,10 +627,12 @@ def _sensitivity(b: _Bench, mrd: int, budget: float) -> Any:
     def fresh(m: int) -> Any:
         return recon.PetListmodeModel(scanner, b.grid, device=backend, max_ring_difference=m)
 
-    # Warm-up (kernel compilation) and cost estimate: the same computation for ring difference 0.
+    # Warm-up (kernel compilation) and cost estimate: the same computation for ring difference 0
+    # (never read from a cache an earlier run left).
     warm = fresh(0)
     start = time.perf_counter()
-    warm.geometric_sensitivity()
+    with _cache_in("off"):
+        warm.geometric_sensitivity()
     b.sync()
     warm_s = time.perf_counter() - start
     estimate = warm_s * n_lors / warm.layout.n_bins
@@ -619,14 +655,35 @@ def _sensitivity(b: _Bench, mrd: int, budget: float) -> Any:
             f"listmode model and events over {what} ({n_lors} LORs): the events are drawn on "
             "those LORs only, so none is dropped"
         )
-    times = []
+    times, cached_times = [], []
     model = warm
-    for _ in range(runs):
-        model = fresh(mrd)
-        start = time.perf_counter()
-        model.geometric_sensitivity()
-        b.sync()
-        times.append(time.perf_counter() - start)
+    # The first model of a set-up computes the image and writes it to the on-disk cache; a
+    # second model reads it back. Both are timed, in a private cache folder emptied before each
+    # computing run (so no run reads an image an earlier run or session left).
+    with tempfile.TemporaryDirectory() as folder, _cache_in(folder):
+        for _ in range(runs):
+            for old in Path(folder).rglob("*.npy"):
+                old.unlink()
+            model = fresh(mrd)
+            start = time.perf_counter()
+            model.geometric_sensitivity()
+            b.sync()
+            times.append(time.perf_counter() - start)
+            assert model.sensitivity_source == "computed", model.sensitivity_source
+        for _ in range(b.repeats):
+            reader = fresh(mrd)
+            start = time.perf_counter()
+            reader.geometric_sensitivity()
+            b.sync()
+            cached_times.append(time.perf_counter() - start)
+            assert reader.sensitivity_source == "cache", reader.sensitivity_source
+    b.record(
+        f"sensitivity image from the disk cache ({_fmt_count(n_lors)} LORs)",
+        cached_times,
+        n_lors,
+        "LORs",
+        processed=model.layout.n_bins,
+    )
     b.record(
         f"sensitivity image ({what}, {_fmt_count(n_lors)} LORs)",
         times,

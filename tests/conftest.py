@@ -33,3 +33,10 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def to_numpy() -> Callable[[Any], np.ndarray]:
     """Convert a numpy or CuPy array to numpy."""
     return resolve_backend("cpu").to_host
+
+
+@pytest.fixture(autouse=True)
+def _no_user_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read or write the user's cache folder (a test that wants the on-disk
+    sensitivity cache points RECON_CACHE_DIR at its own temporary folder)."""
+    monkeypatch.setenv("RECON_CACHE_DIR", "off")

@@ -541,6 +541,21 @@ CASES: list[tuple[str, str, str, int]] = [
     _case("pet-sino-nodata", "pet {s}/bad/nodata.hs -o {o}", "missing.s"),
     _case("pet-sino-subsets", "pet {s}/scan.hs -o {o} --subsets 1000", "subsets"),
     _case("pet-sino-mu-shape", "pet {s}/scan.hs -o {o} --mu {s}/bad/mu_shape.npy", "shape"),
+    _case("pet-sino-psf-scanner", "pet {s}/scan.hs -o {o} --psf scanner", "scanner description"),
+    _case("pet-psf-huge", "pet {s}/scan.npz -o {o} --psf-mm 1e9", "psf-mm"),
+    _case("pet-psf-both", "pet {s}/scan.npz -o {o} --psf-mm 5 --psf scanner", "not both"),
+    _case("pet-psf-name", "pet {s}/scan.npz -o {o} --psf gaussian", "psf"),
+    _case("pet-map-no-beta", "pet {s}/scan.npz -o {o} --algorithm bsrem", "needs --beta"),
+    _case("pet-map-beta-nan", "pet {s}/scan.hs -o {o} --algorithm bsrem --beta nan", "beta"),
+    _case("spect-map-beta-osem", "spect {s}/nm.dcm -o {o} --beta 1", "applies to --algorithm"),
+    _case(
+        "spect-map-epsilon",
+        "spect {s}/nm.dcm -o {o} --algorithm bsrem --beta 1 --epsilon -1",
+        "epsilon",
+    ),
+    _case(
+        "spect-map-prior", "spect {s}/nm.dcm -o {o} --algorithm oslmap --beta 1 --prior tv", "prior"
+    ),
     # ---------------------------------------------------------------- recon quant
     _case("quant-missing", "quant {s}/no_such.toml -o {o}", "not found"),
     _case("quant-empty", "quant {s}/bad/empty.toml -o {o}", "empty.toml"),

@@ -57,6 +57,9 @@ def test_pet_benchmark_tiny_processes_every_stated_event_and_lor(tmp_path: Path)
     for part in ("LM TOF forward", "LM TOF back", "sensitivity image", "LM-OSEM", "sinogram"):
         assert part in names
     assert "prepared events" in names  # the case that used to fail with an IndexError
+    assert "sensitivity image from the disk cache" in names  # a second model reads it back
+    (call,) = [op for op in ops if "lm_osem call" in op["operation"]]
+    assert 0 < call["peak_memory_bytes"] < 2e9  # measured (tracemalloc), and bounded
     assert all(op["median_s"] > 0 and len(op["times_s"]) >= 1 for op in ops)
 
     scanner = recon.PetScanner.preset("small")
@@ -110,3 +113,20 @@ def test_spect_benchmark_small_processes_every_view(tmp_path: Path) -> None:
     assert set(run["processed"]) == set(run["median_s"])
     for counts in run["processed"].values():
         assert counts == {"stated": 120, "processed": 120, "unit": "views"}
+
+
+def test_scaling_benchmark_quick_writes_its_cases_fits_and_figure(tmp_path: Path) -> None:
+    _run("scaling.py", "--quick", out=tmp_path / "scaling")
+    record = _record(tmp_path / "scaling")
+    assert record["benchmark"] == "scaling" and record["quick"] is True
+    series = {case["series"] for case in record["cases"]}
+    assert series == {
+        "SPECT fwd+back", "PET sinogram fwd+back", "PET sensitivity image", "LM-OSEM iteration"
+    }  # fmt: skip
+    for case in record["cases"]:
+        assert case["median_s"] > 0 and case["peak_memory_bytes"] > 0, case["case"]
+        assert case["seconds_per_unit"] == pytest.approx(case["median_s"] / case["work"])
+    assert set(record["fitted_exponents"]) == series
+    assert all(isinstance(p, float) for p in record["fitted_exponents"].values())
+    (png,) = (tmp_path / "scaling").glob("*.png")
+    assert png.read_bytes().startswith(b"\x89PNG")

@@ -121,7 +121,8 @@ def test_a_missing_ct_slice_is_warned(tmp_path: Path, caplog: pytest.LogCaptureF
 def test_help_lists_every_option_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["spect", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    expected = ("--iterations ITERATIONS OSEM iterations (default: 4)", "(default: 8)",
+    expected = ("--iterations ITERATIONS iterations (default: 4 with osem, 30 with bsrem",
+                "(default: 8)",
                 "default: tew when", "--overwrite", "default: start")  # fmt: skip
     for fragment in expected:
         assert fragment in text, fragment
@@ -129,7 +130,7 @@ def test_help_lists_every_option_with_its_default(capsys: pytest.CaptureFixture[
         assert name in text
     assert main(["pet", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: 3)" in text and "--shape Z Y X" in text and "recon info FILE" in text
+    assert "(default: 3 with osem" in text and "--shape Z Y X" in text and "recon info FILE" in text
 
 
 def test_config_paths_are_relative_to_the_config_file(

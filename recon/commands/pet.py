@@ -39,6 +39,7 @@ from recon.figures import save_reconstruction_figure, sum_frames
 from recon.grid import ImageGrid
 from recon.io.listmode_file import read_listmode
 from recon.pet import PetListmodeModel, PetScanner, randoms_from_delayeds
+from recon.pet.resolution import ImageResolution
 
 __all__ = ["OPTIONS", "add_parser", "default_grid", "run"]
 
@@ -75,8 +76,14 @@ OPTIONS = (
            "counts per (Bq/mL·s·mm) of the scanner, for images in Bq/mL (without it the image is "
            "in counts/s, uncalibrated)", minimum=0.0, above=True),
     Option("no-tof", "flag", "ignore TOF information"),
+    Option("psf", "str",
+           "resolution model inside the projector: none, or scanner (the scanner's published "
+           "resolution; listmode only)", choices=("none", "scanner"), default="none"),
+    Option("psf-mm", "float",
+           "resolution model: an isotropic Gaussian of this FWHM in mm inside the projector "
+           "(P -> P G)", minimum=0.0, above=True, maximum=100.0, metavar="FWHM"),
     Option("iterations", "int", "iterations", minimum=1, maximum=10_000,
-           default_text="3 (osem), 30 (bsrem), 10 (oslmap)"),
+           default_text="3 with osem, 30 with bsrem, 10 with oslmap"),
     Option("subsets", "int", "subsets (sinogram views, or listmode event subsets)", default=8,
            minimum=1, maximum=100_000),
     *ALGORITHM_OPTIONS,
@@ -179,6 +186,27 @@ def _grid(args: argparse.Namespace, default: ImageGrid) -> ImageGrid:
     )
 
 
+def _resolution(args: argparse.Namespace, scanner: PetScanner | None) -> ImageResolution | None:
+    """The resolution model the options ask for (``--psf-mm`` or ``--psf scanner``), or None."""
+    if args.psf_mm is not None:
+        if args.psf == "scanner":
+            raise InputError("give --psf scanner or --psf-mm FWHM, not both")
+        return ImageResolution(args.psf_mm)
+    if args.psf != "scanner":
+        return None
+    if scanner is None:
+        raise InputError(
+            "--psf scanner needs a scanner description; a sinogram's scanner resolution is not "
+            "known: give --psf-mm FWHM"
+        )
+    if scanner.resolution is None:
+        raise InputError(
+            f"scanner {scanner.name!r} has no published resolution; give --psf-mm FWHM or add "
+            "'resolution' to the scanner description"
+        )
+    return scanner.resolution
+
+
 def _inputs(args: argparse.Namespace, source: Path) -> list[Path]:
     paths = [source, args.mu, args.multiplicative, args.additive]
     if args.scanner and str(args.scanner).lower().endswith(".json"):
@@ -246,9 +274,10 @@ def run(args: argparse.Namespace) -> int:
                 "change the frame list"
             )
     mu = _mu_map(args, grid)
+    resolution = _resolution(args, scanner)
     model = PetListmodeModel(
         scanner, grid, mu_map=mu, isotope=isotope, calibration=args.calibration,
-        use_tof=False if args.no_tof else None, device=args.device,
+        use_tof=False if args.no_tof else None, resolution=resolution, device=args.device,
     )  # fmt: skip
     if args.calibration is None:
         note("no --calibration given: the images are in counts/s, not Bq/mL")
@@ -274,6 +303,8 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "input": str(source), "scanner": scanner.name, "isotope": isotope,
         "units": results[0].image.units,
+        "resolution_model": resolution.describe() if resolution else None,
+        "sensitivity_image": getattr(model, "sensitivity_source", None),
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm},
         "frames": rows,
         # Every frame is decay-corrected to the scan start (its values are the activity then).
@@ -356,8 +387,10 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
     duration_s = sino.description.get("frame_duration_s")
     if args.subsets > counts.shape[1]:
         raise InputError(f"--subsets {args.subsets} is more than the {counts.shape[1]} views")
+    resolution = _resolution(args, None)
     model = PetLorSinogramModel.separable(
         *stir_lor_tables(sino), grid, mu_map=mu, normalization=multiplicative, scatter=additive,
+        resolution=resolution,
         isotope=_isotope_name(args.isotope), calibration=args.calibration, frame_start_s=start_s,
         frame_duration_s=duration_s or 1.0, device=args.device,
     )  # fmt: skip
@@ -371,6 +404,7 @@ def _run_sinogram(args: argparse.Namespace, source: Path) -> int:
         "input": str(source), "arc_corrected": sino.description["arc_corrected"],
         "segments": len(sino.description["segments"]), "isotope": args.isotope,
         "units": image.units, **algorithm_summary(image), "negative_bins_set_to_0": n_negative,
+        "resolution_model": resolution.describe() if resolution else None,
         "frame_start_s": start_s, "frame_duration_s": duration_s,
         "multiplicative": args.multiplicative, "additive": args.additive,
         "counts": float(counts.sum()), "relative_residual": residual,

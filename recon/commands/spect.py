@@ -64,7 +64,7 @@ OPTIONS = (
            "planar sensitivity in cps/MBq, for images in Bq/mL (without it the image is in "
            "counts/s per voxel, uncalibrated)", minimum=0.0, above=True),
     Option("iterations", "int", "iterations", minimum=1, maximum=10_000,
-           default_text="4 (osem), 30 (bsrem), 10 (oslmap)"),
+           default_text="4 with osem, 30 with bsrem, 10 with oslmap"),
     Option("subsets", "int", "ordered subsets (at most the number of views)", default=8,
            minimum=1),
     Option("post-filter", "float", "Gaussian post-filter FWHM in mm", minimum=0.0,

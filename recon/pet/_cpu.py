@@ -252,15 +252,17 @@ def _tof_bin(s, lo, hi, tail_lo, tail_hi):
     return 1.0 - tail_lo - tail_hi
 
 
-@nb.njit(**_HELPER)
-def _tof_weight(window, s, b):
-    """Integral over TOF bin ``b`` of a Gaussian centred on ``s``; zero beyond the reach."""
-    w = window.w
-    if abs(s - b * w) > window.reach:
+@nb.njit(**_INLINE)
+def _tof_table_weight(window, table, inv_step, s, b):
+    """Listmode weight of bin ``b`` for a sample at ``s`` from the projector's table of
+    ``f(|s − b·w|)``, interpolated linearly (``pet_tof_table_weight``): no erfc per sample."""
+    d = abs(s - b * window.w)
+    if d > window.reach:
         return 0.0
-    lo = (b - 0.5) * w
-    hi = (b + 0.5) * w
-    return _tof_bin(s, lo, hi, _tof_tail(lo, s, window.k), _tof_tail(hi, s, window.k))
+    u = d * inv_step
+    j = min(int(u), table.size - 2)
+    frac = u - j
+    return table[j] + frac * (table[j + 1] - table[j])
 
 
 @nb.njit(**_INLINE)
@@ -324,17 +326,17 @@ def _step_tof_sino_back(lor, sample, img, row, window, state):
 
 @nb.njit(**_INLINE)
 def _step_tof_lm_forward(lor, sample, img, row, params, acc):
-    window, b = params
+    window, b, table, inv_step = params
     v = _bilinear(img, lor, sample)
     if v != 0.0:
-        acc += _tof_weight(window, sample.s, b) * v
+        acc += _tof_table_weight(window, table, inv_step, sample.s, b) * v
     return acc
 
 
 @nb.njit(**_INLINE)
 def _step_tof_lm_back(lor, sample, img, row, params, state):
-    window, b, value = params
-    w = _tof_weight(window, sample.s, b)
+    window, b, value, table, inv_step = params
+    w = _tof_table_weight(window, table, inv_step, sample.s, b)
     if w != 0.0:
         _bilinear_scatter(img, lor, sample, w * value)
     return state
@@ -407,22 +409,30 @@ def joseph_tof_sino_back(values, grid, xstart, xend, tof, out_image, scratch):
 
 # ------------------------------------------------------------------------ TOF, listmode mode
 @nb.njit(**_JIT)
-def joseph_tof_lm_forward(image, grid, xstart, xend, tof, tof_bin, out_values):
+def joseph_tof_lm_forward(
+    image, grid, xstart, xend, tof, tof_bin, tof_table, tof_inv_step, out_values
+):
     """``out_values[i]``: LOR ``i`` projected into its own TOF bin ``tof_bin[i]``.
 
-    Only the planes within reach of that bin are walked.
+    Only the planes within reach of that bin are walked; the bin weights come from ``tof_table``
+    (``f(d)`` every ``1/tof_inv_step`` mm, see ``LorProjector``), as on the GPU.
     """
     img = image.reshape(-1)
+    inv_step = float(tof_inv_step)
     for i in nb.prange(xstart.shape[0]):
         b = int(tof_bin[i])
         window = _tof_window(tof, b, b)
         lor = _lor_setup(image.shape, grid, xstart, xend, i, window.s_lo, window.s_hi)
-        out_values[i] = _walk(lor, _step_tof_lm_forward, img, None, (window, b), 0.0) * lor.weight
+        params = (window, b, tof_table, inv_step)
+        out_values[i] = _walk(lor, _step_tof_lm_forward, img, None, params, 0.0) * lor.weight
 
 
 @nb.njit(**_JIT)
-def joseph_tof_lm_back(values, grid, xstart, xend, tof, tof_bin, out_image, scratch):
+def joseph_tof_lm_back(
+    values, grid, xstart, xend, tof, tof_bin, tof_table, tof_inv_step, out_image, scratch
+):
     """Adjoint of :func:`joseph_tof_lm_forward`."""
+    inv_step = float(tof_inv_step)
     n_parts = scratch.shape[0]
     for p in nb.prange(n_parts):
         img = scratch[p]
@@ -432,7 +442,7 @@ def joseph_tof_lm_back(values, grid, xstart, xend, tof, tof_bin, out_image, scra
                 b = int(tof_bin[i])
                 window = _tof_window(tof, b, b)
                 lor = _lor_setup(out_image.shape, grid, xstart, xend, i, window.s_lo, window.s_hi)
-                params = (window, b, values[i] * lor.weight)
+                params = (window, b, values[i] * lor.weight, tof_table, inv_step)
                 _walk(lor, _step_tof_lm_back, img, None, params, 0)
     _add_parts(scratch, out_image)
 
@@ -480,12 +490,18 @@ class CpuKernels:
     def tof_lm_forward(
         self, proj: Any, image: Any, xs: Any, xe: Any, tof_bin: Any, out: Any
     ) -> None:
-        joseph_tof_lm_forward(image, self._grid(proj), xs, xe, self._tof(proj), tof_bin, out)
+        table, inv_step = proj.tof_table
+        joseph_tof_lm_forward(
+            image, self._grid(proj), xs, xe, self._tof(proj), tof_bin, table,
+            np.float32(inv_step), out,
+        )  # fmt: skip
 
     def tof_lm_back(
         self, proj: Any, values: Any, xs: Any, xe: Any, tof_bin: Any, image: Any
     ) -> None:
         scratch = self._scratch(image, xs.shape[0])
+        table, inv_step = proj.tof_table
         joseph_tof_lm_back(
-            values, self._grid(proj), xs, xe, self._tof(proj), tof_bin, image, scratch
-        )
+            values, self._grid(proj), xs, xe, self._tof(proj), tof_bin, table,
+            np.float32(inv_step), image, scratch,
+        )  # fmt: skip

@@ -66,6 +66,12 @@ class GpuKernels:
         _check(b, data_name, data, np.float32, shape)
         return (data, self._grid(proj), xs, xe, np.int32(n)), n
 
+    def _tof_table(self, proj: Any) -> tuple[Any, np.float32, np.int32]:
+        """``(tof_table, tof_inv_step, tof_table_size)`` of the listmode TOF kernels."""
+        table, inv_step = proj.tof_table
+        _check(self.backend, "tof_table", table, np.float32, (int(table.shape[0]),))
+        return table, np.float32(inv_step), np.int32(table.shape[0])
+
     def _tof_bins(self, tof_bin: Any, n: int) -> Any:
         _check(self.backend, "tof_bin", tof_bin, np.int32, (n,))
         return tof_bin
@@ -107,7 +113,7 @@ class GpuKernels:
     ) -> None:
         args, n = self._lors(proj, image, "image", proj.grid.shape, xs, xe)
         _check(self.backend, "out_values", out, np.float32, (n,))
-        tail = (self._tof(proj), self._tof_bins(tof_bin, n), out)
+        tail = (self._tof(proj), self._tof_bins(tof_bin, n), *self._tof_table(proj), out)
         self._launch("pet_joseph_tof_lm_forward", n, (*args, *tail))
 
     def tof_lm_back(
@@ -115,5 +121,5 @@ class GpuKernels:
     ) -> None:
         args, n = self._lors(proj, values, "values", (None,), xs, xe)
         _check(self.backend, "out_image", image, np.float32, proj.grid.shape)
-        tail = (self._tof(proj), self._tof_bins(tof_bin, n), image)
+        tail = (self._tof(proj), self._tof_bins(tof_bin, n), *self._tof_table(proj), image)
         self._launch("pet_joseph_tof_lm_back", n, (*args, *tail))

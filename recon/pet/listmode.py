@@ -225,7 +225,9 @@ class ListmodeEvents:
             raise InputError(f"event selection out of range: {exc}") from None
 
     def prompts(self) -> ListmodeEvents:
-        """The prompt coincidences."""
+        """The prompt coincidences (``self`` when every event is a prompt: no copy)."""
+        if bool(self.prompt.all()):
+            return self
         return self.select(self.prompt)
 
     def delayeds(self) -> ListmodeEvents:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EventSubset", "ListmodeFrame"]
 
-_EVENT_ARRAYS = ("xstart", "xend", "tof_bin", "factor")
+_EVENT_ARRAYS = ("crystal_a", "crystal_b", "tof_bin", "factor")
 
 
 class EventSubset(NamedTuple):
@@ -88,6 +88,7 @@ class ListmodeFrame(ModelBase):
         prepared["factor"] = (prepared["factor"] * np.float32(duration)).astype(np.float32)
         self._events = {key: prepared[key] for key in _EVENT_ARRAYS}
         self._order: np.ndarray | None = None  # stored order of the events (None: as given)
+        self._order_device: Any = None  # the same on the device, made when first needed
         self._n_subsets = 1
         self.additive = self._additive(additive_rate, prepared.get("kept"), duration)
         self.decay_factor = model.decay_factor(start, duration)
@@ -149,17 +150,25 @@ class ListmodeFrame(ModelBase):
         """Store the events so that each of ``n_subsets`` subsets is one contiguous block."""
         if n_subsets == self._n_subsets and (self._order is not None or n_subsets == 1):
             return
-        order = _interleaved(self.n_prompts, n_subsets)
-        current = np.arange(self.n_prompts) if self._order is None else self._order
+        index = _index_dtype(self.n_prompts)
+        order = _interleaved(self.n_prompts, n_subsets).astype(index)
+        current = np.arange(self.n_prompts, dtype=index) if self._order is None else self._order
         # Stored position j holds event current[j]; the new layout needs event order[j].
         where = np.empty_like(current)
-        where[current] = np.arange(current.size)
-        move = self.backend.asarray(where[order], np.int64)
-        self._events = {
-            key: (None if value is None else self.xp.ascontiguousarray(value[move]))
-            for key, value in self._events.items()
-        }
+        where[current] = np.arange(current.size, dtype=index)
+        move = self.backend.asarray(where[order], index)
+        del where, current
+        # One array at a time, so the reordering needs one event array of scratch, not a copy
+        # of them all.
+        for key, value in list(self._events.items()):
+            if value is not None:
+                self._events[key] = self.xp.ascontiguousarray(value[move])
+                del value
+        del move
         self._order, self._n_subsets = order, n_subsets
+        # The given-order index of every stored event, on the device (4 bytes per event): a
+        # subset's indices are a slice of it, so no iteration uploads or caches index arrays.
+        self._order_device = self.backend.asarray(order, index)
 
     def _block(self, subset: EventSubset) -> slice:
         number, n_subsets = subset
@@ -172,9 +181,10 @@ class ListmodeFrame(ModelBase):
 
     def _original_indices(self, subset: EventSubset | None) -> Any:
         """Device indices, in the given order of the prompts, of the events of ``subset``."""
-        order = np.arange(self.n_prompts) if self._order is None else self._order
-        chosen = order if subset is None else order[self._block(subset)]
-        return self._device_indices(chosen)
+        if self._order_device is None:  # events as given: the identity
+            index = _index_dtype(self.n_prompts)
+            self._order_device = self.backend.asarray(np.arange(self.n_prompts), index)
+        return self._order_device if subset is None else self._order_device[self._block(subset)]
 
     def take(self, data: Any, subset: Any) -> Any:
         """The values of ``subset``'s prompts from per-prompt ``data`` (None: all)."""
@@ -256,6 +266,11 @@ def _frame_window(
             f"[{start}, {start + duration}] s; select the frame's events first"
         )
     return start, duration
+
+
+def _index_dtype(n_events: int) -> type[np.integer]:
+    """int32 event indices where they fit (half the memory of int64)."""
+    return np.int32 if n_events < 2**31 else np.int64
 
 
 def _interleaved(n_events: int, n_subsets: int) -> np.ndarray:

@@ -29,7 +29,9 @@ from recon.pet.listmode import ListmodeEvents
 from recon.pet.projector import LorProjector
 from recon.pet.resolution import ImageResolution, add_resolution_info, resolution_operator
 from recon.pet.scanner import PetScanner
+from recon.pet.sensitivity_cache import Fingerprint, load_or_compute
 from recon.pet.sinogram import SinogramLayout
+from recon.progress import Progress
 from recon.system_model import ViewModel, ViewSubsets, checked_backend
 
 if TYPE_CHECKING:
@@ -429,17 +431,53 @@ class PetListmodeModel(_PetCorrections):
         if normalization is not None and self._bin_norm is not None:
             raise InputError("listmode normalisation must be per-crystal efficiencies")
         self._geometry_sensitivity = None
+        #: Where the geometric sensitivity came from: None (not yet needed), "cache", "computed"
+        #: or "computed, not cached".
+        self.sensitivity_source: str | None = None
 
     def geometric_sensitivity(self) -> Any:
-        """``Gᵀ Pᵀ (attenuation × normalisation)`` over all LORs, without time factors
-        (cached)."""
+        """``Gᵀ Pᵀ (attenuation × normalisation)`` over all LORs, without time factors.
+
+        Computed once per model object, with a progress bar, and kept on disk in the user's
+        cache folder keyed by everything it depends on (:mod:`recon.pet.sensitivity_cache`), so
+        a second model of the same scanner, grid, μ-map, normalisation and resolution reads it
+        back instead of projecting every LOR again.
+        """
         if self._geometry_sensitivity is None:
-            layout = self.layout
-            image = self.xp.zeros(self.grid.shape, np.float32)
-            n_views = layout.shape[1]
-            per_view = layout.shape[0] * layout.shape[2]
-            step = max(1, self.projector.chunk_lors // max(per_view, 1))
-            for start in range(0, n_views, step):
+            try:
+                key: str | None = self._sensitivity_key()
+            except TypeError as error:  # a part it cannot hash: compute, do not cache
+                log.info("sensitivity image not cached: %s", error)
+                key = None
+            image, source = load_or_compute(
+                key, self.grid.shape, self._compute_geometric_sensitivity,
+                f"the sensitivity image of {self.layout.n_bins:,} LORs",
+            )  # fmt: skip
+            self.sensitivity_source = source
+            self._geometry_sensitivity = self.backend.asarray(image)
+        return self._geometry_sensitivity
+
+    def _sensitivity_key(self) -> str:
+        """What the geometric sensitivity depends on, as a cache key."""
+        key = Fingerprint("PET listmode geometric sensitivity")
+        key.add("backend", self.backend.name).add("scanner", self.scanner)
+        key.add("max_ring_difference", self.layout.max_ring_difference)
+        key.add("n_radial", self.layout.n_radial)
+        key.add("grid", self.grid)
+        key.add("mu", self._mu).add("crystal_efficiencies", self._crystal_eff)
+        key.add("normalization", getattr(self, "_normalization", None))
+        return key.add("resolution", self.resolution).hexdigest()
+
+    def _compute_geometric_sensitivity(self) -> np.ndarray:
+        layout = self.layout
+        image = self.xp.zeros(self.grid.shape, np.float32)
+        n_views = layout.shape[1]
+        per_view = layout.shape[0] * layout.shape[2]
+        step = max(1, self.projector.chunk_lors // max(per_view, 1))
+        starts = range(0, n_views, step)
+        label = f"sensitivity image ({layout.n_bins:,} LORs, once per scanner and grid)"
+        with Progress(len(starts), label) as bar:
+            for start in starts:
                 views = np.arange(start, min(start + step, n_views))
                 xstart, xend = layout.endpoints(views, xp=self.xp)
                 ca, cb = self._layout_crystals(views)
@@ -450,8 +488,8 @@ class PetListmodeModel(_PetCorrections):
                     xend.reshape(-1, 3),
                     checked=False,
                 )
-            self._geometry_sensitivity = self._blurred_adjoint(image)
-        return self._geometry_sensitivity
+                bar.step()
+        return np.asarray(self.backend.to_host(self._blurred_adjoint(image)), np.float32)
 
     def frame_sensitivity(self, frame_start_s: float, frame_duration_s: float) -> Any:
         """Sensitivity image of a frame over all LORs: the cached geometric sensitivity × the
@@ -499,10 +537,15 @@ class PetListmodeModel(_PetCorrections):
         return ListmodeFrame(self, events, frame_start_s, frame_duration_s, additive_rate)
 
     def prepare(self, events: ListmodeEvents) -> dict[str, Any]:
-        """Device arrays for the prompts of ``events``: endpoints, TOF bins and factors ``m_i``.
+        """Compact device arrays for the prompts of ``events``: crystal pair, TOF bin, factor.
 
-        Prompts on LORs outside the layout are dropped; ``kept`` (host bool array, or None when
-        all were kept) says which of the ``n_given`` prompts remain.
+        Each kept prompt costs 14 bytes (two int32 crystal ids, an int16 TOF bin, the float32
+        factor ``m_i``: attenuation, normalisation, decay to the event's time, branching ratio,
+        calibration); LOR endpoints are looked up per chunk of :attr:`chunk_events` events when
+        projecting, and the preparation itself works in such chunks, so memory beyond these
+        arrays does not grow with the number of events. Prompts on LORs outside the layout are
+        dropped; ``kept`` (host bool array, or None when all were kept) says which of the
+        ``n_given`` prompts remain.
         """
         if not isinstance(events, ListmodeEvents):
             raise InputError("events must be a recon.ListmodeEvents")
@@ -510,40 +553,70 @@ class PetListmodeModel(_PetCorrections):
         prompts = events.prompts()
         if prompts.n_events == 0:
             raise InputError("the listmode data hold no prompt events")
-        b = self.backend
+        b, xp = self.backend, self.xp
         n_given = prompts.n_events
-        keep = None
-        ca = b.asarray(prompts.crystal_a, np.int64)
-        cb = b.asarray(prompts.crystal_b, np.int64)
         # Only LORs of the layout are in the sensitivity image: events on other LORs (ring
         # difference or radial offset beyond the layout) would bias the estimate, so drop them.
-        inside = self.layout.bins_of(ca, cb, xp=self.xp)[4]
-        n_outside = prompts.n_events - int(inside.sum())
+        inside = np.empty(n_given, dtype=bool)
+        for a, e in self._event_chunks(n_given):
+            ca = b.asarray(prompts.crystal_a[a:e], np.int64)
+            cb = b.asarray(prompts.crystal_b[a:e], np.int64)
+            inside[a:e] = b.to_host(self.layout.bins_of(ca, cb, xp=xp)[4])
+        keep = None
+        n_outside = n_given - int(inside.sum())
         if n_outside:
             log.info("%d of %d prompts lie outside the sinogram layout; ignored",
-                     n_outside, prompts.n_events)  # fmt: skip
-            keep = self.backend.to_host(inside)
+                     n_outside, n_given)  # fmt: skip
+            keep = inside
             prompts = prompts.select(keep)
             if prompts.n_events == 0:
                 raise InputError("no prompt lies on a LOR of the model's layout")
-            ca, cb = ca[inside], cb[inside]
-        xstart = self.xp.ascontiguousarray(self._positions[ca])
-        xend = self.xp.ascontiguousarray(self._positions[cb])
-        factor = self._lor_factors(ca, cb, xstart, xend)
-        time_s = b.asarray(prompts.time_ms, np.float64) / 1000.0
+        n = prompts.n_events
+        crystal_a = b.asarray(prompts.crystal_a, np.int32)
+        crystal_b = b.asarray(prompts.crystal_b, np.int32)
+        tof_bin = None if self.tof is None else b.asarray(prompts.tof_bin, np.int16)
+        factor = xp.empty(n, np.float32)
+        iso = None
         if self.isotope is not None:
             from recon.physics.isotopes import get_isotope
 
             iso = get_isotope(self.isotope)
-            decay = self.xp.exp(-iso.decay_constant_per_s * (time_s - self.reference_time_s))
-            factor = factor * (decay * iso.positron_fraction).astype(np.float32)
-        if self.calibration is not None:
-            factor = factor * np.float32(self.calibration)
-        tof_bin = None
-        if self.tof is not None:
-            tof_bin = b.asarray(prompts.tof_bin, np.int32)
-        return {"xstart": xstart, "xend": xend, "tof_bin": tof_bin, "factor": factor,
-                "n": prompts.n_events, "n_given": n_given, "kept": keep}  # fmt: skip
+            if prompts.time_ms is None:
+                raise InputError(
+                    f"the events carry no times (time_ms), so the decay of {self.isotope} during "
+                    "the scan cannot be corrected per event; give the event times, or a model "
+                    "without isotope"
+                )
+        for a, e in self._event_chunks(n):
+            ca, cb = crystal_a[a:e].astype(np.int64), crystal_b[a:e].astype(np.int64)
+            xstart, xend = self._positions[ca], self._positions[cb]
+            chunk = self._lor_factors(ca, cb, xstart, xend)
+            if iso is not None and prompts.time_ms is not None:
+                time_s = b.asarray(prompts.time_ms[a:e], np.float64) / 1000.0
+                decay = xp.exp(-iso.decay_constant_per_s * (time_s - self.reference_time_s))
+                chunk = chunk * (decay * iso.positron_fraction).astype(np.float32)
+            if self.calibration is not None:
+                chunk = chunk * np.float32(self.calibration)
+            factor[a:e] = chunk
+        return {"crystal_a": crystal_a, "crystal_b": crystal_b, "tof_bin": tof_bin,
+                "factor": factor, "n": n, "n_given": n_given, "kept": keep}  # fmt: skip
+
+    @property
+    def chunk_events(self) -> int:
+        """Events projected per chunk (the projector's ``chunk_lors``): the LOR endpoints and
+        other per-event temporaries exist for one chunk at a time."""
+        return int(self.projector.chunk_lors)
+
+    def _event_chunks(self, n: int) -> list[tuple[int, int]]:
+        step = self.chunk_events
+        return [(a, min(n, a + step)) for a in range(0, n, step)]
+
+    def _event_endpoints(self, prepared: dict[str, Any], a: int, e: int) -> tuple[Any, Any]:
+        """World endpoints (float32, ``(e − a, 3)``) of prepared events ``a … e``."""
+        xp = self.xp
+        ca = prepared["crystal_a"][a:e].astype(np.int64)
+        cb = prepared["crystal_b"][a:e].astype(np.int64)
+        return xp.ascontiguousarray(self._positions[ca]), xp.ascontiguousarray(self._positions[cb])
 
     def additive_rate(
         self, events: ListmodeEvents, sinogram_counts: Any, frame_duration_s: float
@@ -583,19 +656,29 @@ class PetListmodeModel(_PetCorrections):
     def forward_events(self, image: Any, prepared: dict[str, Any], index: Any = None) -> Any:
         """``m_i (P G x)_i`` for the prepared events (or the subset ``index`` of them)."""
         sel = _select(prepared, index)
-        values = self.projector.forward(
-            self._blurred(image), sel["xstart"], sel["xend"], tof_bin=sel["tof_bin"],
-            checked=False,
-        )  # fmt: skip
-        return values * sel["factor"]
+        blurred = self._blurred(image)
+        out = self.xp.empty(sel["factor"].shape[0], np.float32)
+        for a, e in self._event_chunks(out.shape[0]):
+            xstart, xend = self._event_endpoints(sel, a, e)
+            tof = None if sel["tof_bin"] is None else sel["tof_bin"][a:e]
+            out[a:e] = self.projector.forward(blurred, xstart, xend, tof_bin=tof, checked=False)
+        return out * sel["factor"]
 
     def back_events(self, values: Any, prepared: dict[str, Any], index: Any = None) -> Any:
         """``Gᵀ Pᵀ (m ⊙ values)`` over the prepared events (or the subset ``index``)."""
         sel = _select(prepared, index)
-        image = self.projector.back(
-            self.xp.ascontiguousarray((values * sel["factor"]).astype(np.float32)),
-            sel["xstart"], sel["xend"], tof_bin=sel["tof_bin"], checked=False,
-        )  # fmt: skip
+        weighted = (values * sel["factor"]).astype(np.float32)
+        image = None
+        for a, e in self._event_chunks(weighted.shape[0]):
+            xstart, xend = self._event_endpoints(sel, a, e)
+            tof = None if sel["tof_bin"] is None else sel["tof_bin"][a:e]
+            part = self.projector.back(
+                self.xp.ascontiguousarray(weighted[a:e]), xstart, xend, tof_bin=tof,
+                checked=False,
+            )  # fmt: skip
+            image = part if image is None else image + part
+        if image is None:
+            image = self.xp.zeros(self.grid.shape, np.float32)
         return self._blurred_adjoint(image)
 
 
