@@ -445,3 +445,19 @@ def test_two_module_types_map_onto_one_ring(tmp_path):
     np.testing.assert_array_equal(events.crystal_b, [r[1] for r in rows])
     np.testing.assert_array_equal(events.tof_bin, [r[2] for r in rows])
     assert [len(c) for c in meta["crystal_of_element"]] == [512, 512]
+
+
+def test_energy_window_and_resolution_come_from_the_file(tmp_path):
+    """The span of the energy bins (430-650 keV in the header) and energy_resolution_at_511
+    (0.11) fill the scanner's energy fields where the scanner has none."""
+    path = _write(tmp_path / "scan.bin")
+    _, scanner, meta = read_petsird(path)
+    assert scanner.energy_window_kev == pytest.approx((430.0, 650.0))
+    assert scanner.energy_resolution == pytest.approx(0.11)
+    assert meta["energy_window_kev"] == pytest.approx((430.0, 650.0))
+    assert meta["energy_resolution_at_511"] == pytest.approx(0.11)
+    # A given scanner keeps its own values; only the unknown ones are filled in.
+    own = _expected_scanner(energy_window_kev=(425.0, 650.0), energy_resolution=None)
+    _, filled, _ = read_petsird(path, scanner=own)
+    assert filled.energy_window_kev == (425.0, 650.0)
+    assert filled.energy_resolution == pytest.approx(0.11)

@@ -17,6 +17,11 @@ isotope        str       isotope name, or "" when unknown
 start          str       ISO-8601 acquisition start date-time, or ""
 =============  ========  ===========================================================
 
+The scanner's ``energy_window_kev`` and ``energy_resolution`` are stored with the other fields;
+files written before recon had them read with both None (unknown): single-scatter estimation then
+assumes ``recon.pet.scanner.DEFAULT_ENERGY_WINDOW_KEV`` (425-650 keV) and
+``DEFAULT_ENERGY_RESOLUTION`` (12 %) and reports that it did.
+
 It is meant for simulated data and for exchanging events between scripts; scanner vendors'
 formats are read through PETSIRD.
 """

@@ -120,8 +120,17 @@ def _mu_bone_per_cm(energy_kev: float) -> float:
 
 
 def mu_water_per_mm(energy_kev: float) -> float:
-    """Linear attenuation coefficient of liquid water (1/mm) at ``energy_kev`` (NIST SRD 126,
-    log-log interpolation; 30-1000 keV)."""
+    """Linear attenuation coefficient of liquid water (1 g/cm³) at ``energy_kev``, in 1/mm.
+
+    Total attenuation with coherent scattering from the NIST tables (Hubbell & Seltzer, NIST SRD
+    126, the values XCOM gives), interpolated log-log between the tabulated energies (30-1000 keV):
+    0.00969/mm at 511 keV.
+
+    Raises
+    ------
+    PhysicsError
+        ``energy_kev`` is outside 30-1000 keV.
+    """
     return _mu_water_per_cm(check_energy(energy_kev)) / 10.0
 
 
