@@ -1,5 +1,6 @@
 """Reconstruction algorithms, written against the system-model interface (any modality/device)."""
 
+from recon.algorithms.additive import ScatterEstimate, estimate_scatter
 from recon.algorithms.em import IterationState, mlem, osem
 from recon.algorithms.filters import gaussian_filter_fwhm
 from recon.algorithms.map import bsrem, lm_bsrem, osl_map, penalised_log_likelihood
@@ -9,7 +10,9 @@ __all__ = [
     "IterationState",
     "QuadraticPrior",
     "RelativeDifferencePrior",
+    "ScatterEstimate",
     "bsrem",
+    "estimate_scatter",
     "gaussian_filter_fwhm",
     "lm_bsrem",
     "mlem",

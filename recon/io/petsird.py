@@ -23,6 +23,13 @@ What is read, and how it maps (checked against the ``petsird`` 0.12 sources):
 * **Detection bins.** A ``DetectionBin`` packs ``energy + (element + module · n_elements) ·
   n_energy`` (``petsird.helpers.make_detection_bin``); the energy index is dropped: events of
   every energy window are kept, and the edges are in the metadata.
+* **Energy window and resolution.** Since every energy bin is kept, the scanner's energy window
+  (``PetScanner.energy_window_kev``) is the span of ``event_energy_bin_edges`` (lowest first edge
+  to highest last edge over the module types), and its ``energy_resolution`` the
+  ``energy_resolution_at_511`` (FWHM at 511 keV as a fraction of 511 keV; the mean, with a
+  warning, when module types differ). A given ``scanner`` keeps its own values; only those it
+  leaves as None are taken from the file. Values that cannot be a PET window or resolution are
+  left out (None) with a warning.
 * **TOF.** ``tof_bin_edges`` are in mm along the LOR: the stored value is ``(t1 − t2)·c/2`` for
   the two detections in the event's order, i.e. the signed distance of the annihilation from the
   LOR midpoint towards the *second* detection bin. That is recon's convention with
@@ -42,6 +49,7 @@ What is read, and how it maps (checked against the ``petsird`` 0.12 sources):
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import io
 import logging
@@ -380,6 +388,44 @@ def _energy_bins(info: Any, n_types: int) -> tuple[list[int], list[np.ndarray]]:
     return n_energy, edges
 
 
+def _energy_response(
+    info: Any, edges: list[np.ndarray]
+) -> tuple[tuple[float, float] | None, float | None]:
+    """The energy window spanned by the file's energy bins and its energy resolution at 511 keV
+    (None for what the file does not give or gives as an impossible value)."""
+    window: tuple[float, float] | None = (
+        float(min(e[0] for e in edges)),
+        float(max(e[-1] for e in edges)),
+    )
+    lower, upper = window  # type: ignore[misc]
+    if not (np.isfinite(lower) and np.isfinite(upper) and 0 <= lower < 510.999 < upper):
+        log.warning(
+            "recon: the PETSIRD energy bins span %g-%g keV, not a window around 511 keV; the "
+            "scanner's energy window is left unknown",
+            lower,
+            upper,
+        )
+        window = None
+    values = np.asarray(list(info.energy_resolution_at_511 or []), dtype=np.float64).ravel()
+    resolution: float | None = None
+    if values.size and np.all(np.isfinite(values)) and np.all((values > 0) & (values < 1)):
+        resolution = float(values.mean())
+        if not np.allclose(values, resolution, rtol=1e-3):
+            log.warning(
+                "recon: the PETSIRD module types have different energy resolutions %s; using "
+                "their mean, %.4f",
+                values.tolist(),
+                resolution,
+            )
+    elif values.size:
+        log.warning(
+            "recon: the PETSIRD energy_resolution_at_511 %s is not a fraction in (0, 1); the "
+            "scanner's energy resolution is left unknown",
+            values.tolist(),
+        )
+    return window, resolution
+
+
 def _code(seq: Any) -> dict[str, str] | None:
     if seq is None:
         return None
@@ -539,17 +585,19 @@ def read_petsird(
         Prompts and delayeds (``prompt`` False) of all event blocks in file order, validated
         against the scanner; ``time_ms`` is the start of each event's time block.
     scanner : PetScanner
-        The given or fitted scanner.
+        The given or fitted scanner, with the file's energy window and resolution where it had
+        none.
     metadata : dict
         ``format``, ``petsird_version``, ``model_name``, ``scanner_fitted``, ``n_prompts``,
         ``n_delayeds``, ``n_event_blocks``, ``event_block_intervals_ms`` ((n_blocks, 2) start and
         stop), ``acquisition_ms`` (first start, last stop), ``tof_bin_edges_mm``,
-        ``tof_resolution_mm``, ``energy_bin_edges_kev`` (per module type; energy windows are
-        not used), ``crystal_of_element`` (per module type, the crystal id of element
-        ``module · n_elements + element``), ``max_position_error_mm``, ``tolerance_mm``,
-        ``alignment``, ``gantry_alignment``, ``other_time_blocks`` (counts by kind),
-        ``ignored_events`` (singles, triples, quadruples), ``start_of_acquisition`` (ISO, UTC),
-        ``patient_orientation``, ``radiopharmaceuticals``.
+        ``tof_resolution_mm``, ``energy_bin_edges_kev`` (per module type; events of every
+        energy bin are kept), ``energy_window_kev`` and ``energy_resolution_at_511`` (as read
+        from the file, None where it gives none), ``crystal_of_element`` (per module type, the
+        crystal id of element ``module · n_elements + element``), ``max_position_error_mm``,
+        ``tolerance_mm``, ``alignment``, ``gantry_alignment``, ``other_time_blocks`` (counts by
+        kind), ``ignored_events`` (singles, triples, quadruples), ``start_of_acquisition`` (ISO,
+        UTC), ``patient_orientation``, ``radiopharmaceuticals``.
 
     Raises
     ------
@@ -678,6 +726,17 @@ def _read(
         hint = "the PETSIRD geometry does not match the given scanner" + (
             "" if align else " (align=True accepts a rotated or shifted ring)"
         )
+    energy_window, energy_resolution = _energy_response(info, energy_edges)
+    filled = {
+        name: value
+        for name, value in (
+            ("energy_window_kev", energy_window),
+            ("energy_resolution", energy_resolution),
+        )
+        if getattr(scanner, name) is None and value is not None
+    }
+    if filled:
+        scanner = dataclasses.replace(scanner, **filled)
     tol = tolerance_mm if tolerance_mm is not None else _default_tolerance(scanner)
     ids, max_err = _map_to_scanner(pos, owners, scanner, tol, hint)
     crystal_of_element, luts, n_bins = [], [], []
@@ -770,6 +829,8 @@ def _read(
         "tof_bin_edges_mm": tof_edges,
         "tof_resolution_mm": tof_fwhm,
         "energy_bin_edges_kev": energy_edges,
+        "energy_window_kev": energy_window,
+        "energy_resolution_at_511": energy_resolution,
         "crystal_of_element": crystal_of_element,
         "max_position_error_mm": max_err,
         "tolerance_mm": tol,

@@ -8,8 +8,10 @@ from recon.pet.projector import LorProjector
 from recon.pet.randoms import randoms_from_delayeds, randoms_from_singles
 from recon.pet.resolution import ImageResolution
 from recon.pet.scanner import PetScanner
+from recon.pet.scatter import ScatterEstimation, ScatterRound
 from recon.pet.simulate import simulate_listmode
 from recon.pet.sinogram import SinogramLayout
+from recon.pet.tails import TailFit
 from recon.pet.tof import Tof
 
 __all__ = [
@@ -22,7 +24,10 @@ __all__ = [
     "PetLorSinogramModel",
     "PetScanner",
     "PetSinogramModel",
+    "ScatterEstimation",
+    "ScatterRound",
     "SinogramLayout",
+    "TailFit",
     "Tof",
     "histogram",
     "randoms_from_delayeds",

@@ -242,10 +242,12 @@ class PetLorSinogramModel(ViewModel):
             self.frame_start_s, self.frame_duration_s, isotope, self.reference_time_s, calibration
         )
         factor = self.xp.full(self.data_shape, np.float32(self.time_factor), dtype=np.float32)
+        self._mu = None  # kept for scatter estimation (recon.pet.scatter)
         if normalization is not None:
             factor *= self.validate_data(normalization, "normalization")
         if mu_map is not None:
             mu = as_mu_map(mu_map, grid, self.backend, max_per_mm=0.5, water="0.0096/mm at 511 keV")
+            self._mu = mu
             # A few views at a time, so that endpoints never exist for the whole sinogram.
             per_view = self.data_shape[0] * self.data_shape[2]
             step = max(1, chunk_lors // max(per_view, 1))

@@ -99,6 +99,7 @@ class _PetCorrections:
         max_ring_difference: int | None,
         chunk_lors: int,
         resolution: ImageResolution | None,
+        n_radial: int | None = None,
     ) -> None:
         if not isinstance(scanner, PetScanner):
             raise GeometryError("scanner must be a PetScanner (e.g. PetScanner.preset('small'))")
@@ -109,7 +110,9 @@ class _PetCorrections:
         if use_tof and scanner.tof is None:
             raise GeometryError(f"scanner {scanner.name!r} has no TOF; use use_tof=False")
         self.tof = scanner.tof if use_tof else None
-        self.layout = SinogramLayout(scanner, max_ring_difference=max_ring_difference)
+        self.layout = SinogramLayout(
+            scanner, max_ring_difference=max_ring_difference, n_radial=n_radial
+        )
         # Both models make sinogram-sized arrays (randoms estimates, sensitivity factors).
         check_memory(
             4.0 * self.layout.n_bins,
@@ -233,6 +236,11 @@ class PetSinogramModel(_PetCorrections, ViewModel):
     resolution : ImageResolution, optional
         Image-space resolution model ``G`` (``P → P·G``), e.g. ``scanner.resolution``; default:
         none.
+    n_radial : int, optional
+        Radial bins of the sinogram layout (odd; default ``2·(crystals_per_ring // 4) + 1``,
+        lines up to ``R·sin(45°)`` from the axis, 0.71 of the crystal radius). Scatter tail
+        fitting needs lines that miss the body: raise it (up to ``crystals_per_ring − 1``) for
+        a body that fills that extent. The image grid must cover the lines' reach as well.
     """
 
     def __init__(
@@ -253,11 +261,12 @@ class PetSinogramModel(_PetCorrections, ViewModel):
         device: str | Backend | None = None,
         chunk_lors: int = 2**20,
         resolution: ImageResolution | None = None,
+        n_radial: int | None = None,
     ) -> None:
         ViewModel.__init__(self, grid, device, "a PET model")
         self._set_up_corrections(
             scanner, mu_map, normalization, isotope, reference_time_s, calibration, use_tof,
-            max_ring_difference, chunk_lors, resolution,
+            max_ring_difference, chunk_lors, resolution, n_radial,
         )  # fmt: skip
         self.view_subsets = ViewSubsets(self.layout.shape[1], view_axis=1)
         # OSEM holds the counts, the additive term, the expectation and the ratio.
@@ -389,6 +398,11 @@ class PetListmodeModel(_PetCorrections):
         LORs per projector launch.
     resolution : ImageResolution, optional
         Image-space resolution model ``G``, e.g. ``scanner.resolution``; default: none.
+    n_radial : int, optional
+        Radial bins of the sinogram layout (odd; default ``2·(crystals_per_ring // 4) + 1``,
+        lines up to ``R·sin(45°)`` from the axis, 0.71 of the crystal radius). Scatter tail
+        fitting needs lines that miss the body: raise it (up to ``crystals_per_ring − 1``) for
+        a body that fills that extent. The image grid must cover the lines' reach as well.
     """
 
     def __init__(
@@ -405,13 +419,14 @@ class PetListmodeModel(_PetCorrections):
         device: str | Backend | None = None,
         chunk_lors: int = 2**20,
         resolution: ImageResolution | None = None,
+        n_radial: int | None = None,
     ) -> None:
         self.grid = grid
         self.backend = checked_backend(grid, device, "a PET listmode model")
         self.xp = self.backend.xp
         self._set_up_corrections(
             scanner, mu_map, normalization, isotope, reference_time_s, calibration, use_tof,
-            max_ring_difference, chunk_lors, resolution,
+            max_ring_difference, chunk_lors, resolution, n_radial,
         )  # fmt: skip
         if normalization is not None and self._bin_norm is not None:
             raise InputError("listmode normalisation must be per-crystal efficiencies")
@@ -600,23 +615,33 @@ class PetListmodeModel(_PetCorrections):
     def additive_rate(
         self, events: ListmodeEvents, sinogram_counts: Any, frame_duration_s: float
     ) -> Any:
-        """Per-prompt additive rate from a non-TOF sinogram of expected additive counts.
+        """Per-prompt additive rate from a sinogram of expected additive counts.
 
-        ``sinogram_counts`` (shape ``layout.shape``, e.g. randoms from
-        :func:`recon.pet.randoms_from_delayeds` plus a scatter estimate) holds expected counts over
-        the frame; each prompt gets its bin's value per second, divided evenly over the TOF bins
-        (randoms are uniform in time difference). Prompts outside the layout get 0.
+        ``sinogram_counts`` holds expected counts over the frame, either non-TOF (shape
+        ``layout.shape``, e.g. randoms from :func:`recon.pet.randoms_from_delayeds`): each prompt
+        gets its bin's value per second divided evenly over the TOF bins (right for randoms,
+        which are uniform in time difference); or, with TOF, TOF-resolved (shape
+        ``layout.tof_shape``, e.g. a TOF scatter estimate): each prompt gets the value of its
+        own TOF bin (the sign of the bin flipped for a pair stored in the reverse order).
+        Prompts outside the layout get 0. Add the two rates for randoms plus TOF scatter.
         """
         counts = np.asarray(self.backend.to_host(sinogram_counts), dtype=np.float64)
-        if counts.shape != tuple(self.layout.shape):
-            raise InputError(
-                f"additive sinogram has shape {counts.shape}, expected {self.layout.shape}"
-            )
+        tof_shape = None if self.tof is None else (*self.layout.shape, self.tof.n_bins)
+        if counts.shape != tuple(self.layout.shape) and counts.shape != tof_shape:
+            expected = f"{self.layout.shape}" + ("" if tof_shape is None else f" or {tof_shape}")
+            raise InputError(f"additive sinogram has shape {counts.shape}, expected {expected}")
         if not frame_duration_s > 0:
             raise InputError("frame_duration_s must be positive")
         prompts = events.prompts()
-        plane, view, radial, _, valid = self.layout.bins_of(prompts.crystal_a, prompts.crystal_b)
+        plane, view, radial, swapped, valid = self.layout.bins_of(
+            prompts.crystal_a, prompts.crystal_b
+        )
         safe = [np.where(valid, index, 0) for index in (plane, view, radial)]
+        if self.tof is not None and counts.shape == tof_shape:
+            signed = np.where(swapped, -prompts.tof_bin, prompts.tof_bin).astype(np.int64)
+            tof_index = np.clip(signed + self.tof.max_bin, 0, self.tof.n_bins - 1)
+            value = counts[safe[0], safe[1], safe[2], tof_index]
+            return self.backend.asarray(np.where(valid, value, 0.0) / frame_duration_s)
         rate = np.where(valid, counts[safe[0], safe[1], safe[2]], 0.0) / frame_duration_s
         if self.tof is not None:
             rate = rate / self.tof.n_bins

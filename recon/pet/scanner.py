@@ -13,7 +13,17 @@ from recon.errors import GeometryError
 from recon.pet.resolution import ImageResolution
 from recon.pet.tof import Tof
 
-__all__ = ["PetScanner"]
+__all__ = ["DEFAULT_ENERGY_RESOLUTION", "DEFAULT_ENERGY_WINDOW_KEV", "PetScanner"]
+
+#: Energy window assumed (and reported) for a scanner description without one, keV: a common
+#: window of LSO/LYSO scanners (e.g. the Discovery MI's, below).
+DEFAULT_ENERGY_WINDOW_KEV = (425.0, 650.0)
+#: Energy resolution (FWHM at 511 keV, as a fraction) assumed for a scanner without one: 12 %,
+#: between current SiPM scanners (about 9-10 %) and PMT-based LSO scanners (about 12-13 %).
+DEFAULT_ENERGY_RESOLUTION = 0.12
+# The annihilation energy the window must contain (NNDC: 510.999 keV); scanner.py sits below
+# recon.physics.isotopes in no layer, so the value is repeated rather than imported.
+_ANNIHILATION_KEV = 510.999
 
 
 # Named scanners. Each entry cites where its numbers come from; "approx." marks a value that is
@@ -25,6 +35,7 @@ __all__ = ["PetScanner"]
 #   Rings of 8 mm give a 64 mm axial FOV, enough for the body phantom's sphere plane. 19 TOF bins
 #   of 167 ps (25 mm each, ±238 mm) reach past the 150 mm ring radius plus three timing sigmas
 #   (76 mm), so no true coincidence from inside the ring falls outside the TOF window.
+#   Energy window 425-650 keV and 12 % energy resolution: made-up values, typical of LYSO.
 #
 # "dmi4": GE Discovery MI, 4-ring configuration. Hsu DFC, Ilan E, Peterson WT, Uribe J,
 #   Lubberink M, Levin CS. Studies of a next-generation silicon-photomultiplier-based
@@ -39,6 +50,8 @@ __all__ = ["PetScanner"]
 #   Approx. (our choice, not GE's TOF sinogram binning): 29 TOF bins of 169 ps (25.3 mm), which
 #   span 4.90 ns of time difference (the 4.9 ns coincidence window reported for the Discovery MI)
 #   and 735 mm along the LOR, more than the 70 cm transaxial FOV.
+#   Energy: the 425-650 keV window of the paper's measurements and its energy resolution of 9.4 %
+#   FWHM at 511 keV (STIR's Scanner table records 9.44 % from the same paper).
 #
 # "vision": Siemens Biograph Vision (600). van Sluis J, de Jong J, Schaar J, et al. Performance
 #   characteristics of the digital Biograph Vision PET/CT system. J Nucl Med 2019;60:1031-1036.
@@ -48,6 +61,8 @@ __all__ = ["PetScanner"]
 #   radius_mm = 410 mm (detector front face, about 82 cm detector diameter, as in STIR's
 #   "Siemens Vision 600" description; not in the paper); 33 TOF bins of 142.8 ps (21.4 mm), which
 #   span 4.71 ns (the 4.7 ns coincidence window) and 706 mm, more than the 70 cm transaxial FOV.
+#   Energy: the 435-585 keV window of the paper. Approx.: energy resolution 9 % FWHM at 511 keV
+#   (the order reported for the Vision's LSO/SiPM detectors; recon's figure, not the paper's).
 #
 # Spatial resolution ("resolution": the default image-space PSF, recon.ImageResolution). NEMA NU 2
 # FWHM in mm of an FBP reconstruction of an F-18 point source, used as the kernel to first order
@@ -75,6 +90,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "ring_spacing_mm": 8.0,
         "crystal_depth_mm": 0.0,
         "tof": (400.0, 19, 167.0),
+        "energy": ((425.0, 650.0), 0.12),
         "resolution": {"transaxial_1cm": (5.0, 5.0), "axial_1cm": 5.5},
     },
     "dmi4": {
@@ -84,6 +100,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "ring_spacing_mm": 5.52296,
         "crystal_depth_mm": 25.0,
         "tof": (385.0, 29, 169.0),
+        "energy": ((425.0, 650.0), 0.094),
         "resolution": {
             "transaxial_1cm": (4.10, 4.19),
             "axial_1cm": 4.48,
@@ -97,6 +114,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "ring_spacing_mm": 3.2875,
         "crystal_depth_mm": 20.0,
         "tof": (210.0, 33, 142.8),
+        "energy": ((435.0, 585.0), 0.09),
         "resolution": {"transaxial_1cm": (3.3, 3.4), "axial_1cm": 3.8},
     },
 }
@@ -145,6 +163,39 @@ def _finite_float(value: object, name: str, *, allow_zero: bool = False) -> floa
     return as_float
 
 
+def _energy_window(value: object) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    message = f"energy_window_kev must be (lower, upper) in keV or None, got {value!r}"
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise GeometryError(message)
+    if any(isinstance(v, bool | str) or not isinstance(v, SupportsFloat) for v in value):
+        raise GeometryError(message)
+    lower, upper = float(value[0]), float(value[1])
+    if not (math.isfinite(lower) and math.isfinite(upper)) or not (
+        0 <= lower < _ANNIHILATION_KEV < upper
+    ):
+        raise GeometryError(
+            f"energy_window_kev {value!r} must satisfy 0 <= lower < 511 < upper (keV): a PET "
+            "energy window contains the annihilation photopeak"
+        )
+    return (lower, upper)
+
+
+def _energy_resolution(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool | str) or not isinstance(value, SupportsFloat | SupportsIndex):
+        raise GeometryError(f"energy_resolution must be a fraction or None, got {value!r}")
+    resolution = float(value)
+    if not (math.isfinite(resolution) and 0 < resolution < 1):
+        raise GeometryError(
+            f"energy_resolution must be the FWHM at 511 keV as a fraction in (0, 1) (0.1 for "
+            f"10 %), got {value!r}"
+        )
+    return resolution
+
+
 @dataclass(frozen=True)
 class PetScanner:
     """A cylindrical PET scanner of ``n_rings`` rings of ``crystals_per_ring`` crystals.
@@ -172,6 +223,14 @@ class PetScanner:
         Timing resolution and TOF binning; None for a non-TOF scanner.
     name : str, optional
         A label.
+    energy_window_kev : (float, float) or None, optional
+        Lower and upper limits of the coincidence energy window, keV (the window must contain
+        511 keV). None when unknown (scanner descriptions written before recon carried it):
+        single-scatter simulation then assumes :data:`DEFAULT_ENERGY_WINDOW_KEV`, 425-650 keV,
+        and says so in its report.
+    energy_resolution : float or None, optional
+        Energy resolution, FWHM of the 511 keV photopeak as a fraction of 511 keV (0.1 = 10 %).
+        None when unknown: :data:`DEFAULT_ENERGY_RESOLUTION`, 12 %, is assumed and reported.
     resolution : ImageResolution or None, optional
         The scanner's spatial resolution as an image-space PSF, for models' ``resolution=``
         (presets carry their published NEMA figures); None: not known. Models use no resolution
@@ -180,7 +239,8 @@ class PetScanner:
     Raises
     ------
     GeometryError
-        A size is not positive (or ``crystal_depth_mm`` negative), or ``crystals_per_ring`` is odd.
+        A size is not positive (or ``crystal_depth_mm`` negative), ``crystals_per_ring`` is odd,
+        or the energy window or resolution is impossible.
     """
 
     n_rings: int
@@ -190,6 +250,8 @@ class PetScanner:
     crystal_depth_mm: float = 0.0
     tof: Tof | None = None
     name: str = "custom"
+    energy_window_kev: tuple[float, float] | None = None
+    energy_resolution: float | None = None
     resolution: ImageResolution | None = None
 
     def __post_init__(self) -> None:
@@ -214,11 +276,23 @@ class PetScanner:
             raise GeometryError(f"tof must be a recon Tof or None, got {type(self.tof).__name__}")
         if not isinstance(self.name, str):
             raise GeometryError(f"name must be text, got {self.name!r}")
+        set_(self, "energy_window_kev", _energy_window(self.energy_window_kev))
+        set_(self, "energy_resolution", _energy_resolution(self.energy_resolution))
         if self.resolution is not None and not isinstance(self.resolution, ImageResolution):
             raise GeometryError(
                 "resolution must be a recon ImageResolution or None, got "
                 f"{type(self.resolution).__name__}"
             )
+
+    def energy_response(self) -> tuple[float, float, float, bool]:
+        """``(lower_kev, upper_kev, resolution, assumed)``: the scanner's energy window and
+        resolution, or the stated defaults where it has none (``assumed`` is then True)."""
+        window = self.energy_window_kev
+        resolution = self.energy_resolution
+        assumed = window is None or resolution is None
+        lower, upper = DEFAULT_ENERGY_WINDOW_KEV if window is None else window
+        res = DEFAULT_ENERGY_RESOLUTION if resolution is None else resolution
+        return float(lower), float(upper), float(res), assumed
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -231,6 +305,11 @@ class PetScanner:
         """A scanner from a mapping of its fields (``tof`` as a mapping of :class:`Tof` fields,
         ``resolution`` of :class:`ImageResolution` fields), as stored in JSON by recon's listmode
         files and ``recon pet --scanner FILE.json``.
+
+        ``energy_window_kev`` (a two-number list) and ``energy_resolution`` are optional:
+        descriptions written before recon carried them read as None, and single-scatter
+        simulation then assumes :data:`DEFAULT_ENERGY_WINDOW_KEV` and
+        :data:`DEFAULT_ENERGY_RESOLUTION` (425-650 keV, 12 %) and reports that it did.
 
         Raises
         ------
@@ -298,6 +377,7 @@ class PetScanner:
             raise GeometryError(f"unknown PET scanner preset {name!r}; known presets: {known}")
         p = _PRESETS[key]
         fwhm_ps, n_bins, bin_width_ps = p["tof"]
+        window, energy_resolution = p["energy"]
         return cls(
             n_rings=p["n_rings"],
             crystals_per_ring=p["crystals_per_ring"],
@@ -306,6 +386,8 @@ class PetScanner:
             crystal_depth_mm=p["crystal_depth_mm"],
             tof=Tof(fwhm_ps=fwhm_ps, n_bins=n_bins, bin_width_ps=bin_width_ps),
             name=key,
+            energy_window_kev=window,
+            energy_resolution=energy_resolution,
             resolution=_preset_resolution(p["resolution"]),
         )
 
