@@ -26,6 +26,7 @@ from recon.io.nifti import (
     read_voi_mask,
     write_nifti,
 )
+from recon.io.normalization_file import read_normalization, write_normalization
 from recon.io.petsird import read_petsird
 from recon.io.stir_geometry import (
     layout_to_stir_sinogram,
@@ -56,6 +57,7 @@ __all__ = [
     "read_listmode",
     "read_mu_map",
     "read_nm_projections",
+    "read_normalization",
     "read_nifti_image",
     "read_petsird",
     "read_seg_vois",
@@ -72,4 +74,5 @@ __all__ = [
     "write_interfile",
     "write_listmode",
     "write_nifti",
+    "write_normalization",
 ]

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from recon.errors import GeometryError, InputError, ReconError
+from recon.io.petsird_efficiencies import efficiency_metadata
 from recon.pet.listmode import ListmodeEvents
 from recon.pet.scanner import PetScanner
 from recon.pet.tof import SPEED_OF_LIGHT_MM_PER_PS, Tof
@@ -597,7 +598,10 @@ def read_petsird(
         crystal id of element ``module · n_elements + element``), ``max_position_error_mm``,
         ``tolerance_mm``, ``alignment``, ``gantry_alignment``, ``other_time_blocks`` (counts by
         kind), ``ignored_events`` (singles, triples, quadruples), ``start_of_acquisition`` (ISO,
-        UTC), ``patient_orientation``, ``radiopharmaceuticals``.
+        UTC), ``patient_orientation``, ``radiopharmaceuticals``, ``normalization`` (the file's
+        detection efficiencies as a :class:`~recon.pet.Normalization`, None when absent or
+        unusable: :mod:`recon.io.petsird_efficiencies`), ``normalization_problem`` (why they
+        are unusable, else None).
 
     Raises
     ------
@@ -840,6 +844,8 @@ def _read(
         "ignored_events": ignored,
     }
     metadata.update(_exam_metadata(header.exam))
+    n_modules = [int(shape[0]) for shape in shapes]
+    metadata.update(efficiency_metadata(info, scanner, crystal_of_element, n_energy, n_modules))
     return events, scanner, metadata
 
 

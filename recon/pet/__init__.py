@@ -4,6 +4,8 @@ from recon.pet.listmode import ListmodeEvents, histogram
 from recon.pet.listmode_frame import EventSubset, ListmodeFrame
 from recon.pet.lor_model import PetLorSinogramModel
 from recon.pet.model import PetListmodeModel, PetSinogramModel
+from recon.pet.norm_estimation import cylinder_sinogram, estimate_normalization
+from recon.pet.normalization import ModulePairFactors, Normalization
 from recon.pet.projector import LorProjector
 from recon.pet.randoms import randoms_from_delayeds, randoms_from_singles
 from recon.pet.resolution import ImageResolution
@@ -20,6 +22,8 @@ __all__ = [
     "ListmodeEvents",
     "ListmodeFrame",
     "LorProjector",
+    "ModulePairFactors",
+    "Normalization",
     "PetListmodeModel",
     "PetLorSinogramModel",
     "PetScanner",
@@ -29,6 +33,8 @@ __all__ = [
     "SinogramLayout",
     "TailFit",
     "Tof",
+    "cylinder_sinogram",
+    "estimate_normalization",
     "histogram",
     "randoms_from_delayeds",
     "randoms_from_singles",

@@ -3,8 +3,10 @@
 Both share the LOR projector (Joseph line integrals, optional TOF) and the same corrections:
 
 - attenuation: ``exp(−∫μ)`` along each LOR from a 511 keV mu-map on the image grid;
-- normalisation: per-crystal efficiencies (the LOR factor is their product) or a full per-bin
-  array (sinograms);
+- normalisation: a :class:`~recon.pet.normalization.Normalization` (component factors from a
+  calibration scan or a PETSIRD file, looked up per crystal pair, so a listmode event gets the
+  factor of its sinogram bin), per-crystal efficiencies (the LOR factor is their product) or a
+  full per-bin array (sinograms);
 - time: frame duration, decay during the frame relative to the reference time (sinograms) or per
   event time (listmode), positron branching ratio, and a calibration factor to Bq/mL;
 - resolution (optional): an image-space Gaussian ``G`` (:class:`recon.ImageResolution`), so that
@@ -26,6 +28,7 @@ from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
 from recon.image import Image
 from recon.pet.listmode import ListmodeEvents
+from recon.pet.normalization import Normalization
 from recon.pet.projector import LorProjector
 from recon.pet.resolution import ImageResolution, add_resolution_info, resolution_operator
 from recon.pet.scanner import PetScanner
@@ -140,6 +143,7 @@ class _PetCorrections:
         )
         self._crystal_eff = None
         self._bin_norm = None
+        self._normalization: Normalization | None = None
         if normalization is not None:
             self._set_normalization(normalization)
         self.resolution = resolution
@@ -158,6 +162,10 @@ class _PetCorrections:
 
     # ------------------------------------------------------------------ validation
     def _set_normalization(self, normalization: Any) -> None:
+        if isinstance(normalization, Normalization):
+            normalization.check_layout(self.layout)
+            self._normalization = normalization
+            return
         n = np.asarray(self.backend.to_host(normalization), dtype=np.float64)
         if not np.all(np.isfinite(n)) or np.any(n < 0):
             raise InputError("normalization must be finite and non-negative")
@@ -175,7 +183,7 @@ class _PetCorrections:
     def _layout_crystals(self, views: np.ndarray) -> tuple[Any, Any]:
         """Crystal ids of every bin of ``views`` on the device, or (None, None) when no
         per-crystal normalisation needs them."""
-        if self._crystal_eff is None:
+        if self._crystal_eff is None and self._normalization is None:
             return None, None
         p, v, r = np.meshgrid(
             np.arange(self.layout.shape[0]), views, np.arange(self.layout.shape[2]), indexing="ij"
@@ -189,6 +197,8 @@ class _PetCorrections:
         factor = xp.ones(xstart.shape[:-1], dtype=np.float32)
         if self._crystal_eff is not None:
             factor *= self._crystal_eff[crystal_a] * self._crystal_eff[crystal_b]
+        if self._normalization is not None:
+            factor *= self._normalization.lor_factors(crystal_a, crystal_b, xp=self.xp)
         if self._mu is not None:
             shape = factor.shape
             line = self.nontof_projector.forward(
@@ -212,8 +222,9 @@ class PetSinogramModel(_PetCorrections, ViewModel):
     grid : ImageGrid
     mu_map : array of grid.shape, optional
         Linear attenuation at 511 keV in 1/mm.
-    normalization : array, optional
-        Per-crystal efficiencies ``(n_crystals,)`` or a per-bin array ``(plane, view, radial)``.
+    normalization : Normalization or array, optional
+        A :class:`~recon.pet.normalization.Normalization`, per-crystal efficiencies
+        ``(n_crystals,)`` or a per-bin array ``(plane, view, radial)``.
     randoms, scatter : array, optional
         Expected additive counts per bin, non-TOF ``(plane, view, radial)`` (spread evenly over
         the TOF bins, as randoms are uniform in time difference) or TOF-shaped.
@@ -381,8 +392,9 @@ class PetListmodeModel(_PetCorrections):
     grid : ImageGrid
     mu_map : array of grid.shape, optional
         Linear attenuation at 511 keV in 1/mm.
-    normalization : array of shape (n_crystals,), optional
-        Per-crystal efficiencies.
+    normalization : Normalization or array of shape (n_crystals,), optional
+        A :class:`~recon.pet.normalization.Normalization` (each event gets the factor of its
+        sinogram bin) or per-crystal efficiencies.
     isotope : str, optional
         Enables decay correction to each event's time and the positron branching ratio.
     reference_time_s : float
@@ -429,7 +441,10 @@ class PetListmodeModel(_PetCorrections):
             max_ring_difference, chunk_lors, resolution, n_radial,
         )  # fmt: skip
         if normalization is not None and self._bin_norm is not None:
-            raise InputError("listmode normalisation must be per-crystal efficiencies")
+            raise InputError(
+                "listmode normalisation must be per-crystal efficiencies or a "
+                "recon.pet.Normalization (which gives every event the factor of its bin)"
+            )
         self._geometry_sensitivity = None
         #: Where the geometric sensitivity came from: None (not yet needed), "cache", "computed"
         #: or "computed, not cached".
