@@ -136,5 +136,12 @@ def test_fingerprint_sees_array_bytes_shape_and_type() -> None:
     assert key(a) != key(a.reshape(2, 3))
     assert key(a) != key(a.astype(np.float64))
     assert key(None) != key(a)
+    big = np.zeros(10_000, np.float32)
+    changed = big.copy()
+    changed[5_000] = 1.0  # in the part a repr would elide
+    assert key(big) != key(changed)
+    assert key({"a": big}) != key({"a": changed})
+    assert key(recon.ImageResolution(4.0)) != key(recon.ImageResolution(4.5))
+    assert key(1) != key(1.0) and key((1, 2)) != key([1, 2])
     with pytest.raises(TypeError):
         key(object())

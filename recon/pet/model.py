@@ -459,8 +459,13 @@ class PetListmodeModel(_PetCorrections):
         back instead of projecting every LOR again.
         """
         if self._geometry_sensitivity is None:
+            try:
+                key: str | None = self._sensitivity_key()
+            except TypeError as error:  # a part it cannot hash: compute, do not cache
+                log.info("sensitivity image not cached: %s", error)
+                key = None
             image, source = load_or_compute(
-                self._sensitivity_key(), self.grid.shape, self._compute_geometric_sensitivity,
+                key, self.grid.shape, self._compute_geometric_sensitivity,
                 f"the sensitivity image of {self.layout.n_bins:,} LORs",
             )  # fmt: skip
             self.sensitivity_source = source
@@ -475,6 +480,7 @@ class PetListmodeModel(_PetCorrections):
         key.add("n_radial", self.layout.n_radial)
         key.add("grid", self.grid)
         key.add("mu", self._mu).add("crystal_efficiencies", self._crystal_eff)
+        key.add("normalization", getattr(self, "_normalization", None))
         return key.add("resolution", self.resolution).hexdigest()
 
     def _compute_geometric_sensitivity(self) -> np.ndarray:

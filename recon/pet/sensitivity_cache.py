@@ -92,20 +92,32 @@ class Fingerprint:
     def add(self, name: str, value: Any) -> Fingerprint:
         """Add ``value`` under ``name``; returns ``self``.
 
-        Arrays (NumPy or CuPy) contribute dtype, shape and bytes; dataclasses their ``repr``
-        (every field, so a scanner with another energy window is another key); None, numbers
-        and strings their ``repr``.
+        Arrays (NumPy or CuPy) contribute dtype, shape and bytes (all of them: never a
+        ``repr``, which elides the middle of large arrays); dataclasses their type and each
+        public field in turn (so a scanner with another energy window, or a normalisation with
+        one other crystal efficiency, is another key); dicts, lists and tuples their items;
+        None, numbers and strings their ``repr``.
         """
         self._digest.update(f"\0{name}=".encode())
-        if hasattr(value, "__array__") or hasattr(value, "get"):
-            host = value.get() if hasattr(value, "get") else np.asarray(value)
+        if isinstance(value, np.ndarray) or hasattr(value, "__cuda_array_interface__"):
+            host = value.get() if hasattr(value, "get") else value
             host = np.ascontiguousarray(host)
             self._digest.update(f"{host.dtype.str}{host.shape}".encode())
             self._digest.update(host.tobytes())
-        elif dataclasses.is_dataclass(value) or value is None:
-            self._digest.update(repr(value).encode())
-        elif isinstance(value, (bool, int, float, str, tuple)):
-            self._digest.update(repr(value).encode())
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            self._digest.update(type(value).__qualname__.encode())
+            for item in dataclasses.fields(value):
+                if not item.name.startswith("_"):
+                    self.add(f"{name}.{item.name}", getattr(value, item.name))
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                self.add(f"{name}[{key!r}]", value[key])
+        elif isinstance(value, (list, tuple)):
+            self._digest.update(f"{type(value).__name__}{len(value)}".encode())
+            for index, item in enumerate(value):
+                self.add(f"{name}[{index}]", item)
+        elif value is None or isinstance(value, (bool, int, float, str, np.generic)):
+            self._digest.update(f"{type(value).__name__}:{value!r}".encode())
         else:
             raise TypeError(f"cannot fingerprint {type(value).__name__} ({name})")
         return self
@@ -116,14 +128,14 @@ class Fingerprint:
 
 
 def load_or_compute(
-    key: str, shape: tuple[int, ...], compute: Callable[[], np.ndarray], what: str
+    key: str | None, shape: tuple[int, ...], compute: Callable[[], np.ndarray], what: str
 ) -> tuple[np.ndarray, str]:
     """The cached float32 image of ``key``, or ``compute()`` stored under it.
 
     Parameters
     ----------
-    key : str
-        :meth:`Fingerprint.hexdigest` of everything the image depends on.
+    key : str or None
+        :meth:`Fingerprint.hexdigest` of everything the image depends on (None: not cached).
     shape : tuple of int
         The image shape (a cached file of another shape is ignored).
     compute : callable
@@ -140,7 +152,7 @@ def load_or_compute(
         ``"computed, not cached"`` (the cache is off or could not be written).
     """
     folder = cache_folder()
-    path = None if folder is None else folder / f"{key}.npy"
+    path = None if folder is None or key is None else folder / f"{key}.npy"
     if path is not None and path.is_file():
         try:
             image = load_npy(path, what)
