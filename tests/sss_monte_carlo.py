@@ -182,8 +182,12 @@ def simulate(
     resolution: float,
     tof_sigma_mm: float,
     batch: int = 500_000,
+    spheres: tuple[tuple[float, float, float, float, float], ...] = (),
 ) -> dict[str, np.ndarray]:
     """Detected trues and single scatters of ``n_decays`` decays.
+
+    The activity is uniform (1) in the phantom, with ``spheres`` ``(x, y, z, radius, value)``
+    holding ``value`` instead (decays are drawn uniformly and weighted by the activity).
 
     Returns arrays over detected events: ``crystal_a``, ``crystal_b`` (the crystals hit by photon
     1 and 2), ``weight``, ``scattered`` (bool) and ``tof_mm`` (position from the LOR midpoint
@@ -207,12 +211,16 @@ def simulate(
         n = min(batch, n_decays - done)
         done += n
         origin = phantom.sample(n, rng)
+        source = np.ones(n)
+        for x, y, z, radius, value in spheres:
+            inside = np.sum((origin - [x, y, z]) ** 2, axis=1) <= radius**2
+            source[inside] = value
         u = _isotropic(n, rng)
         dirs = (u, -u)
         lengths = [phantom.exit_distance(origin, d) for d in dirs]
         zeros = np.zeros(n)
         # Trues.
-        weight = np.exp(-mu511 * (lengths[0] + lengths[1]))
+        weight = source * np.exp(-mu511 * (lengths[0] + lengths[1]))
         keep = _in_window(np.full(n, 511.0), window, resolution, rng) & _in_window(
             np.full(n, 511.0), window, resolution, rng
         )
@@ -227,7 +235,8 @@ def simulate(
             energy = 511.0 / (2.0 - cos_t)
             new_dir = _deflect(dirs[k], cos_t, rng)
             escape = phantom.exit_distance(site, new_dir)
-            weight = p_int * np.exp(-mu511 * lengths[other]) * np.exp(-water_mu(energy) * escape)
+            weight = source * p_int * np.exp(-mu511 * lengths[other])
+            weight *= np.exp(-water_mu(energy) * escape)
             keep = _in_window(energy, window, resolution, rng) & _in_window(
                 np.full(n, 511.0), window, resolution, rng
             )
@@ -244,15 +253,20 @@ def simulate(
     }
 
 
-def voxelise(phantom: Phantom, grid, supersample: int = 4) -> np.ndarray:
-    """Fraction of each voxel inside the phantom (supersampled in x and y), grid.shape."""
+def voxelise(phantom: Phantom, grid, supersample: int = 4, spheres=()) -> np.ndarray:
+    """Mean activity (1 in the phantom, ``value`` in the spheres) of each voxel, supersampled in
+    x, y and z; ``grid.shape``. Without spheres: the fraction of each voxel in the phantom."""
     z, y, x = grid.meshgrid_mm()
     dz, dy, dx = grid.voxel_size_mm
-    frac = np.zeros(grid.shape)
+    out = np.zeros(grid.shape)
     offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
-    for oy in offsets:
-        for ox in offsets:
-            frac += phantom.inside(x + ox * dx, y + oy * dy, z)
-    frac /= supersample**2
-    frac[np.abs(z) > phantom.half_z] = 0.0
-    return frac
+    for oz in offsets:
+        for oy in offsets:
+            for ox in offsets:
+                px, py, pz = x + ox * dx, y + oy * dy, z + oz * dz
+                value = (phantom.inside(px, py, pz) & (np.abs(pz) <= phantom.half_z)) * 1.0
+                for sx, sy, sz, radius, v in spheres:
+                    ball = (px - sx) ** 2 + (py - sy) ** 2 + (pz - sz) ** 2 <= radius**2
+                    value = np.where(ball & (value > 0), v, value)
+                out += value
+    return out / supersample**3

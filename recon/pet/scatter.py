@@ -141,7 +141,7 @@ class ScatterEstimation:
         default_scale: float = 1.0,
         energy_window_kev: tuple[float, float] | None = None,
         energy_resolution: float | None = None,
-        n_phi: int = 32,
+        n_phi: int = 64,
         axial_spacing_mm: float = 25.0,
         point_spacing_mm: float = 20.0,
         mu_threshold_per_mm: float = 0.001,
