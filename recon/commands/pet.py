@@ -38,7 +38,7 @@ from recon.errors import InputError
 from recon.figures import save_reconstruction_figure, sum_frames
 from recon.grid import ImageGrid
 from recon.io.listmode_file import read_listmode
-from recon.pet import PetListmodeModel, PetScanner, randoms_from_delayeds
+from recon.pet import PetListmodeModel, PetScanner, SinogramLayout, randoms_from_delayeds
 from recon.pet.listmode import ListmodeEvents
 from recon.pet.resolution import ImageResolution
 
@@ -309,12 +309,18 @@ def run(args: argparse.Namespace) -> int:
     mu = _mu_map(args, grid)
     resolution = _resolution(args, scanner)
     normalization, norm_text = _listmode_normalization(args, scanner, petsird_norm, source)
+    n_radial = _radial_bins(args, scanner)
+    tof = None if args.no_tof else scanner.tof
+    additive = _listmode_additive(args, SinogramLayout(scanner, n_radial=n_radial), tof, events)
     model = PetListmodeModel(
         scanner, grid, mu_map=mu, normalization=normalization, isotope=isotope,
         calibration=args.calibration, use_tof=False if args.no_tof else None,
-        resolution=resolution, n_radial=_radial_bins(args, scanner), device=args.device,
+        resolution=resolution, n_radial=n_radial, device=args.device,
     )  # fmt: skip
-    additive = _listmode_additive(args, model, events)
+    if norm_text is None:
+        note("no --norm given: all detector pairs are taken as equally efficient")
+    elif args.norm is None:
+        note(f"using the detection efficiencies recorded in {source.name} (no --norm given)")
     if args.calibration is None:
         note("no --calibration given: the images are in counts/s, not Bq/mL")
     results, scatter_rows, scatter_sinograms = [], [], []
@@ -436,14 +442,12 @@ def _listmode_normalization(
 
         return read_normalization(args.norm, scanner=scanner), str(args.norm)
     if petsird_norm is not None:
-        note(f"using the detection efficiencies recorded in {source.name} (no --norm given)")
         return petsird_norm, f"{source.name} (PETSIRD detection efficiencies)"
-    note("no --norm given: all detector pairs are taken as equally efficient")
     return None, None
 
 
 def _listmode_additive(
-    args: argparse.Namespace, model: PetListmodeModel, events: ListmodeEvents
+    args: argparse.Namespace, layout: SinogramLayout, tof: Any, events: ListmodeEvents
 ) -> np.ndarray | None:
     """The ``--additive`` file for listmode: counts/s per layout bin, or per prompt."""
     if not args.additive:
@@ -455,10 +459,9 @@ def _listmode_additive(
     values = np.asarray(load_npy(args.additive, "additive rates"), dtype=np.float64)
     if not np.all(np.isfinite(values)) or (values.size and values.min() < 0):
         raise InputError(f"--additive {args.additive} must hold finite, non-negative counts/s")
-    layout = model.layout
     shapes = [tuple(layout.shape)]
-    if model.tof is not None:
-        shapes.append((*layout.shape, model.tof.n_bins))
+    if tof is not None:
+        shapes.append((*layout.shape, tof.n_bins))
     n_prompts = int(np.count_nonzero(events.prompt))
     if values.shape not in shapes and values.shape != (n_prompts,):
         raise InputError(
