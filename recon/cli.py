@@ -17,13 +17,14 @@ import traceback
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
-from recon.commands import batch, demo, info, pet, quant, spect
+from recon.commands import batch, demo, info, pet, pet_norm, quant, spect
 from recon.errors import ReconError
 
 __all__ = ["main"]
 
 _COMMANDS = {
-    "demo": demo, "spect": spect, "pet": pet, "info": info, "quant": quant, "batch": batch,
+    "demo": demo, "spect": spect, "pet": pet, "pet-norm": pet_norm, "info": info, "quant": quant,
+    "batch": batch,
 }  # fmt: skip
 
 

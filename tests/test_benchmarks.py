@@ -209,3 +209,14 @@ def test_scaling_benchmark_quick_writes_its_cases_fits_and_figure(tmp_path: Path
     assert all(isinstance(p, float) for p in record["fitted_exponents"].values())
     (png,) = (tmp_path / "scaling").glob("*.png")
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_scatter_benchmark_quick_reports_the_sss_share(tmp_path: Path) -> None:
+    _run("scatter.py", "--quick", "--repeats", "1", out=tmp_path / "scatter")
+    record = _record(tmp_path / "scatter")
+    assert record["benchmark"] == "scatter" and record["quick"] is True
+    (run,) = record["runs"]
+    assert set(run["median_s"]) >= {"SSS simulate (non-TOF)", "SSS simulate (TOF)"}
+    assert all(value > 0 for value in run["median_s"].values())
+    assert 0.0 < run["sss_share"] < 1.0
+    assert run["sss_round_s"] < run["scatter_sss_reconstruction_s"]

@@ -68,3 +68,9 @@ def test_pet_demo_writes_image_and_recovery(tmp_path, capsys):
     assert 0.7 < recovery["sphere_37mm"] < 1.1
     assert recovery["sphere_37mm"] > recovery["sphere_10mm"]
     assert summary["background_ratio"] == pytest.approx(1.0, abs=0.1)
+    # Scatter is estimated from the data (SSS + tail fit), not handed over from the simulation:
+    # the estimated fraction of the prompts (less randoms) matches the simulated scatter/trues.
+    scatter = summary["scatter"]
+    simulated = scatter["simulated_fraction"] / (1.0 + scatter["simulated_fraction"])
+    assert scatter["estimated_fraction"] == pytest.approx(simulated, rel=0.15)
+    assert not scatter["notes"]  # tails found: no fallback taken

@@ -48,7 +48,7 @@ def test_the_corpus_is_large_and_covers_every_command() -> None:
     assert len(CASES) >= 100
     assert len({name for name, *_ in CASES}) == len(CASES), "case ids must be unique"
     commands = {argv.split()[0] for _, argv, *_ in CASES}
-    assert commands == {"info", "spect", "pet", "quant", "batch"}
+    assert commands == {"info", "spect", "pet", "pet-norm", "quant", "batch"}
 
 
 @pytest.mark.parametrize(("argv", "fragment", "status"), [c[1:] for c in CASES],
