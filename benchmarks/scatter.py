@@ -92,10 +92,10 @@ def run_device(
     rows: dict[str, Any] = {}
     interpolate_tof = ""
     for tof in (None, scanner.tof):
+        lower, upper, resolution, _ = scanner.energy_response()
         simulation = SingleScatterSimulation(
-            grid, mu, ScatterDetectors.from_scanner(scanner),
-            energy_window_kev=scanner.energy_window_kev,
-            energy_resolution=scanner.energy_resolution, tof=tof, device=backend,
+            grid, mu, ScatterDetectors.from_scanner(scanner), energy_window_kev=(lower, upper),
+            energy_resolution=resolution, tof=tof, device=backend,
         )  # fmt: skip
         label = "TOF" if tof is not None else "non-TOF"
         coarse = [simulation.simulate(activity)]

@@ -64,10 +64,10 @@ def _simulated_scatter(
     device: str | None,
 ) -> np.ndarray:
     """TOF single scatter of the true activity on the simulator's sinogram (shape only)."""
+    lower, upper, resolution, _ = scanner.energy_response()
     simulation = SingleScatterSimulation(
-        grid, mu, ScatterDetectors.from_scanner(scanner),
-        energy_window_kev=scanner.energy_window_kev,
-        energy_resolution=scanner.energy_resolution, tof=scanner.tof, device=device,
+        grid, mu, ScatterDetectors.from_scanner(scanner), energy_window_kev=(lower, upper),
+        energy_resolution=resolution, tof=scanner.tof, device=device,
     )  # fmt: skip
     coarse = simulation.simulate(activity)
     xstart, xend = layout.endpoints(np.arange(layout.n_views), xp=np)
