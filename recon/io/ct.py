@@ -1,25 +1,9 @@
-"""CT series to attenuation maps (the conversion itself: :mod:`recon.physics.attenuation`).
+"""CT series to attenuation maps: reading a CT series and resampling it onto a reconstruction grid.
 
-The conversion is the bilinear (air-water / water-bone mixture) model of CT-based attenuation
-correction (Kinahan et al., "Attenuation correction for a combined 3D PET/CT scanner", Med. Phys.
-25 (1998) 2046-2053; Bai et al., "A generalized model for the conversion from CT numbers to linear
-attenuation coefficients", IEEE Trans. Nucl. Sci. 50 (2003) 1510-1515; Brown et al.,
-"Investigation of the relationship between linear attenuation coefficients and CT Hounsfield
-units using radionuclides for SPECT", Appl. Radiat. Isot. 66 (2008) 1206-1212):
-
-- ``HU ≤ 0``: a mixture of air (μ ≈ 0) and water, ``μ(E) = μ_water(E)·(1 + HU/1000)``;
-- ``HU > 0``: a mixture of water and cortical bone,
-  ``μ(E) = μ_water(E) + HU·(μ_bone(E) − μ_water(E)) / HU_bone``, where ``HU_bone`` is the CT number
-  of cortical bone in the CT beam, ``1000·(μ_bone(E_CT) − μ_water(E_CT))/μ_water(E_CT)`` at the
-  beam's effective energy ``E_CT``. The kVp enters only through ``E_CT``.
-
-μ/ρ of water and of cortical bone (ICRU Report 44 composition, 1.92 g/cm³) come from the NIST
-tables (Hubbell & Seltzer, "Tables of X-Ray Mass Attenuation Coefficients and Mass
-Energy-Absorption Coefficients", NIST Standard Reference Database 126 / NISTIR 5632, which XCOM
-reproduces), interpolated log-log. The effective energy of each kVp is the energy at which this
-model reproduces the bone-branch slope that Carney et al. measured at 511 keV ("Method for
-transforming CT images for attenuation correction in PET/CT imaging", Med. Phys. 33 (2006)
-976-983, Table 1); at 511 keV itself their published bilinear coefficients are used directly.
+The conversion of Hounsfield units to linear attenuation at the emission energy (the bilinear
+air-water / water-bone model, NIST SRD 126 coefficients, effective CT energies after Carney et al.
+2006) is :mod:`recon.physics.attenuation`, whose docstring states the model and its sources; this
+module applies it to DICOM CT series.
 """
 
 from __future__ import annotations
