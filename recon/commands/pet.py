@@ -71,8 +71,8 @@ OPTIONS = (
            "efficiencies and geometric factors); default: a PETSIRD file's own detection "
            "efficiencies when it has them, else none", metavar="FILE"),
     Option("scatter", "str",
-           "scatter correction: none, or sss (single-scatter simulation scaled to the data's "
-           "tails, re-estimated from the image; needs --mu)", choices=("none", "sss"),
+           "scatter correction; sss: single-scatter simulation scaled to the data's tails, "
+           "re-estimated from the image (needs --mu)", choices=("none", "sss"),
            default="none"),
     Option("scatter-rounds", "int", "reconstruct -> SSS rounds of --scatter sss", default=3,
            minimum=1, maximum=10),
@@ -97,8 +97,8 @@ OPTIONS = (
            "in counts/s, uncalibrated)", minimum=0.0, above=True),
     Option("no-tof", "flag", "ignore TOF information"),
     Option("psf", "str",
-           "resolution model inside the projector: none, or scanner (the scanner's published "
-           "resolution; listmode only)", choices=("none", "scanner"), default="none"),
+           "resolution model inside the projector; scanner: the scanner's published "
+           "resolution (listmode only)", choices=("none", "scanner"), default="none"),
     Option("psf-mm", "float",
            "resolution model: an isotropic Gaussian of this FWHM in mm inside the projector "
            "(P -> P G)", minimum=0.0, above=True, maximum=100.0, metavar="FWHM"),
