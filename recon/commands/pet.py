@@ -507,7 +507,7 @@ def _listmode_scatter(
     report = estimate.reports[-1]
     for text in report.notes:
         note(f"scatter, frame {start:g}-{start + length:g} s: {text}")
-    sinogram, _ = estimator.scatter_sinogram(estimate.images[-2])
+    sinogram = estimator.last_scatter  # the estimate the final additive term holds
     row = {
         "start_s": start, "scatter_fraction": _finite_or_none(report.scatter_fraction),
         "scatter_counts": report.scatter_counts, "net_counts": report.net_counts,
@@ -637,7 +637,7 @@ def _sinogram_scatter(
     report = estimate.reports[-1]
     for text in report.notes:
         note(f"scatter: {text}")
-    sinogram, _ = estimator.scatter_sinogram(estimate.images[-2])
+    sinogram = estimator.last_scatter  # the estimate the final additive term holds
     row = {
         "method": "single-scatter simulation, tail-fitted", "rounds": args.scatter_rounds,
         "scatter_fraction": _finite_or_none(report.scatter_fraction),

@@ -159,6 +159,9 @@ class ScatterEstimation:
         self.data = data
         self.fit = fit
         self.rounds: list[ScatterRound] = []
+        #: The scaled scatter sinogram of the latest estimate (expected counts per bin over the
+        #: frame; non-TOF for listmode), None before the first.
+        self.last_scatter: Any = None
         self._fit_options: dict[str, Any] = dict(
             min_tail_bins=min_tail_bins,
             min_tail_counts=min_tail_counts,
@@ -418,6 +421,7 @@ class ScatterEstimation:
         if self.kind == "listmode":
             return self._listmode_additive(image)
         scatter, fit = self.scatter_sinogram(image)
+        self.last_scatter = scatter
         total = float(scatter.sum())
         self._report(fit, total)
         if self._randoms_data is None:
@@ -452,6 +456,7 @@ class ScatterEstimation:
         coarse = self._simulate(image)
         sino = self._per_view(coarse.nontof().at) * self._norm
         fit = self._fit(sino)
+        self.last_scatter = (sino * xp.asarray(fit.scales[:, None, None])).astype(np.float32)
         self._report(fit, float((sino * xp.asarray(fit.scales[:, None, None])).sum()))
         tof_bin = None if self._event_tof is None else xp.asarray(self._event_tof)
         per_event = coarse.at(self._event_xs, self._event_xe, tof_bin)
