@@ -417,10 +417,21 @@ def _check_scatter_options(args: argparse.Namespace) -> None:
         )
 
 
+def checked_radial_bins(value: int, scanner: PetScanner) -> int:
+    """``--radial-bins`` checked against the scanner: odd and at most crystals per ring − 1."""
+    largest = scanner.crystals_per_ring - 1
+    if not 1 <= value <= largest or value % 2 == 0:
+        raise InputError(
+            f"--radial-bins must be odd (the bins are centred on the scanner's axis) and between "
+            f"1 and {largest} for this scanner, got {value}; e.g. {min(value | 1, largest)}"
+        )
+    return int(value)
+
+
 def _radial_bins(args: argparse.Namespace, scanner: PetScanner) -> int | None:
     """``--radial-bins``, or for --scatter sss the bins reaching 0.9 of the ring radius."""
     if args.radial_bins is not None:
-        return int(args.radial_bins)
+        return checked_radial_bins(args.radial_bins, scanner)
     if args.scatter != "sss":
         return None
     n = scanner.crystals_per_ring

@@ -19,7 +19,7 @@ from recon.commands.common import (
     write_summary,
 )
 from recon.commands.options import Option, add_options, resolve
-from recon.commands.pet import _scanner
+from recon.commands.pet import _scanner, checked_radial_bins
 from recon.errors import InputError
 from recon.io.listmode_file import read_listmode
 from recon.pet import SinogramLayout, randoms_from_delayeds
@@ -106,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     data = read_listmode(source)
     scanner = _scanner(args.scanner) if args.scanner else data.scanner
+    n_radial = None if args.radial_bins is None else checked_radial_bins(args.radial_bins, scanner)
     layout = SinogramLayout(
-        scanner, max_ring_difference=args.max_ring_difference, n_radial=args.radial_bins
+        scanner, max_ring_difference=args.max_ring_difference, n_radial=n_radial
     )
     events = data.events.validate(scanner)
     prompts = histogram(events, layout, tof=False)[0].astype(np.float64)
