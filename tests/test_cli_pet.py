@@ -157,7 +157,9 @@ def test_radial_bins_are_checked_at_the_option(listmode_file, tmp_path, capsys):
     common = ["--iterations", "1", "--subsets", "1", "--device", "cpu"]
     for value in ("10", str(crystals + 1)):
         out = tmp_path / f"bad{value}"
-        assert main(["pet", str(listmode_file), "-o", str(out), *common, "--radial-bins", value]) == 2
+        assert (
+            main(["pet", str(listmode_file), "-o", str(out), *common, "--radial-bins", value]) == 2
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--radial-bins must be odd" in err[0] and not out.exists()
         assert "n_radial" not in err[0]

@@ -89,6 +89,7 @@ def test_scatter_sss_recovers_the_activity_of_a_monte_carlo_study(scatter_study,
     assert 0.5 * ratio < biased - 1.0 < 2.0 * ratio
     summary = json.loads((corrected / "summary.json").read_text())
     report = summary["scatter"]["frames"][0]
+    assert summary["scatter"]["rounds_reconstructed_with"].startswith("LM-OSEM, 2 iterations")
     assert 0.5 * ratio < report["scatter_fraction"] < 1.5 * ratio
     assert summary["frames"][0]["scatter_fraction"] == report["scatter_fraction"]
     scatter = np.load(corrected / "scatter_000.npy")

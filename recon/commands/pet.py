@@ -363,6 +363,7 @@ def run(args: argparse.Namespace) -> int:
         "additive": args.additive,
         "scatter": None if args.scatter == "none" else {
             "method": "single-scatter simulation, tail-fitted", "rounds": args.scatter_rounds,
+            "rounds_reconstructed_with": f"LM-OSEM, 2 iterations of {args.subsets} subsets",
             "frames": scatter_rows,
         },
         "sensitivity_image": getattr(model, "sensitivity_source", None),
@@ -651,6 +652,7 @@ def _sinogram_scatter(
     sinogram = estimator.last_scatter  # the estimate the final additive term holds
     row = {
         "method": "single-scatter simulation, tail-fitted", "rounds": args.scatter_rounds,
+        "rounds_reconstructed_with": f"OSEM, 2 iterations of {args.subsets} subsets",
         "scatter_fraction": _finite_or_none(report.scatter_fraction),
         "scatter_counts": report.scatter_counts, "net_counts": report.net_counts,
         "tail_fit": report.fit.summary(), "notes": list(report.notes),
