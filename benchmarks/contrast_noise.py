@@ -928,7 +928,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "(ddof=1)) / mean background",
                 "background": f"uniform background voxels >= {BACKGROUND_MARGIN_MM} mm from any "
                 f"other voxel, |z| <= {BACKGROUND_HALF_LENGTH_MM} mm",
-                "best_osem": "the OSEM + filter point with the largest CRC/CV",
+                "between_spheres": "CRC of VOIs of the sphere's size on the sphere ring, "
+                "30 degrees from it (no sphere there); sphere_excess = CRC - that",
+                "best_osem": "the OSEM + filter point with the largest CRC/CV among those "
+                "with CRC > 0",
+                "done_when_check": "the check below holds for the three smallest spheres on "
+                "the CRC and on sphere_excess",
                 "check": "bsrem_at_least_as_good: some beta has CRC >= and CV <= the best OSEM "
                 "point, or BSREM's curve (linear between neighbouring beta, ordered by CV) at "
                 "that point's CV has a CRC >= that point's",
