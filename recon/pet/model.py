@@ -391,7 +391,19 @@ class PetSinogramModel(_PetCorrections, ViewModel):
         if self._separable is not None:
             factor = self._separable_factor(views)
             flat = factor.reshape(factor.shape[0], -1)
-            image = self._separable.back(flat, *self._separable_tables(views))
+            xy_a, xy_b, z_a, z_b = self._separable_tables(views)
+            mirror = axial_mirror(z_a, z_b, self.grid)
+            if mirror is not None and np.array_equal(flat[mirror.half], flat[mirror.partner]):
+                # Mirrored planes carry equal factors (no μ-map, or none that breaks the
+                # symmetry to the bit): project one of each pair and add it flipped along z.
+                half = self._separable.back(flat[mirror.half], xy_a, xy_b, z_a[mirror.half],
+                                            z_b[mirror.half])  # fmt: skip
+                image = half + half[::-1]
+                if mirror.fixed.size:
+                    image += self._separable.back(flat[mirror.fixed], xy_a, xy_b,
+                                                  z_a[mirror.fixed], z_b[mirror.fixed])  # fmt: skip
+                return self._blurred_adjoint(image)
+            image = self._separable.back(flat, xy_a, xy_b, z_a, z_b)
             return self._blurred_adjoint(image)
         xstart, xend, factor = self._subset_geometry(views)
         image = self.nontof_projector.back(
