@@ -2,25 +2,26 @@
 
 An LM-OSEM subset needs ``Pᵀ(m ⊙ y/ȳ)`` with ``ȳ_i = m_i (P x)_i + a_i``. Done as two passes
 (:mod:`recon.pet._cpu`'s ``joseph_tof_lm_forward`` then ``joseph_tof_lm_back``), every event's
-Joseph walk is set up and interpolated twice, and the image columns it reads are cold again by
-the time the back projection writes them. :func:`lm_ratio_back` walks each event once: it
-records the voxel index and weight (bilinear × TOF bin weight) of every sample it reads while
-summing the forward projection, forms the event's ratio, and adds the ratio along the recorded
-samples straight away, while they are in L1.
+Joseph walk is set up and interpolated twice, and the image lines it reads are cold again by the
+time the back projection writes them. :func:`lm_ratio_back` walks each event once: it computes
+the voxel indices and weights of every sample (:func:`_samples`, a branch-free loop that
+vectorises), sums the forward projection from them, forms the event's ratio, and adds the ratio
+along the same samples straight away, while they are in L1.
 
-The samples are those of the two-pass kernels exactly: the LOR set-up (``_lor_setup``, float32
-geometry), the planes walked (the TOF window of the event's bin), the bilinear footprint and the
-tabulated TOF weight are the same helpers. Only the grouping of the float64 products changes
-(``(tof · bilinear) · value`` instead of ``tof · (bilinear · value)``): results agree with the
-two passes to float64 rounding before the float32 stores, and the sums over events and threads
-are in another order. The ratio is rounded like the two-pass path (float32 forward value, float32
-``ȳ``, float32 ratio and ``ratio · m``), with the guard of ``recon.algorithms.em_update.em_ratio``
-whose constants the caller passes in.
+The samples are those of the two-pass kernels exactly: the same LOR set-up (``_lor_setup``,
+float32 geometry) and planes (the TOF window of the event's bin), the bilinear footprint of
+``_footprint`` (corners outside the image get weight 0 instead of a branch), the TOF weight of
+``_tof_table_weight`` (table read and interpolated the same way), and the float64 products
+grouped as there (``tof · Σ bilinear · image`` forward, ``bilinear · (tof · value)`` back). The
+ratio is rounded like the two-pass path (float32 forward value, ``ȳ``, ratio and ``ratio · m``),
+with the guard of ``recon.algorithms.em_update.em_ratio`` whose constants the caller passes in.
+So each event's contribution is that of the two passes to the bit; only the sums over events
+and threads may be in another order.
 
 Back-projections add into per-thread partial images as in :mod:`recon.pet._cpu` (``scratch``:
-``(n_parts, nz·ny·nx)`` float32, zeroed here; part ``p`` handles events ``p, p + n_parts, …``);
-the caller sums the parts. CPU only: on a GPU the two-pass kernels run (atomicAdd back projection,
-no L1 reuse to gain).
+``(n_parts, nz·ny·nx)`` float32, zero on entry; part ``p`` handles events ``p, p + n_parts, …``);
+:func:`sum_parts` sums the parts and zeroes them for the next subset. CPU only: on a GPU the
+two-pass kernels run (their back projection adds with atomicAdd; there is no L1 reuse to gain).
 """
 
 from __future__ import annotations
@@ -32,20 +33,75 @@ import numpy as np
 
 from recon.pet._cpu import (
     _NO_WINDOW,
-    PetSample,
     PetTof,
-    _footprint,
     _lor_setup,
-    _tof_table_weight,
     _tof_window,
 )
 
 _JIT: dict[str, Any] = dict(
     parallel=True, fastmath=False, cache=True, nogil=True, error_model="numpy"
 )
+_HELPER: dict[str, Any] = dict(error_model="numpy", cache=True)
 #: TOF arguments of a non-TOF call (valid values that are not read).
 NON_TOF = PetTof(np.float32(1.0), np.float32(1.0), np.float32(1.0), np.int32(0))
 NON_TOF_TABLE = np.zeros(2, np.float32)
+
+
+@nb.njit(**_HELPER)
+def _samples(lor, bw, reach, inv_step, table_max, ut, i00, i01, i10, i11, c00, c01, c10, c11):
+    """The samples of one LOR's walk, planes ``k0..k1``, without branches (so that the loop
+    vectorises): per plane ``q = k − k0`` the four voxel indices of the bilinear footprint and
+    their weights (0 for a corner outside the image, whose index is clamped to a voxel of the
+    image), and the table coordinate ``|s − b·w|·inv_step`` of the TOF weight, or −1 where the
+    sample is not on the segment or beyond the reach (weight 0). Weights and indices are those
+    of ``_cpu._footprint``, the conditions those of ``_cpu._walk`` and ``_tof_table_weight``."""
+    n1 = lor.n1
+    n2 = lor.n2
+    fn1 = float(n1)
+    fn2 = float(n2)
+    s1 = lor.s1
+    s2 = lor.s2
+    sp = lor.sp
+    c0 = lor.c0
+    vp = lor.vp
+    inv_dp = lor.inv_dp
+    length = lor.length
+    e1 = lor.e1
+    g1 = lor.g1
+    e2 = lor.e2
+    g2 = lor.g2
+    k0 = lor.k0
+    for q in range(lor.k1 - k0 + 1):
+        k = k0 + q
+        t = (c0 + k * vp) * inv_dp
+        d = abs((t - 0.5) * length - bw)
+        ok = (t >= 0.0) & (t <= 1.0) & (d <= reach)
+        ut[q] = d * inv_step if ok else -1.0
+        f1 = e1 + t * g1
+        f2 = e2 + t * g2
+        fl1 = np.floor(f1)
+        fl2 = np.floor(f2)
+        w1 = f1 - fl1
+        w2 = f2 - fl2
+        fl1 = min(max(fl1, -2.0), fn1)  # the integer part _footprint clamps
+        fl2 = min(max(fl2, -2.0), fn2)
+        u1 = (1.0 - w1) if (fl1 >= 0.0) & (fl1 < fn1) else 0.0
+        v1 = w1 if (fl1 >= -1.0) & (fl1 < fn1 - 1.0) else 0.0
+        u2 = (1.0 - w2) if (fl2 >= 0.0) & (fl2 < fn2) else 0.0
+        v2 = w2 if (fl2 >= -1.0) & (fl2 < fn2 - 1.0) else 0.0
+        ia = int(min(max(fl1, 0.0), fn1 - 1.0)) * s1
+        ib = int(min(max(fl1 + 1.0, 0.0), fn1 - 1.0)) * s1
+        ja = k * sp + int(min(max(fl2, 0.0), fn2 - 1.0)) * s2
+        jb = k * sp + int(min(max(fl2 + 1.0, 0.0), fn2 - 1.0)) * s2
+        i00[q] = ja + ia
+        i01[q] = ja + ib
+        i10[q] = jb + ia
+        i11[q] = jb + ib
+        c00[q] = u1 * u2
+        c01[q] = v1 * u2
+        c10[q] = u1 * v2
+        c11[q] = v1 * v2
+    return lor.k1 - k0 + 1
 
 
 @nb.njit(**_JIT)
@@ -69,14 +125,18 @@ def lm_ratio_back(
     n = crystal_a.shape[0]
     has_additive = additive.shape[0] == n and n > 0
     inv_step = float(tof_inv_step)
-    capacity = 4 * (max(shape[0], max(shape[1], shape[2])) + 2)
+    last = tof_table.shape[0] - 2
+    capacity = max(shape[0], max(shape[1], shape[2])) + 2
     for p in nb.prange(n_parts):
         part = scratch[p]
-        part[:] = 0.0
         end_a = np.empty((1, 3), np.float32)
         end_b = np.empty((1, 3), np.float32)
-        index = np.empty(capacity, np.int64)
-        coef = np.empty(capacity, np.float64)
+        ut = np.empty(capacity, np.float64)
+        tw = np.empty(capacity, np.float64)
+        index = np.empty((4, capacity), np.int64)
+        coef = np.empty((4, capacity), np.float64)
+        i00, i01, i10, i11 = index[0], index[1], index[2], index[3]
+        c00, c01, c10, c11 = coef[0], coef[1], coef[2], coef[3]
         for i in range(p, n, n_parts):
             ca = crystal_a[i]
             cb = crystal_b[i]
@@ -88,53 +148,30 @@ def lm_ratio_back(
             s_lo = window.s_lo if use_tof else -_NO_WINDOW
             s_hi = window.s_hi if use_tof else _NO_WINDOW
             lor = _lor_setup(shape, grid, end_a, end_b, 0, s_lo, s_hi)
-            n1, s1, n2, s2 = lor.n1, lor.s1, lor.n2, lor.s2
-            m = 0
+            if lor.k0 > lor.k1:
+                continue  # the event's LOR misses the image (or its TOF window does)
+            reach = window.reach if use_tof else np.inf
+            m = _samples(
+                lor, b * window.w, reach, inv_step, last, ut, i00, i01, i10, i11, c00, c01,
+                c10, c11,
+            )  # fmt: skip
+            # TOF weights (table reads: a gather the loop above leaves out) and the forward sum.
             acc = 0.0
-            for k in range(lor.k0, lor.k1 + 1):
-                t = (lor.c0 + k * lor.vp) * lor.inv_dp
-                if t < 0.0 or t > 1.0:
-                    continue
-                tw = 1.0
-                if use_tof:
-                    tw = _tof_table_weight(window, tof_table, inv_step, (t - 0.5) * lor.length, b)
-                    if tw == 0.0:
-                        continue
-                base, i1, i2, w1, w2 = _footprint(lor, PetSample(k, t, 0.0))
-                if 0 <= i2 < n2:
-                    row = base + i2 * s2
-                    if 0 <= i1 < n1:
-                        c = (1.0 - w1) * (1.0 - w2) * tw
-                        j = row + i1 * s1
-                        index[m] = j
-                        coef[m] = c
-                        acc += c * img[j]
-                        m += 1
-                    if 0 <= i1 + 1 < n1:
-                        c = w1 * (1.0 - w2) * tw
-                        j = row + (i1 + 1) * s1
-                        index[m] = j
-                        coef[m] = c
-                        acc += c * img[j]
-                        m += 1
-                if 0 <= i2 + 1 < n2:
-                    row = base + (i2 + 1) * s2
-                    if 0 <= i1 < n1:
-                        c = (1.0 - w1) * w2 * tw
-                        j = row + i1 * s1
-                        index[m] = j
-                        coef[m] = c
-                        acc += c * img[j]
-                        m += 1
-                    if 0 <= i1 + 1 < n1:
-                        c = w1 * w2 * tw
-                        j = row + (i1 + 1) * s1
-                        index[m] = j
-                        coef[m] = c
-                        acc += c * img[j]
-                        m += 1
-            if m == 0:
-                continue  # the event's LOR misses the image: nothing to add
+            for q in range(m):
+                u = ut[q]
+                w = 0.0
+                if u >= 0.0:
+                    w = 1.0
+                    if use_tof:
+                        j = min(int(u), last)
+                        frac = u - j
+                        w = tof_table[j] + frac * (tof_table[j + 1] - tof_table[j])
+                tw[q] = w
+                if w != 0.0:
+                    acc += w * (
+                        c00[q] * img[i00[q]] + c01[q] * img[i01[q]]
+                        + c10[q] * img[i10[q]] + c11[q] * img[i11[q]]
+                    )  # fmt: skip
             # Rounded as the two-pass path rounds: float32 projection, ȳ, ratio and ratio · m.
             expected = np.float32(acc * lor.weight) * factor[i]
             if has_additive:
@@ -149,16 +186,23 @@ def lm_ratio_back(
             if value == 0.0:
                 continue
             v = value * lor.weight
-            for j in range(m):
-                part[index[j]] += coef[j] * v
+            for q in range(m):
+                wv = tw[q] * v
+                if wv != 0.0:
+                    part[i00[q]] += c00[q] * wv
+                    part[i01[q]] += c01[q] * wv
+                    part[i10[q]] += c10[q] * wv
+                    part[i11[q]] += c11[q] * wv
 
 
 @nb.njit(**_JIT)
 def sum_parts(scratch, out_image):
-    """``out_image = Σ_p scratch[p]`` (summed in float64, as ``_cpu._add_parts`` adds them)."""
+    """``out_image = Σ_p scratch[p]`` (summed in float64, as ``_cpu._add_parts`` adds them),
+    and ``scratch`` zeroed for the next :func:`lm_ratio_back` (while its lines are in cache)."""
     flat = out_image.reshape(-1)
     for j in nb.prange(flat.size):
         acc = 0.0
         for p in range(scratch.shape[0]):
             acc += scratch[p, j]
+            scratch[p, j] = 0.0
         flat[j] = acc

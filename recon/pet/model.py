@@ -859,10 +859,13 @@ class PetListmodeModel(_PetCorrections):
         n_parts = max(1, min(numba.get_num_threads(), n))
         scratch = getattr(self, "_ratio_back_scratch", None)
         if scratch is None or scratch.shape != (n_parts, size):
-            # Kept between subsets: allocating (and faulting in) fresh partial images per subset
-            # costs as much as a small subset's walk.
-            scratch = np.empty((n_parts, size), np.float32)
+            # Kept between subsets, zero between calls (sum_parts zeroes it as it reads it):
+            # allocating and zeroing fresh partial images per subset costs as much as a small
+            # subset's walk.
+            scratch = np.zeros((n_parts, size), np.float32)
             self._ratio_back_scratch = scratch
+        # Dirty until summed: a call interrupted in between leaves it to be dropped.
+        self._ratio_back_scratch = None
         kernels = self.projector._kernels
         tof_bin = prepared["tof_bin"]
         if self.tof is None:
@@ -884,6 +887,7 @@ class PetListmodeModel(_PetCorrections):
         )  # fmt: skip
         correction = np.empty(self.grid.shape, np.float32)
         _cpu_listmode.sum_parts(scratch, correction)
+        self._ratio_back_scratch = scratch
         return self._blurred_adjoint(correction)
 
     @property
