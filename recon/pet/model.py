@@ -499,6 +499,9 @@ class PetListmodeModel(_PetCorrections):
         #: The symmetry the computed geometric sensitivity used: None (all LORs projected) or
         #: "axial mirror" (see :meth:`_sensitivity_mirror`).
         self.sensitivity_symmetry: str | None = None
+        # The CPU fused pass's partial images (zero between calls) and crystal table.
+        self._ratio_back_scratch: np.ndarray | None = None
+        self._positions_table: np.ndarray | None = None
         #: Where the geometric sensitivity came from: None (not yet needed), "cache", "computed"
         #: or "computed, not cached".
         self.sensitivity_source: str | None = None
@@ -857,14 +860,13 @@ class PetListmodeModel(_PetCorrections):
         n = int(prepared["factor"].shape[0])
         size = int(np.prod(self.grid.shape))
         n_parts = max(1, min(numba.get_num_threads(), n))
-        scratch = getattr(self, "_ratio_back_scratch", None)
+        scratch = self._ratio_back_scratch
         if scratch is None or scratch.shape != (n_parts, size):
             # Kept between subsets, zero between calls (sum_parts zeroes it as it reads it):
             # allocating and zeroing fresh partial images per subset costs as much as a small
             # subset's walk.
             scratch = np.zeros((n_parts, size), np.float32)
-            self._ratio_back_scratch = scratch
-        # Dirty until summed: a call interrupted in between leaves it to be dropped.
+        # Dirty until summed: a call interrupted in between leaves none to be reused.
         self._ratio_back_scratch = None
         kernels = self.projector._kernels
         tof_bin = prepared["tof_bin"]
@@ -893,7 +895,7 @@ class PetListmodeModel(_PetCorrections):
     @property
     def _positions_f32(self) -> np.ndarray:
         """Crystal positions as the float32 ``(n_crystals, 3)`` table the CPU kernels read."""
-        table = getattr(self, "_positions_table", None)
+        table = self._positions_table
         if table is None:
             table = np.ascontiguousarray(self.backend.to_host(self._positions), np.float32)
             self._positions_table = table
