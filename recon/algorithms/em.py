@@ -184,11 +184,11 @@ def em_reconstruct(
 def _subset_update(model: SystemModel, x: Any, subset: Any, y: Any, a: Any, inv_sens: Any) -> Any:
     """One guarded EM update on ``subset`` (:func:`recon.algorithms.em_update.em_update`).
 
-    A model may offer ``ratio_back(image, subset, counts, additive, max_ratio, smallest)``, the
-    back-projected ratio ``Pᵀ(m ⊙ y / max(ȳ, y / max_ratio, smallest))`` of :func:`em_ratio`
-    computed in one pass (the listmode frame on the CPU walks each event once for both
-    projections); it returns None where it has no such pass, and the update then projects
-    forward and back.
+    A model may offer ``ratio_back(image, subset, counts, additive, max_ratio, smallest)``: the
+    back-projected ratio ``Pᵀ(m ⊙ y / max(ȳ, y / max_ratio, smallest))`` of
+    :func:`recon.algorithms.em_update.em_ratio`, computed in one pass (the listmode frame on the
+    CPU walks each event once for both projections). It returns None where it has no such pass,
+    and the update then projects forward and back.
     """
     xp = model.xp
     fused = getattr(model, "ratio_back", None)
