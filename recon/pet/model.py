@@ -496,8 +496,9 @@ class PetListmodeModel(_PetCorrections):
                 "recon.pet.Normalization (which gives every event the factor of its bin)"
             )
         self._geometry_sensitivity = None
-        #: The symmetry the computed geometric sensitivity used: None (all LORs projected) or
-        #: "axial mirror" (see :meth:`_sensitivity_mirror`).
+        #: The symmetry this model's computation of the geometric sensitivity used: "axial
+        #: mirror" (see :meth:`_sensitivity_mirror`), or None (every LOR projected, or the image
+        #: not computed by this model: read from the cache or not yet needed).
         self.sensitivity_symmetry: str | None = None
         # The CPU fused pass's partial images (zero between calls) and crystal table.
         self._ratio_back_scratch: np.ndarray | None = None
