@@ -295,12 +295,24 @@ def test_listmode_reconstruction_driven_towards_denormals_stays_finite():
         return expected
 
     model.forward_events = forward_events
+    # The two-pass path (the one a GPU takes), so that the expectations can be recorded: the CPU
+    # normally forms the ratio inside its fused pass (ratio_back_events), checked below.
+    model.ratio_back_events = lambda *args: None
     image = recon.lm_osem(
         model, events, iterations=4, subsets=32, frame_duration_s=60.0, progress=False
     )
     # Some events' expected counts over the 60 s frame collapsed towards denormals (1e-38).
     assert min(smallest) < 1e-28
     _assert_clean(np.asarray(image))
+    # The fused CPU pass, on the same collapsing study, guards its ratio the same way.
+    fused = recon.PetListmodeModel(scanner, grid, device="cpu")
+    _assert_clean(
+        np.asarray(
+            recon.lm_osem(
+                fused, events, iterations=4, subsets=32, frame_duration_s=60.0, progress=False
+            )
+        )
+    )
 
 
 def test_sinogram_reconstruction_driven_towards_denormals_stays_finite_and_conserves_counts():

@@ -21,7 +21,7 @@ from recon import ImageGrid
 from recon.errors import GeometryError, InputError
 from recon.pet import PetLorSinogramModel, PetScanner, PetSinogramModel
 from recon.pet.projector import LorProjector
-from recon.pet.separable import SeparableProjector
+from recon.pet.separable import SeparableProjector, axial_mirror
 from recon.pet.sinogram import SinogramLayout
 from recon.pet.tof import Tof
 from recon.simulate.phantoms import uniform_cylinder
@@ -291,3 +291,98 @@ def test_listmode_sensitivity_separable_equals_per_lor():
     separable = model._sensitivity_separable(SeparableProjector(model.nontof_projector), views)
     per_lor = model._sensitivity_per_lor(views)
     np.testing.assert_allclose(separable, per_lor, rtol=2e-5, atol=2e-6 * float(per_lor.max()))
+
+
+# ------------------------------------------------------------------------ axial mirror symmetry
+def _mirror_case(n_rings: int, mu: str | None) -> recon.PetListmodeModel:
+    """A scanner whose rings are symmetric about z = 0 and a grid centred on the isocentre; μ
+    none, symmetric (an ellipse centred axially) or not (the same ellipse shifted along z)."""
+    scanner = recon.PetScanner(n_rings=n_rings, crystals_per_ring=64, radius_mm=100.0,
+                               ring_spacing_mm=4.0)  # fmt: skip
+    grid = recon.ImageGrid((9, 28, 28), (2.0, 5.0, 5.0))
+    z, y, x = grid.meshgrid_mm()
+    inside = x**2 + (y / 0.8) ** 2 < 50.0**2
+    mu_map = None
+    if mu == "symmetric":
+        mu_map = np.where(inside & (np.abs(z) < 7.0), 0.0096, 0.0).astype(np.float32)
+    elif mu == "shifted":
+        mu_map = np.where(inside & (np.abs(z - 2.0) < 7.0), 0.0096, 0.0).astype(np.float32)
+    return recon.PetListmodeModel(scanner, grid, mu_map=mu_map, device="cpu")
+
+
+@pytest.mark.parametrize("n_rings", [4, 5])
+def test_axial_mirror_pairs_every_plane_with_its_mirror_image(n_rings):
+    layout = SinogramLayout(
+        PetScanner(n_rings=n_rings, crystals_per_ring=32, radius_mm=45.0, ring_spacing_mm=4.0)
+    )
+    _, _, z_a, z_b = layout.separable_endpoints(np.arange(1), xp=np)
+    mirror = axial_mirror(z_a, z_b, ImageGrid((6, 8, 8), 3.0))
+    assert mirror is not None
+    np.testing.assert_array_equal(z_a[mirror.partner], -z_a[mirror.half])
+    np.testing.assert_array_equal(z_b[mirror.partner], -z_b[mirror.half])
+    # Every plane once: a half, its partner, or its own mirror (only the direct plane of the
+    # middle ring, which an even number of rings does not have).
+    everything = np.concatenate([mirror.half, mirror.partner, mirror.fixed])
+    np.testing.assert_array_equal(np.sort(everything), np.arange(z_a.size))
+    assert mirror.fixed.size == n_rings % 2
+    # No mirror for a grid off-centre along z, nor for planes one of which lost its partner.
+    assert axial_mirror(z_a, z_b, ImageGrid((6, 8, 8), 3.0, origin=(-7.0, -10.5, -10.5))) is None
+    assert axial_mirror(z_a[1:], z_b[1:], ImageGrid((6, 8, 8), 3.0)) is None
+
+
+@pytest.mark.parametrize("n_rings", [4, 5])
+@pytest.mark.parametrize("mu", [None, "symmetric"])
+def test_listmode_sensitivity_with_the_axial_mirror_equals_every_lor_projected(n_rings, mu):
+    """Where the mirror is exact (centred grid, symmetric rings, μ its own z-flip, no crystal
+    efficiencies) the model projects half the planes; the image equals the per-LOR back
+    projection of every LOR (tolerance of the test above)."""
+    model = _mirror_case(n_rings, mu)
+    image = model._compute_geometric_sensitivity()
+    assert model.sensitivity_symmetry == "axial mirror"
+    per_lor = model._sensitivity_per_lor(np.arange(model.layout.n_views))
+    np.testing.assert_allclose(image, per_lor, rtol=2e-5, atol=2e-6 * float(per_lor.max()))
+
+
+@pytest.mark.parametrize("case", ["shifted mu", "efficiencies", "off-centre grid"])
+def test_listmode_sensitivity_without_an_exact_mirror_projects_every_lor(case):
+    model = _mirror_case(4, "shifted" if case == "shifted mu" else None)
+    if case == "efficiencies":
+        eff = np.random.default_rng(4).uniform(0.8, 1.2, model.scanner.n_crystals)
+        model = recon.PetListmodeModel(model.scanner, model.grid, normalization=eff, device="cpu")
+    elif case == "off-centre grid":
+        grid = recon.ImageGrid((9, 28, 28), (2.0, 5.0, 5.0), origin=(-7.0, -67.5, -67.5))
+        model = recon.PetListmodeModel(model.scanner, grid, device="cpu")
+    assert model._sensitivity_mirror() is None
+    image = model._compute_geometric_sensitivity()
+    assert model.sensitivity_symmetry is None
+    per_lor = model._sensitivity_per_lor(np.arange(model.layout.n_views))
+    np.testing.assert_allclose(image, per_lor, rtol=2e-5, atol=2e-6 * float(per_lor.max()))
+
+
+@pytest.mark.parametrize("mu", [None, "symmetric", "shifted"])
+def test_sinogram_sensitivity_uses_the_mirror_only_with_equal_factors_on_mirrored_planes(mu):
+    """The model compares the factors of mirrored planes bit for bit. Without a μ-map they are
+    equal: half the planes are back projected (and the middle ring's direct plane), and the
+    sensitivity equals the per-LOR one. A μ-map off-centre along z breaks the symmetry: every
+    plane is back projected. A symmetric μ-map may give equal attenuation factors or differ in
+    their last bits; the image is right either way."""
+    lm = _mirror_case(5, mu)
+    kwargs = dict(mu_map=lm._mu, device="cpu")
+    model = PetSinogramModel(lm.scanner, lm.grid, **kwargs)
+    per_lor = PetSinogramModel(lm.scanner, lm.grid, **kwargs)
+    per_lor._separable = None
+    planes = []
+    back = model._separable.back
+
+    def counted(values, xy_a, xy_b, z_a, z_b):
+        planes.append(z_a.size)
+        return back(values, xy_a, xy_b, z_a, z_b)
+
+    model._separable.back = counted
+    subset = model.subsets(3)[2]
+    got, ref = model.sensitivity(subset), per_lor.sensitivity(subset)
+    n_planes = model.layout.shape[0]
+    full, mirrored = [n_planes], [(n_planes - 1) // 2, 1]
+    expected = {None: [mirrored], "shifted": [full], "symmetric": [full, mirrored]}[mu]
+    assert planes in expected
+    np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-6 * float(ref.max()))

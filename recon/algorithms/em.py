@@ -13,7 +13,10 @@ from functools import partial
 from typing import Any
 
 from recon.algorithms.em_update import (
+    MAX_RATIO,
+    SMALLEST_NORMAL,
     check_finite,
+    em_apply,
     em_update,
     inverse_sensitivity,
     uniform_start,
@@ -163,11 +166,7 @@ def em_reconstruct(
     with Progress(iterations * len(order), label, enabled=progress) as bar:
         for it in range(1, iterations + 1):
             for k, subset in enumerate(order):
-                expected_k = model.forward(x, subset)
-                if a_sub[k] is not None:
-                    expected_k += a_sub[k]
-                back_k = partial(model.back, subset=subset)
-                x = em_update(xp, x, expected_k, back_k, inv_sens[k], counts=y_sub[k])
+                x = _subset_update(model, x, subset, y_sub[k], a_sub[k], inv_sens[k])
                 bar.step(f"iteration {it}")
                 if callback is not None:
                     callback(IterationState(it, k, iterations, len(order), x))
@@ -180,6 +179,27 @@ def em_reconstruct(
         x, algorithm=label, iterations=iterations, subsets=len(order),
         post_filter_fwhm_mm=post_filter_fwhm_mm, additive=a is not None, **(info or {}),
     )  # fmt: skip
+
+
+def _subset_update(model: SystemModel, x: Any, subset: Any, y: Any, a: Any, inv_sens: Any) -> Any:
+    """One guarded EM update on ``subset`` (:func:`recon.algorithms.em_update.em_update`).
+
+    A model may offer ``ratio_back(image, subset, counts, additive, max_ratio, smallest)``: the
+    back-projected ratio ``Pᵀ(m ⊙ y / max(ȳ, y / max_ratio, smallest))`` of
+    :func:`recon.algorithms.em_update.em_ratio`, computed in one pass (the listmode frame on the
+    CPU walks each event once for both projections). It returns None where it has no such pass,
+    and the update then projects forward and back.
+    """
+    xp = model.xp
+    fused = getattr(model, "ratio_back", None)
+    if fused is not None:
+        correction = fused(x, subset, y, a, MAX_RATIO, SMALLEST_NORMAL)
+        if correction is not None:
+            return em_apply(xp, x, correction, inv_sens)
+    expected = model.forward(x, subset)
+    if a is not None:
+        expected += a
+    return em_update(xp, x, expected, partial(model.back, subset=subset), inv_sens, counts=y)
 
 
 def mlem(

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_RATIO",
     "SMALLEST_NORMAL",
     "check_finite",
+    "em_apply",
     "em_ratio",
     "em_update",
     "inverse_sensitivity",
@@ -117,7 +118,22 @@ def em_update(
         The updated estimate (a new array).
     """
     ratio = em_ratio(xp, expected, counts, exposure_s)
-    correction = back(ratio)
+    return em_apply(xp, x, back(ratio), inv_sens)
+
+
+def em_apply(xp: Any, x: Any, correction: Any, inv_sens: Any) -> Any:
+    """The second half of :func:`em_update`: ``x · correction · inv_sens``, guarded the same way.
+
+    For a model that forms the back-projected ratio ``correction = Pᵀ(m ⊙ ratio)`` itself (a
+    fused forward-ratio-back pass); ``x`` is not modified and a new array is returned. On the
+    CPU one numba pass computes the same float32 expression (:mod:`recon.algorithms._em_cpu`).
+    """
+    if xp is np and _same_float32_images(x, correction, inv_sens):
+        from recon.algorithms import _em_cpu
+
+        out = np.empty_like(x)
+        _em_cpu.em_apply(x, correction, inv_sens, SMALLEST_NORMAL, out)
+        return out
     with np.errstate(over="ignore", invalid="ignore"):  # numpy only; check_finite reports
         updated = (x * correction).astype(xp.float32, copy=False)
         updated *= inv_sens
@@ -125,6 +141,18 @@ def em_update(
     gone |= x == 0
     xp.copyto(updated, 0.0, where=gone)  # an elementwise kernel on CuPy, no host round trip
     return updated
+
+
+def _same_float32_images(*arrays: Any) -> bool:
+    """True when every array is a C-contiguous float32 numpy array of the first one's shape."""
+    shape = arrays[0].shape
+    return all(
+        isinstance(a, np.ndarray)
+        and a.dtype == np.float32
+        and a.shape == shape
+        and a.flags.c_contiguous
+        for a in arrays
+    )
 
 
 def inverse_sensitivity(

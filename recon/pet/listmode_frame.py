@@ -221,6 +221,31 @@ class ListmodeFrame(ModelBase):
             y = y[self._original_indices(None)]
         return self.model.back_events(y, self._selected(subset))
 
+    def ratio_back(
+        self,
+        image: Any,
+        subset: Any,
+        counts: Any,
+        additive: Any,
+        max_ratio: float,
+        smallest: float,
+    ) -> Any:
+        """``Pᵀ(m ⊙ y/ȳ)`` over the prompts of ``subset``, the ratio guarded as
+        ``recon.algorithms.em_update.em_ratio`` (``y / max(ȳ, y / max_ratio, smallest)``), each
+        event walked once (CPU; None on a GPU: the EM loop then calls :meth:`forward` and
+        :meth:`back`).
+
+        ``counts`` and ``additive`` are the subset's values (:meth:`take`), in its order.
+        """
+        x = self.validate_image(image)
+        if subset is None and self._order is not None:  # given order -> stored order
+            stored = self._original_indices(None)
+            counts = counts[stored]
+            additive = None if additive is None else additive[stored]
+        return self.model.ratio_back_events(
+            x, self._selected(subset), counts, additive, max_ratio, smallest
+        )
+
     def sensitivity(self, subset: Any = None) -> Any:
         """The frame's sensitivity over every LOR of the layout, ``1/n`` of it for a subset of
         ``n`` (the same image for every subset: the events of each sample all LORs)."""

@@ -33,7 +33,7 @@ from recon.pet.projector import LorProjector
 from recon.pet.resolution import ImageResolution, add_resolution_info, resolution_operator
 from recon.pet.scanner import PetScanner
 from recon.pet.sensitivity_cache import Fingerprint, load_or_compute
-from recon.pet.separable import SeparableProjector
+from recon.pet.separable import AxialMirror, SeparableProjector, axial_mirror
 from recon.pet.sinogram import SinogramLayout
 from recon.progress import Progress
 from recon.system_model import ViewModel, ViewSubsets, checked_backend
@@ -391,7 +391,19 @@ class PetSinogramModel(_PetCorrections, ViewModel):
         if self._separable is not None:
             factor = self._separable_factor(views)
             flat = factor.reshape(factor.shape[0], -1)
-            image = self._separable.back(flat, *self._separable_tables(views))
+            xy_a, xy_b, z_a, z_b = self._separable_tables(views)
+            mirror = axial_mirror(z_a, z_b, self.grid)
+            if mirror is not None and np.array_equal(flat[mirror.half], flat[mirror.partner]):
+                # Mirrored planes carry equal factors (no μ-map, or none that breaks the
+                # symmetry to the bit): project one of each pair and add it flipped along z.
+                half = self._separable.back(flat[mirror.half], xy_a, xy_b, z_a[mirror.half],
+                                            z_b[mirror.half])  # fmt: skip
+                image = half + half[::-1]
+                if mirror.fixed.size:
+                    image += self._separable.back(flat[mirror.fixed], xy_a, xy_b,
+                                                  z_a[mirror.fixed], z_b[mirror.fixed])  # fmt: skip
+                return self._blurred_adjoint(image)
+            image = self._separable.back(flat, xy_a, xy_b, z_a, z_b)
             return self._blurred_adjoint(image)
         xstart, xend, factor = self._subset_geometry(views)
         image = self.nontof_projector.back(
@@ -484,6 +496,13 @@ class PetListmodeModel(_PetCorrections):
                 "recon.pet.Normalization (which gives every event the factor of its bin)"
             )
         self._geometry_sensitivity = None
+        #: The symmetry this model's computation of the geometric sensitivity used: "axial
+        #: mirror" (see :meth:`_sensitivity_mirror`), or None (every LOR projected, or the image
+        #: not computed by this model: read from the cache or not yet needed).
+        self.sensitivity_symmetry: str | None = None
+        # The CPU fused pass's partial images (zero between calls) and crystal table.
+        self._ratio_back_scratch: np.ndarray | None = None
+        self._positions_table: np.ndarray | None = None
         #: Where the geometric sensitivity came from: None (not yet needed), "cache", "computed"
         #: or "computed, not cached".
         self.sensitivity_source: str | None = None
@@ -532,15 +551,38 @@ class PetListmodeModel(_PetCorrections):
         # On the CPU the layout's LORs are separable: each (view, radial) pair's transaxial walk
         # serves every plane, for the attenuation and for the back projection.
         separable = None if self.backend.is_gpu else SeparableProjector(self.nontof_projector)
+        mirror = None if separable is None else self._sensitivity_mirror()
+        self.sensitivity_symmetry = None if mirror is None else "axial mirror"
+        if mirror is not None:
+            label += ", axial mirror symmetry"
+            log.info("sensitivity image: axial mirror symmetry used (half the planes projected)")
         with Progress(len(starts), label) as bar:
             for start in starts:
                 views = np.arange(start, min(start + step, n_views))
                 if separable is None:
                     image += self._sensitivity_per_lor(views)
                 else:
-                    image += self._sensitivity_separable(separable, views)
+                    image += self._sensitivity_separable(separable, views, mirror)
                 bar.step()
         return np.asarray(self.backend.to_host(self._blurred_adjoint(image)), np.float32)
+
+    def _sensitivity_mirror(self) -> AxialMirror | None:
+        """The planes' axial mirror (:func:`recon.pet.separable.axial_mirror`) when the factors
+        of mirrored LORs are equal too, so that the sensitivity image is exactly the sum of its
+        half over one plane of each mirrored pair and that half flipped along z; None otherwise.
+
+        The attenuation along a LOR and along its mirror image are equal when the μ-map is
+        its own z-flip (compared exactly); per-crystal efficiencies and component
+        normalisations are not assumed symmetric (the full computation runs).
+        """
+        if self._crystal_eff is not None or self._normalization is not None:
+            return None
+        if self._mu is not None:
+            mu = np.asarray(self.backend.to_host(self._mu))
+            if not np.array_equal(mu, mu[::-1]):
+                return None
+        _, _, z_a, z_b = self.layout.separable_endpoints(np.arange(1), xp=np)
+        return axial_mirror(z_a, z_b, self.grid)
 
     def _sensitivity_per_lor(self, views: np.ndarray) -> Any:
         """``Pᵀ (attenuation × normalisation)`` over ``views``, LOR by LOR."""
@@ -552,18 +594,38 @@ class PetListmodeModel(_PetCorrections):
             xend.reshape(-1, 3), checked=False,
         )  # fmt: skip
 
-    def _sensitivity_separable(self, separable: SeparableProjector, views: np.ndarray) -> Any:
-        """The same as :meth:`_sensitivity_per_lor` with the separable projector."""
+    def _sensitivity_separable(
+        self, separable: SeparableProjector, views: np.ndarray, mirror: AxialMirror | None = None
+    ) -> Any:
+        """The same as :meth:`_sensitivity_per_lor` with the separable projector; with
+        ``mirror`` (:meth:`_sensitivity_mirror`) only one plane of each mirrored pair (and the
+        planes that are their own mirror image) is projected, and the half image is added
+        flipped along z."""
         layout = self.layout
         xy_a, xy_b, z_a, z_b = layout.separable_endpoints(views, xp=np)
-        tables = (xy_a.reshape(-1, 2), xy_b.reshape(-1, 2), z_a, z_b)
-        shape = (layout.shape[0], len(views), layout.shape[2])
-        ca, cb = self._layout_crystals(views)
-        factor = self._efficiency_factors(ca, cb, shape)
-        if self._mu is not None:
-            line = separable.forward(self._mu, *tables).reshape(shape)
-            factor *= np.exp(-line).astype(np.float32)
-        return separable.back(factor.reshape(shape[0], -1), *tables)
+        xy = (xy_a.reshape(-1, 2), xy_b.reshape(-1, 2))
+        if mirror is None:
+            tables = (*xy, z_a, z_b)
+            shape = (layout.shape[0], len(views), layout.shape[2])
+            ca, cb = self._layout_crystals(views)
+            factor = self._efficiency_factors(ca, cb, shape)
+            if self._mu is not None:
+                line = separable.forward(self._mu, *tables).reshape(shape)
+                factor *= np.exp(-line).astype(np.float32)
+            return separable.back(factor.reshape(shape[0], -1), *tables)
+        image = None
+        for planes, flip in ((mirror.half, True), (mirror.fixed, False)):
+            if planes.size == 0:
+                continue
+            tables = (*xy, z_a[planes], z_b[planes])
+            factor = np.ones((planes.size, xy[0].shape[0]), np.float32)  # no efficiencies
+            if self._mu is not None:
+                factor *= np.exp(-separable.forward(self._mu, *tables)).astype(np.float32)
+            part = separable.back(factor, *tables)
+            if flip:
+                part = part + part[::-1]  # the partner planes: the mirror image
+            image = part if image is None else image + part
+        return image
 
     def frame_sensitivity(self, frame_start_s: float, frame_duration_s: float) -> Any:
         """Sensitivity image of a frame over all LORs: the cached geometric sensitivity × the
@@ -754,6 +816,91 @@ class PetListmodeModel(_PetCorrections):
         if image is None:
             image = self.xp.zeros(self.grid.shape, np.float32)
         return self._blurred_adjoint(image)
+
+    def ratio_back_events(
+        self,
+        image: Any,
+        prepared: dict[str, Any],
+        counts: Any,
+        additive: Any,
+        max_ratio: float,
+        smallest: float,
+    ) -> Any:
+        """``Gᵀ Pᵀ (m ⊙ r)`` with ``r_i = y_i / max(ȳ_i, y_i / max_ratio, smallest)`` and
+        ``ȳ_i = m_i (P G x)_i + a_i``, each event walked once (CPU; None on a GPU).
+
+        The same as ``back_events(ratio(forward_events(image) + additive))`` to float32
+        rounding (:mod:`recon.pet._cpu_listmode`), in one pass over the events: an EM subset of
+        LM-OSEM without the two-pass cost.
+
+        Parameters
+        ----------
+        image : float32 ndarray of grid.shape
+        prepared : dict
+            Prepared events (:meth:`prepare`, or a subset of them).
+        counts : float32 ndarray of shape (n,)
+            ``y_i`` per event.
+        additive : float32 ndarray of shape (n,) or None
+            ``a_i`` per event.
+        max_ratio, smallest : float
+            The guard of the ratio (``recon.algorithms.em_update``'s ``MAX_RATIO`` and
+            ``SMALLEST_NORMAL``).
+
+        Returns
+        -------
+        float32 ndarray of grid.shape, or None on a GPU (the caller then projects in two
+        passes)
+        """
+        if self.backend.is_gpu:
+            return None
+        import numba
+
+        from recon.pet import _cpu_listmode
+
+        blurred = np.ascontiguousarray(self._blurred(image), dtype=np.float32)
+        n = int(prepared["factor"].shape[0])
+        size = int(np.prod(self.grid.shape))
+        n_parts = max(1, min(numba.get_num_threads(), n))
+        scratch = self._ratio_back_scratch
+        if scratch is None or scratch.shape != (n_parts, size):
+            # Kept between subsets, zero between calls (sum_parts zeroes it as it reads it):
+            # allocating and zeroing fresh partial images per subset costs as much as a small
+            # subset's walk.
+            scratch = np.zeros((n_parts, size), np.float32)
+        # Dirty until summed: a call interrupted in between leaves none to be reused.
+        self._ratio_back_scratch = None
+        kernels = self.projector._kernels
+        tof_bin = prepared["tof_bin"]
+        if self.tof is None:
+            tof, table = _cpu_listmode.NON_TOF, _cpu_listmode.NON_TOF_TABLE
+            inv_step = np.float32(1.0)
+            tof_bin = np.empty(0, np.int16)  # not read
+        else:
+            tof = kernels._tof(self.projector)
+            table, step = self.projector.tof_table
+            inv_step = np.float32(step)
+        no_additive = np.empty(0, np.float32)
+        _cpu_listmode.lm_ratio_back(
+            blurred, kernels._grid(self.projector), self._positions_f32, prepared["crystal_a"],
+            prepared["crystal_b"], tof_bin, prepared["factor"],
+            np.ascontiguousarray(counts, dtype=np.float32),
+            no_additive if additive is None else np.ascontiguousarray(additive, np.float32),
+            tof, self.tof is not None, table, inv_step, np.float32(1.0 / max_ratio),
+            np.float32(smallest), scratch,
+        )  # fmt: skip
+        correction = np.empty(self.grid.shape, np.float32)
+        _cpu_listmode.sum_parts(scratch, correction)
+        self._ratio_back_scratch = scratch
+        return self._blurred_adjoint(correction)
+
+    @property
+    def _positions_f32(self) -> np.ndarray:
+        """Crystal positions as the float32 ``(n_crystals, 3)`` table the CPU kernels read."""
+        table = self._positions_table
+        if table is None:
+            table = np.ascontiguousarray(self.backend.to_host(self._positions), np.float32)
+            self._positions_table = table
+        return table
 
 
 def _select(prepared: dict[str, Any], index: Any) -> dict[str, Any]:

@@ -13,17 +13,67 @@ projector on a GPU.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba as nb
 import numpy as np
 
 from recon.errors import GeometryError, InputError
+from recon.grid import ImageGrid
 from recon.pet import _cpu_separable as kernels
 from recon.pet._cpu import PetGrid
 from recon.pet.projector import LorProjector
 
-__all__ = ["SeparableProjector"]
+__all__ = ["AxialMirror", "SeparableProjector", "axial_mirror"]
+
+
+class AxialMirror(NamedTuple):
+    """The planes of a separable sinogram split by the mirror ``z → −z`` (see
+    :func:`axial_mirror`): ``half`` holds one plane of every mirrored pair, ``partner[i]`` the
+    plane that mirrors ``half[i]``, and ``fixed`` the planes that are their own mirror image."""
+
+    half: np.ndarray
+    partner: np.ndarray
+    fixed: np.ndarray
+
+
+def axial_mirror(z_start: Any, z_end: Any, grid: ImageGrid) -> AxialMirror | None:
+    """How the mirror ``z → −z`` maps the planes of a separable sinogram onto each other, when it
+    maps both the planes and the image grid onto themselves; None otherwise.
+
+    Every plane's LORs run from ``(xy_start[pair], z_start[plane])`` to ``(xy_end[pair],
+    z_end[plane])``, so the mirror image of plane ``p`` is the plane ``q`` with ``z_start[q] =
+    −z_start[p]`` and ``z_end[q] = −z_end[p]`` (the same transaxial pairs). When every plane has
+    such a partner (exact float32 equality, as a cylindrical scanner's ring positions give) and
+    the grid's voxel centres along z are symmetric about ``z = 0`` (a grid centred axially on the
+    isocentre, to 1e-6 voxel), the back projection of plane ``q`` of values ``v`` is the z-flipped
+    back projection of plane ``p`` of the same values: Joseph's walk along x or y visits the same
+    crossings, and its axial index ``e + t·g`` becomes ``(nz − 1) − (e + t·g)`` (equal up to
+    rounding). Values that are equal on mirrored planes then need only ``half`` and ``fixed``
+    projected.
+    """
+    z1 = np.asarray(z_start, np.float32).reshape(-1)
+    z2 = np.asarray(z_end, np.float32).reshape(-1)
+    if z1.shape != z2.shape or z1.size == 0:
+        return None
+    centres = grid.axis_mm(0)
+    if not np.all(np.abs(centres + centres[::-1]) <= 1e-6 * grid.voxel_size_mm[0]):
+        return None
+    where = {(float(a), float(b)): p for p, (a, b) in enumerate(zip(z1, z2, strict=True))}
+    if len(where) != z1.size:  # two planes with the same ends: no one-to-one mirror
+        return None
+    half, partner, fixed = [], [], []
+    for p, (a, b) in enumerate(zip(z1, z2, strict=True)):
+        q = where.get((float(-a), float(-b)))
+        if q is None:
+            return None
+        if q == p:
+            fixed.append(p)
+        elif p < q:
+            half.append(p)
+            partner.append(q)
+    as_index = [np.asarray(v, np.int64) for v in (half, partner, fixed)]
+    return AxialMirror(*as_index)
 
 
 class SeparableProjector:
