@@ -416,7 +416,9 @@ class CpuKernels:
         n = int(ids.shape[0])
         mu, att, rows, has_att = self._att(model, att, rows, n)
         views = self._views(model, ids)
-        project_views(x, mu, self._grid(model), *views, att, rows, has_att, *model._blur_stack, planes)
+        project_views(
+            x, mu, self._grid(model), *views, att, rows, has_att, *model._blur_stack, planes
+        )
 
     def backproject(
         self, model: Any, planes: Any, att: Any, rows: Any, ids: Any, image: Any

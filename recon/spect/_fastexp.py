@@ -31,10 +31,10 @@ _C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7 = (_F(1.0 / math.factorial(k)) for k in r
 
 
 @intrinsic
-def _float32_from_bits(typingctx, bits):  # noqa: ARG001 - numba's intrinsic signature
+def _float32_from_bits(typingctx, bits):
     """Reinterpret an int32 as the float32 with the same bits."""
 
-    def codegen(context, builder, signature, args):  # noqa: ARG001
+    def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(types.int32), codegen
