@@ -121,13 +121,11 @@ def _bilinear_scatter_column(vol, y0, y1, x0, x1, w00, w01, w10, w11, values):
     r10 = vol[y1, x0]
     r11 = vol[y1, x1]
     for z in range(values.shape[0]):
-        r00[z] += w00 * values[z]
-    for z in range(values.shape[0]):
-        r01[z] += w01 * values[z]
-    for z in range(values.shape[0]):
-        r10[z] += w10 * values[z]
-    for z in range(values.shape[0]):
-        r11[z] += w11 * values[z]
+        value = values[z]
+        r00[z] += w00 * value
+        r01[z] += w01 * value
+        r10[z] += w10 * value
+        r11[z] += w11 * value
 
 
 # ---------------------------------------------------------------------------------- attenuation
@@ -184,20 +182,26 @@ def _blur_pass(src, dst, w, axis):
                     d[z] = c * s[z] + w * (lo + hi)
     else:
         for i in range(n_u):
-            s = src[i]
-            d = dst[i]
-            if nz == 1:
-                d[0] = c * s[0] + w * (_ZERO + _ZERO)
-                continue
-            d[0] = c * s[0] + w * (_ZERO + s[1])
-            for z in range(1, nz - 1):
-                d[z] = c * s[z] + w * (s[z - 1] + s[z + 1])
-            d[nz - 1] = c * s[nz - 1] + w * (s[nz - 2] + _ZERO)
+            _z_pass_row(src[i], dst[i], c, w)
+
+
+@nb.njit(inline="always")
+def _z_pass_row(t, d, c, w):
+    """The 3-tap pass along z of one row ``t`` into ``d`` (zero outside)."""
+    nz = t.shape[0]
+    if nz == 1:
+        d[0] = c * t[0] + w * (_ZERO + _ZERO)
+        return
+    d[0] = c * t[0] + w * (_ZERO + t[1])
+    for z in range(1, nz - 1):
+        d[z] = c * t[z] + w * (t[z - 1] + t[z + 1])
+    d[nz - 1] = c * t[nz - 1] + w * (t[nz - 2] + _ZERO)
 
 
 @nb.njit(inline="always")
 def _blur_step(planes, cur, blur_w, blur_n, v, j):
-    """Apply blur step ``j`` of view ``v`` to the running plane of every response component.
+    """Apply blur step ``j`` of view ``v`` (its 3-tap passes) to the running plane of every
+    response component.
 
     ``planes[c, cur[c]]`` is component ``c``'s running plane and ``planes[c, 1 − cur[c]]`` its
     scratch; each pass writes the scratch and the two swap.
@@ -328,7 +332,7 @@ def backproject_views(
         target = out_parts[p]
         planes = np.empty((n_comp, 2, n_u, nz), np.float32)
         cur = np.zeros(n_comp, np.int64)
-        q = np.empty((n_u, nz), np.float32)
+        q_sum = np.empty((n_u, nz), np.float32)
         values = np.empty(nz, np.float32)
         m = np.empty(nz, np.float32)
         near = np.empty((n_u, nz), np.float32)
@@ -345,8 +349,9 @@ def backproject_views(
                 if j < n_d - 1:
                     _blur_step(planes, cur, blur_w, blur_n, v, j + 1)
                 if n_comp == 1:
-                    q[:, :] = planes[0, cur[0]]
+                    q = planes[0, cur[0]]  # no copy: the weight is 1
                 else:
+                    q = q_sum
                     q[:, :] = blur_weights[0] * planes[0, cur[0]]
                     for c in range(1, n_comp):
                         q += blur_weights[c] * planes[c, cur[c]]
