@@ -98,6 +98,7 @@ def run(device: str, n: int, repeats: int, subsets: int) -> dict[str, Any]:
         "device_name": _device_name(backend),
         "model_setup_s (incl. attenuation cache)": setup,
         "attenuation_cached": model._att_cache is not None,
+        "attenuation_cached_views": int(model.attenuation_cached_views),
         "times_s": results,
         "median_s": {k: statistics.median(v) for k, v in results.items()},
         "processed": {
@@ -126,6 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     devices = args.devices or (["cpu", "gpu"] if gpu_available() else ["cpu"])
     n = 64 if args.small else 128
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     runs = [run(d, n, args.repeats, args.subsets) for d in devices]
 
     print(f"\nSPECT benchmark: {n}³ voxels, 120 views of {n}x{n}, attenuation + LEHR response")
@@ -154,6 +156,8 @@ def main() -> None:
         },
         "recon_version": recon.__version__,
         "numpy": np.__version__,
+        "load_average_at_start": load,
+        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "runs": runs,
     }
     out_dir = Path(args.output)
