@@ -379,6 +379,38 @@ def backproject_views(
                     _bilinear_scatter_column(target, y0, y1, x0, x1, w00, w01, w10, w11, values)
 
 
+# ------------------------------------------------------------------------------------- layout
+_TILE = 16  # x per tile of the transposes: 64-byte rows of the (z, y, x) side
+
+
+@nb.njit(**_JIT)
+def to_yxz(volume, out):
+    """``out[y, x, z] = volume[z, y, x]``, tiled so both sides are read and written in lines."""
+    nz, ny, nx = volume.shape
+    for y in nb.prange(ny):
+        for x0 in range(0, nx, _TILE):
+            x1 = min(x0 + _TILE, nx)
+            for z in range(nz):
+                for x in range(x0, x1):
+                    out[y, x, z] = volume[z, y, x]
+
+
+@nb.njit(**_JIT)
+def sum_to_zyx(parts, out):
+    """``out[z, y, x] = Σ_p parts[p, y, x, z]`` (the per-thread back-projections, summed in
+    order and transposed back to the image layout)."""
+    n_parts, ny, nx, nz = parts.shape
+    for y in nb.prange(ny):
+        for x0 in range(0, nx, _TILE):
+            x1 = min(x0 + _TILE, nx)
+            for z in range(nz):
+                for x in range(x0, x1):
+                    total = parts[0, y, x, z]
+                    for p in range(1, n_parts):
+                        total += parts[p, y, x, z]
+                    out[z, y, x] = total
+
+
 # ---------------------------------------------------------------------------- kernel dispatch
 _NO_ATT = np.zeros((1, 1, 1, 1), np.float32)
 _NO_MU = np.zeros((1, 1, 1), np.float32)
@@ -425,18 +457,25 @@ class CpuKernels:
             x, mu, self._grid(model), *views, att, rows, has_att, *model._blur_stack, planes
         )
 
-    def backproject(
-        self, model: Any, planes: Any, att: Any, rows: Any, ids: Any, image: Any
-    ) -> None:
-        """Adds the back-projection of ``planes`` (views ``ids``, ``[u, z]``) into ``image``."""
+    @staticmethod
+    def to_yxz(volume: Any) -> Any:
+        """A ``(z, y, x)`` volume in the kernels' layout: contiguous float32 ``(y, x, z)``."""
+        volume = np.asarray(volume, np.float32)
+        out = np.empty((volume.shape[1], volume.shape[2], volume.shape[0]), np.float32)
+        to_yxz(volume, out)
+        return out
+
+    def backproject(self, model: Any, planes: Any, att: Any, rows: Any, ids: Any) -> Any:
+        """The ``(z, y, x)`` back-projection of ``planes`` (views ``ids``, ``[u, z]``)."""
         n = int(ids.shape[0])
         mu, att, rows, has_att = self._att(model, att, rows, n)
         views = self._views(model, ids)
         n_parts = max(1, min(nb.get_num_threads(), n))
-        parts = np.zeros((n_parts, *image.shape), np.float32)
+        nz, ny, nx = model.grid.shape
+        parts = np.zeros((n_parts, ny, nx, nz), np.float32)
         backproject_views(
             planes, mu, self._grid(model), *views, att, rows, has_att, *model._blur_stack, parts
         )
-        image += parts[0]
-        for part in parts[1:]:
-            image += part
+        image = np.empty((nz, ny, nx), np.float32)
+        sum_to_zyx(parts, image)
+        return image

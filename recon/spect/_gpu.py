@@ -153,11 +153,15 @@ class GpuKernels:
                 total = part if total is None else total + part
             planes[chunk] = total
 
-    def backproject(
-        self, model: Any, planes: Any, att: Any, rows: Any, ids: Any, image: Any
-    ) -> None:
-        """Adds the back-projection of ``planes`` (views ``ids``, ``[u, z]``) into the
-        ``(y, x, z)`` ``image``: the transpose of :meth:`project`, chunk by chunk."""
+    def to_yxz(self, volume: Any) -> Any:
+        """A ``(z, y, x)`` volume in the kernels' layout: contiguous float32 ``(y, x, z)``."""
+        return self.cp.ascontiguousarray(self.cp.transpose(volume, (1, 2, 0)), dtype=np.float32)
+
+    def backproject(self, model: Any, planes: Any, att: Any, rows: Any, ids: Any) -> Any:
+        """The ``(z, y, x)`` back-projection of ``planes`` (views ``ids``, ``[u, z]``): the
+        transpose of :meth:`project`, chunk by chunk into a ``(y, x, z)`` image."""
+        nz, ny, nx = model.grid.shape
+        image = self.cp.zeros((ny, nx, nz), np.float32)
         for chunk in self._chunks(model, int(ids.shape[0])):
             c_ids = self.cp.ascontiguousarray(ids[chunk])
             c_rows = None if rows is None else self.cp.ascontiguousarray(rows[chunk])
@@ -171,6 +175,7 @@ class GpuKernels:
                 q = part if q is None else q + part
             c_att, c_rows = self._chunk_att(model, att, c_rows, c_ids)
             self.rotate_back(model, q, c_att, c_rows, c_ids, image)
+        return self.cp.ascontiguousarray(self.cp.transpose(image, (2, 0, 1)))
 
     # ------------------------------------------------------------------ rotate
     def attenuation(self, model: Any, mu: Any, ids: Any, out: Any) -> None:

@@ -133,7 +133,7 @@ class SpectModel(ViewModel):
             else as_mu_map(mu_map, grid, self.backend, max_per_mm=1.0, water="0.015/mm at 140 keV")
         )
         # The kernels' layout: (y, x, z), z innermost (see recon/spect/_cpu.py).
-        self._mu_t = None if self._mu is None else _to_yxz(self.xp, self._mu)
+        self._mu_t = None if self._mu is None else self._kernels.to_yxz(self._mu)
         self._build_tables()
         self.isotope = isotope
         self.reference_time_s = 0.0 if reference_time_s is None else float(reference_time_s)
@@ -307,7 +307,7 @@ class SpectModel(ViewModel):
         geom, nz = self.geometry, self.grid.shape[0]
         planes = xp.empty((views.size, geom.n_u, nz), np.float32)
         att, rows = self._att_rows(views)
-        self._kernels.project(self, _to_yxz(xp, x), att, rows, self._ids(views), planes)
+        self._kernels.project(self, self._kernels.to_yxz(x), att, rows, self._ids(views), planes)
         planes = xp.transpose(planes, (0, 2, 1))  # (view, z, u)
         if self._axial is not None:
             planes = xp.matmul(self._axial, planes)
@@ -325,11 +325,8 @@ class SpectModel(ViewModel):
             )
         planes = y if self._axial is None else xp.matmul(self._axial.T, y)
         planes = xp.ascontiguousarray(xp.transpose(planes, (0, 2, 1)), dtype=np.float32)
-        nz, ny, nx = self.grid.shape
-        image = xp.zeros((ny, nx, nz), np.float32)
         att, rows = self._att_rows(views)
-        self._kernels.backproject(self, planes, att, rows, self._ids(views), image)
-        return xp.ascontiguousarray(xp.transpose(image, (2, 0, 1)))
+        return self._kernels.backproject(self, planes, att, rows, self._ids(views))
 
     def forward(self, image: Any, subset: Any = None) -> Any:
         """Linear part of the model, ``m ⊙ (P x)``, for the views in ``subset`` (None: all)."""
@@ -350,11 +347,6 @@ class SpectModel(ViewModel):
 
 
 # ---------------------------------------------------------------------- kernel dispatch
-def _to_yxz(xp: Any, volume: Any) -> Any:
-    """A ``(z, y, x)`` volume as the kernels' contiguous float32 ``(y, x, z)``."""
-    return xp.ascontiguousarray(xp.transpose(volume, (1, 2, 0)), dtype=np.float32)
-
-
 def _kernels_for(backend: Backend) -> Any:
     if backend.is_gpu:
         from recon.spect._gpu import GpuKernels
