@@ -44,15 +44,23 @@ def _device_name(backend: Any) -> str:
 
 
 def _timed(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> list[float]:
+    """Wall times of ``repeats`` runs after a warm-up; the process CPU time of each run (all
+    threads: on a shared machine, the work done rather than the share of the CPU obtained) is
+    appended to ``_CPU_TIMES``."""
     fn()  # warm-up: compiles kernels, fills caches
     sync()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         sync()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    _CPU_TIMES.append(cpu)
     return times
+
+
+_CPU_TIMES: list[list[float]] = []
 
 
 def run(device: str, n: int, repeats: int, subsets: int) -> dict[str, Any]:
@@ -93,6 +101,7 @@ def run(device: str, n: int, repeats: int, subsets: int) -> dict[str, Any]:
             repeats,
         ),
     }
+    cpu_times = dict(zip(results, _CPU_TIMES[-len(results) :], strict=True))
     return {
         "device": backend.name,
         "device_name": _device_name(backend),
@@ -101,6 +110,8 @@ def run(device: str, n: int, repeats: int, subsets: int) -> dict[str, Any]:
         "attenuation_cached_views": int(model.attenuation_cached_views),
         "times_s": results,
         "median_s": {k: statistics.median(v) for k, v in results.items()},
+        "cpu_times_s": cpu_times,
+        "median_cpu_s": {k: statistics.median(v) for k, v in cpu_times.items()},
         "processed": {
             k: {"stated": n_views, "processed": v, "unit": "views"} for k, v in processed.items()
         },
@@ -136,6 +147,8 @@ def main() -> None:
     print("-" * len(header))
     for key in runs[0]["median_s"]:
         print(f"{key:<28}" + "".join(f"{r['median_s'][key]:>20.4f}" for r in runs))
+    for key in runs[0]["median_cpu_s"]:
+        print(f"{key + ' CPU s':<28}" + "".join(f"{r['median_cpu_s'][key]:>20.4f}" for r in runs))
     if len(runs) == 2:
         for key in runs[0]["median_s"]:
             print(

@@ -11,9 +11,10 @@ distance and the cost does not grow with the width of the response.
 
 Layout (z innermost). Rotation about the z axis moves every slice alike, so the bilinear
 footprint and weights of a (view, depth, u) sample are computed once and applied to a whole
-column along z. The kernels therefore take the image as ``(y, x, z)`` and keep their planes as
-``[u, z]`` (the model transposes at its boundary); every inner loop runs along contiguous z and
-is vectorised by LLVM, attenuation included (:func:`recon.spect._fastexp.exp_neg`, float32).
+column along z. The kernels therefore work on the image as ``(y, x, z)`` and keep their planes
+as ``[u, z]``; the fused kernels transpose at their boundary (tiled, in parallel, as the first
+or last loop of the same call). Every inner loop runs along contiguous z and is vectorised by
+LLVM, attenuation included (:func:`recon.spect._fastexp.exp_neg`, float32).
 
 Fused per view. :func:`project_views` and :func:`backproject_views` run rotation, attenuation and
 the response blur of one view at a time, one depth plane at a time, so nothing larger than a few
@@ -28,8 +29,8 @@ the fly from the μ-map with the same bilinear footprint as the image sample:
   ``T`` is a few units, so this differs from the near-to-far sum by ~1e-7 relative).
 
 :func:`backproject_views` is the transpose of :func:`project_views`; it runs a static partition of
-the views per thread, each thread adding into its own image, which the caller sums (no races, and
-the same sum for the same thread count).
+the views per thread, each thread adding into its own image; these are summed in order (no races,
+and the same result for the same number of threads).
 
 Mirror of the CUDA source. The GPU keeps the stages as separate kernels over all samples
 (``spect_attenuation``, ``spect_rotate_forward`` / ``spect_rotate_back`` and the blur kernels, on
@@ -37,9 +38,14 @@ the same ``[view, depth, u, z]`` layout so that threads along z read contiguous 
 a GPU wants many threads per view rather than cache reuse. :func:`attenuation` has the arguments
 of ``spect_attenuation`` in the same order, less the sizes that numpy arrays carry (those in the
 CUDA ``SpectGrid``), and with the arrays of the CUDA ``SpectViews`` (``view_ids, cos_t, sin_t, s0,
-u_pos``) in its place; the fused kernels take the same arguments as the stages they fuse. Helpers
-``spect_x`` of the CUDA source are ``_x`` here, with the same float32 arithmetic, except that the
-CPU uses :func:`exp_neg` where CUDA uses ``expf`` (both within 2 ulp of ``exp``).
+u_pos``) in its place; the fused kernels take the same arguments as the stages they fuse.
+``_sample_position``, ``_blur_pass`` and ``_blur_step`` are ``spect_sample_position``,
+``spect_blur_pass`` and ``spect_blur_step`` of the CUDA source, and ``_footprint`` with
+``_bilinear_column`` computes what ``spect_bilinear`` computes, for every z at once (corners
+outside the image get weight 0 instead of being skipped: the same sums). The arithmetic is the
+same float32 arithmetic, except that the CPU uses :func:`exp_neg` where CUDA uses ``expf`` (both
+within 2 ulp of ``exp``) and that the GPU's ``spect_rotate_back`` gathers per voxel where the
+CPU scatters per sample.
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ import numpy as np
 from recon.spect._fastexp import exp_neg
 
 _JIT: dict[str, Any] = dict(parallel=True, fastmath=False, cache=True, nogil=True)
+# Kernels with two parallel loops in sequence (the views, and a transpose before or after them):
+# loop fusion off, as the second loop reads what the first wrote.
+_JIT_STAGED: dict[str, Any] = dict(_JIT, parallel={"fusion": False})
 
 # Kernel parameters (``SpectGrid`` less the sizes, which the arrays carry), float32.
 SpectGrid = namedtuple("SpectGrid", "x0 y0 delta inv_delta")
@@ -126,6 +135,42 @@ def _bilinear_scatter_column(vol, y0, y1, x0, x1, w00, w01, w10, w11, values):
         r01[z] += w01 * value
         r10[z] += w10 * value
         r11[z] += w11 * value
+
+
+# ------------------------------------------------------------------------------------- layout
+_TILE = 16  # x per tile of the transposes: 64-byte rows of the (z, y, x) side
+
+
+@nb.njit(inline="always")
+def _to_yxz_row(volume, out, y):
+    """``out[y, x, z] = volume[z, y, x]`` for one y, tiled along x."""
+    nz, _, nx = volume.shape
+    for x0 in range(0, nx, _TILE):
+        x1 = min(x0 + _TILE, nx)
+        for z in range(nz):
+            for x in range(x0, x1):
+                out[y, x, z] = volume[z, y, x]
+
+
+@nb.njit(inline="always")
+def _sum_to_zyx_row(parts, out, y):
+    """``out[z, y, x] = Σ_p parts[p, y, x, z]`` for one y (summed in order of p)."""
+    n_parts, _, nx, nz = parts.shape
+    for x0 in range(0, nx, _TILE):
+        x1 = min(x0 + _TILE, nx)
+        for z in range(nz):
+            for x in range(x0, x1):
+                total = parts[0, y, x, z]
+                for p in range(1, n_parts):
+                    total += parts[p, y, x, z]
+                out[z, y, x] = total
+
+
+@nb.njit(**_JIT)
+def to_yxz(volume, out):
+    """``out[y, x, z] = volume[z, y, x]``: a ``(z, y, x)`` volume in the kernels' layout."""
+    for y in nb.prange(volume.shape[1]):
+        _to_yxz_row(volume, out, y)
 
 
 # ---------------------------------------------------------------------------------- attenuation
@@ -215,9 +260,10 @@ def _blur_step(planes, cur, blur_w, blur_n, v, j):
 
 
 # ------------------------------------------------------------------------------ fused projector
-@nb.njit(**_JIT)
+@nb.njit(**_JIT_STAGED)
 def project_views(
     image,
+    image_yxz,
     mu,
     grid,
     view_ids,
@@ -235,7 +281,8 @@ def project_views(
 ):
     """``out_planes[k, i, z]``: view ``k`` projected (rotate, attenuate, blur, sum over depth).
 
-    ``image`` and ``mu`` are ``(y, x, z)``; ``att[att_rows[k]]`` holds the cached factors
+    ``image`` is ``(z, y, x)``; it is first transposed into the scratch ``image_yxz``, the layout
+    of ``mu``. ``att[att_rows[k]]`` holds the cached factors
     ``[depth, u, z]`` of view ``k`` or, where ``att_rows[k] < 0``, they are computed from ``mu``.
     ``blur_w[c, v, j, a]`` / ``blur_n[c, v, j, a]`` hold the weight and number of 3-tap passes on
     axis ``a`` (0 = u, 1 = z) of response component ``c`` for step ``j`` of view ``v``; step
@@ -244,7 +291,9 @@ def project_views(
     """
     n_views, n_u, nz = out_planes.shape
     n_comp, n_d = blur_w.shape[0], blur_w.shape[2]
-    ny, nx = image.shape[0], image.shape[1]
+    ny, nx = image_yxz.shape[0], image_yxz.shape[1]
+    for y in nb.prange(ny):
+        _to_yxz_row(image, image_yxz, y)
     for k in nb.prange(n_views):
         v = view_ids[k]
         row = att_rows[k] if has_att else 0
@@ -273,7 +322,7 @@ def project_views(
                 inside, y0, y1, x0, x1, w00, w01, w10, w11 = _footprint(fy, fx, ny, nx)
                 if not inside:
                     continue
-                _bilinear_column(image, y0, y1, x0, x1, w00, w01, w10, w11, sample)
+                _bilinear_column(image_yxz, y0, y1, x0, x1, w00, w01, w10, w11, sample)
                 if on_the_fly:
                     _bilinear_column(mu, y0, y1, x0, x1, w00, w01, w10, w11, m)
                     t = total[i]
@@ -304,7 +353,7 @@ def project_views(
                 out += blur_weights[c] * planes[c, cur[c]]
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_JIT_STAGED)
 def backproject_views(
     planes_in,
     mu,
@@ -320,16 +369,17 @@ def backproject_views(
     blur_w,
     blur_n,
     blur_weights,
-    out_parts,
+    parts,
+    out_image,
 ):
-    """Transpose of :func:`project_views`: adds view ``k``'s back-projection of
-    ``planes_in[k, i, z]`` into ``out_parts[k mod P]`` (``P`` images ``(y, x, z)``, one per
-    parallel task; their sum is the back-projection)."""
+    """Transpose of :func:`project_views`: ``out_image`` (``(z, y, x)``) = the back-projection of
+    ``planes_in[k, i, z]``. View ``k`` is added into the zeroed scratch ``parts[k mod P]`` (``P``
+    images ``(y, x, z)``, one per parallel task), which are then summed and transposed."""
     n_views, n_u, nz = planes_in.shape
     n_comp, n_d = blur_w.shape[0], blur_w.shape[2]
-    n_parts, ny, nx = out_parts.shape[0], out_parts.shape[1], out_parts.shape[2]
+    n_parts, ny, nx = parts.shape[0], parts.shape[1], parts.shape[2]
     for p in nb.prange(n_parts):
-        target = out_parts[p]
+        target = parts[p]
         planes = np.empty((n_comp, 2, n_u, nz), np.float32)
         cur = np.zeros(n_comp, np.int64)
         q_sum = np.empty((n_u, nz), np.float32)
@@ -377,38 +427,8 @@ def backproject_views(
                         for z in range(nz):
                             values[z] = grid.delta * q_row[z]
                     _bilinear_scatter_column(target, y0, y1, x0, x1, w00, w01, w10, w11, values)
-
-
-# ------------------------------------------------------------------------------------- layout
-_TILE = 16  # x per tile of the transposes: 64-byte rows of the (z, y, x) side
-
-
-@nb.njit(**_JIT)
-def to_yxz(volume, out):
-    """``out[y, x, z] = volume[z, y, x]``, tiled so both sides are read and written in lines."""
-    nz, ny, nx = volume.shape
     for y in nb.prange(ny):
-        for x0 in range(0, nx, _TILE):
-            x1 = min(x0 + _TILE, nx)
-            for z in range(nz):
-                for x in range(x0, x1):
-                    out[y, x, z] = volume[z, y, x]
-
-
-@nb.njit(**_JIT)
-def sum_to_zyx(parts, out):
-    """``out[z, y, x] = Σ_p parts[p, y, x, z]`` (the per-thread back-projections, summed in
-    order and transposed back to the image layout)."""
-    n_parts, ny, nx, nz = parts.shape
-    for y in nb.prange(ny):
-        for x0 in range(0, nx, _TILE):
-            x1 = min(x0 + _TILE, nx)
-            for z in range(nz):
-                for x in range(x0, x1):
-                    total = parts[0, y, x, z]
-                    for p in range(1, n_parts):
-                        total += parts[p, y, x, z]
-                    out[z, y, x] = total
+        _sum_to_zyx_row(parts, out_image, y)
 
 
 # ---------------------------------------------------------------------------- kernel dispatch
@@ -449,13 +469,14 @@ class CpuKernels:
         attenuation(mu, self._grid(model), *self._views(model, ids), out)
 
     def project(self, model: Any, x: Any, att: Any, rows: Any, ids: Any, planes: Any) -> None:
-        """``planes[k]`` ``[u, z]``: the views ``ids`` of the ``(y, x, z)`` image ``x``."""
+        """``planes[k]`` ``[u, z]``: the views ``ids`` of the ``(z, y, x)`` image ``x``."""
         n = int(ids.shape[0])
         mu, att, rows, has_att = self._att(model, att, rows, n)
         views = self._views(model, ids)
-        project_views(
-            x, mu, self._grid(model), *views, att, rows, has_att, *model._blur_stack, planes
-        )
+        nz, ny, nx = x.shape
+        x_yxz = np.empty((ny, nx, nz), np.float32)
+        grid = self._grid(model)
+        project_views(x, x_yxz, mu, grid, *views, att, rows, has_att, *model._blur_stack, planes)
 
     @staticmethod
     def to_yxz(volume: Any) -> Any:
@@ -473,9 +494,8 @@ class CpuKernels:
         n_parts = max(1, min(nb.get_num_threads(), n))
         nz, ny, nx = model.grid.shape
         parts = np.zeros((n_parts, ny, nx, nz), np.float32)
-        backproject_views(
-            planes, mu, self._grid(model), *views, att, rows, has_att, *model._blur_stack, parts
-        )
         image = np.empty((nz, ny, nx), np.float32)
-        sum_to_zyx(parts, image)
+        grid = self._grid(model)
+        tables = model._blur_stack
+        backproject_views(planes, mu, grid, *views, att, rows, has_att, *tables, parts, image)
         return image

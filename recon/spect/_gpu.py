@@ -136,8 +136,9 @@ class GpuKernels:
         return fresh, self.cp.arange(n, dtype=np.int32)
 
     def project(self, model: Any, x: Any, att: Any, rows: Any, ids: Any, planes: Any) -> None:
-        """``planes[k]`` ``[u, z]``: the views ``ids`` of the ``(y, x, z)`` image ``x``, by
+        """``planes[k]`` ``[u, z]``: the views ``ids`` of the ``(z, y, x)`` image ``x``, by
         chunks: rotate (attenuated) into ``q``, then blur-sum each response component."""
+        x = self.to_yxz(x)
         for chunk in self._chunks(model, int(ids.shape[0])):
             c_ids = self.cp.ascontiguousarray(ids[chunk])
             c_rows = None if rows is None else self.cp.ascontiguousarray(rows[chunk])

@@ -307,7 +307,7 @@ class SpectModel(ViewModel):
         geom, nz = self.geometry, self.grid.shape[0]
         planes = xp.empty((views.size, geom.n_u, nz), np.float32)
         att, rows = self._att_rows(views)
-        self._kernels.project(self, self._kernels.to_yxz(x), att, rows, self._ids(views), planes)
+        self._kernels.project(self, x, att, rows, self._ids(views), planes)
         planes = xp.transpose(planes, (0, 2, 1))  # (view, z, u)
         if self._axial is not None:
             planes = xp.matmul(self._axial, planes)
