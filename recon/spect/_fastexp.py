@@ -12,10 +12,11 @@ the smallest normal float32 scale, instead of 0).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
+from llvmlite import ir  # type: ignore[import-untyped]
 from numba import types
 from numba.extending import intrinsic
 
@@ -31,17 +32,17 @@ _C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7 = (_F(1.0 / math.factorial(k)) for k in r
 
 
 @intrinsic
-def _float32_from_bits(typingctx, bits):
+def _float32_from_bits(typingctx: Any, bits: Any) -> tuple[Any, Any]:
     """Reinterpret an int32 as the float32 with the same bits."""
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(types.int32), codegen
 
 
 @nb.njit(inline="always")
-def exp_neg(p):
+def exp_neg(p: Any) -> Any:
     """``exp(−p)`` of a float32 ``p`` (``p ≤ 87``; larger ``p`` gives ``exp(−87)``)."""
     x = -p
     x = x if x > _X_MIN else _X_MIN
@@ -54,4 +55,5 @@ def exp_neg(p):
     q = q * r + _C2
     q = q * r + _C1
     q = q * r + _C0
-    return q * _float32_from_bits((np.int32(nf) + np.int32(127)) << np.int32(23))
+    scale = (np.int32(nf) + np.int32(127)) << np.int32(23)  # the bits of the float32 2^n
+    return q * _float32_from_bits(scale)  # type: ignore[call-arg]  # numba passes typingctx
