@@ -19,6 +19,7 @@ CPU only: the GPU figures come from ``benchmarks/spect.py`` and ``benchmarks/pet
 Usage::
 
     python benchmarks/scaling.py [--repeats 3] [--output benchmarks/results] [--quick]
+                                 [--only spect|pet]
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def spect_case(n: int, n_views: int, repeats: int) -> dict[str, Any]:
         times,
         peak,
         attenuation_cached=model._att_cache is not None,
+        attenuation_cached_views=int(model.attenuation_cached_views),
         processed_views=int(projections.shape[0]),
     )
 
@@ -292,6 +294,9 @@ def main() -> None:
         choices=("cpu",),
         help="cpu only (accepted for a uniform benchmark command line)",
     )
+    parser.add_argument(
+        "--only", choices=("spect", "pet"), default=None, help="run one modality's cases only"
+    )
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
@@ -301,29 +306,31 @@ def main() -> None:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     rows: list[dict[str, Any]] = []
 
-    print("SPECT")
-    if args.quick:
-        spect_sizes = [(16, 12), (24, 12), (16, 24)]
-    else:
-        spect_sizes = [(64, 120), (128, 120), (160, 120), (128, 60), (128, 240)]
-    for n, views in spect_sizes:
-        rows.append(spect_case(n, views, repeats))
+    if args.only != "pet":
+        print("SPECT")
+        if args.quick:
+            spect_sizes = [(16, 12), (24, 12), (16, 24)]
+        else:
+            spect_sizes = [(64, 120), (128, 120), (160, 120), (128, 60), (128, 240)]
+        for n, views in spect_sizes:
+            rows.append(spect_case(n, views, repeats))
 
-    print("PET")
-    scanner = _pet_scanner(args.quick)
-    grid = _pet_grid(scanner, args.quick)
-    ring_differences = [0, 1, 3] if args.quick else [0, 3, 7, 15]
-    for mrd in ring_differences:
-        rows.append(pet_sinogram_case(scanner, grid, mrd, repeats))
-    for mrd in ring_differences[:3]:
-        rows.append(pet_sensitivity_case(scanner, grid, mrd, repeats))
-    listmode = recon.PetListmodeModel(
-        scanner, grid, max_ring_difference=ring_differences[-1], device="cpu"
-    )
-    listmode.geometric_sensitivity()  # computed once: the LM-OSEM figures are per iteration
-    event_counts = [2_000, 8_000] if args.quick else [250_000, 1_000_000, 4_000_000]
-    for n in event_counts:
-        rows.append(pet_listmode_case(listmode, scanner, n, repeats))
+    if args.only != "spect":
+        print("PET")
+        scanner = _pet_scanner(args.quick)
+        grid = _pet_grid(scanner, args.quick)
+        ring_differences = [0, 1, 3] if args.quick else [0, 3, 7, 15]
+        for mrd in ring_differences:
+            rows.append(pet_sinogram_case(scanner, grid, mrd, repeats))
+        for mrd in ring_differences[:3]:
+            rows.append(pet_sensitivity_case(scanner, grid, mrd, repeats))
+        listmode = recon.PetListmodeModel(
+            scanner, grid, max_ring_difference=ring_differences[-1], device="cpu"
+        )
+        listmode.geometric_sensitivity()  # computed once: the LM-OSEM figures are per iteration
+        event_counts = [2_000, 8_000] if args.quick else [250_000, 1_000_000, 4_000_000]
+        for n in event_counts:
+            rows.append(pet_listmode_case(listmode, scanner, n, repeats))
 
     exponents = {
         name: _fit_exponent(
@@ -342,12 +349,14 @@ def main() -> None:
         "device": f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)",
         "load_average_at_start": load,
         "quick": args.quick,
+        "only": args.only,
         "repeats": repeats,
         "recon_version": recon.__version__,
         "cases": rows,
         "fitted_exponents": exponents,
     }
-    name = f"scaling-cpu{'-quick' if args.quick else ''}-{stamp:%Y%m%d-%H%M%S}"
+    only = f"-{args.only}" if args.only else ""
+    name = f"scaling-cpu{only}{'-quick' if args.quick else ''}-{stamp:%Y%m%d-%H%M%S}"
     write_text_atomic(args.output / f"{name}.json", json.dumps(record, indent=2) + "\n")
     _figure(
         rows,

@@ -44,15 +44,23 @@ def _device_name(backend: Any) -> str:
 
 
 def _timed(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> list[float]:
+    """Wall times of ``repeats`` runs after a warm-up; the process CPU time of each run (all
+    threads: on a shared machine, the work done rather than the share of the CPU obtained) is
+    appended to ``_CPU_TIMES``."""
     fn()  # warm-up: compiles kernels, fills caches
     sync()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         sync()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    _CPU_TIMES.append(cpu)
     return times
+
+
+_CPU_TIMES: list[list[float]] = []
 
 
 def run(device: str, n: int, repeats: int, subsets: int) -> dict[str, Any]:
@@ -93,13 +101,17 @@ def run(device: str, n: int, repeats: int, subsets: int) -> dict[str, Any]:
             repeats,
         ),
     }
+    cpu_times = dict(zip(results, _CPU_TIMES[-len(results) :], strict=True))
     return {
         "device": backend.name,
         "device_name": _device_name(backend),
         "model_setup_s (incl. attenuation cache)": setup,
         "attenuation_cached": model._att_cache is not None,
+        "attenuation_cached_views": int(model.attenuation_cached_views),
         "times_s": results,
         "median_s": {k: statistics.median(v) for k, v in results.items()},
+        "cpu_times_s": cpu_times,
+        "median_cpu_s": {k: statistics.median(v) for k, v in cpu_times.items()},
         "processed": {
             k: {"stated": n_views, "processed": v, "unit": "views"} for k, v in processed.items()
         },
@@ -126,6 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     devices = args.devices or (["cpu", "gpu"] if gpu_available() else ["cpu"])
     n = 64 if args.small else 128
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     runs = [run(d, n, args.repeats, args.subsets) for d in devices]
 
     print(f"\nSPECT benchmark: {n}³ voxels, 120 views of {n}x{n}, attenuation + LEHR response")
@@ -134,6 +147,8 @@ def main() -> None:
     print("-" * len(header))
     for key in runs[0]["median_s"]:
         print(f"{key:<28}" + "".join(f"{r['median_s'][key]:>20.4f}" for r in runs))
+    for key in runs[0]["median_cpu_s"]:
+        print(f"{key + ' CPU s':<28}" + "".join(f"{r['median_cpu_s'][key]:>20.4f}" for r in runs))
     if len(runs) == 2:
         for key in runs[0]["median_s"]:
             print(
@@ -154,6 +169,8 @@ def main() -> None:
         },
         "recon_version": recon.__version__,
         "numpy": np.__version__,
+        "load_average_at_start": load,
+        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "runs": runs,
     }
     out_dir = Path(args.output)

@@ -1,11 +1,16 @@
-// SPECT projector kernels (the GPU twin of recon/spect/_cpu.py: the same kernels with the same
-// arguments in the same order, the same helpers under the same names, the same arithmetic).
+// SPECT projector kernels (the GPU twin of recon/spect/_cpu.py: the same stages with the same
+// arguments in the same order, the same helpers under the same names, the same float32 arithmetic;
+// the CPU fuses the stages per view, the GPU runs each over all samples).
 //
-// Stage 1, "rotate": each view samples the image on a rotated grid q[view][depth j][z][u i] by
-// bilinear interpolation in the transverse plane. Depth j runs from the far side (j = 0) to the
-// camera. Each sample is Δ·image·attenuation, so a depth sum is a line integral in mm.
-// Stage 2, "blur": the depth planes are blurred by the collimator response of their distance and
-// summed, incrementally from far to near with 3-tap passes (see _cpu.py for the derivation).
+// Layout, z innermost: the image is (y, x, z) and the rotated samples q[view][depth j][u i][z], so
+// consecutive threads (consecutive z) read and write consecutive addresses (coalesced), and the
+// bilinear footprint of a (view, depth, u) sample is the same for every z.
+//
+// Stage 1, "rotate": each view samples the image on a rotated grid by bilinear interpolation in
+// the transverse plane. Depth j runs from the far side (j = 0) to the camera. Each sample is
+// Δ·image·attenuation, so a depth sum is a line integral in mm.
+// Stage 2, "blur": the depth planes [u][z] are blurred by the collimator response of their distance
+// and summed, incrementally from far to near with 3-tap passes (see _cpu.py for the derivation).
 // The *_back kernels are exact transposes of their forward twins.
 //
 // SpectGrid and SpectViews are passed by value (from CuPy as one-element numpy structured arrays of
@@ -15,7 +20,8 @@
 // Compiled at run time by CuPy (NVRTC); in CI the same file is compiled by g++ through
 // tests/cuda_compat/recon_cuda_compat.h and compared with the numba kernels.
 
-// Sizes and spacing of a launch: the image (z, y, x) and the rotated samples q[view][depth][z][u].
+// Sizes and spacing of a launch: the image (z, y, x) sizes (stored (y, x, z)) and the rotated
+// samples q[view][depth][u][z].
 struct SpectGrid {
     int nz, ny, nx;
     int n_views, n_d, n_u;  // views of this launch, samples per ray (depth), rays per row
@@ -46,8 +52,9 @@ __device__ __forceinline__ void spect_sample_position(const SpectGrid& g, const 
     *fx = (px - g.x0) * g.inv_delta;
 }
 
-__device__ __forceinline__ float spect_bilinear(const float* __restrict__ img2d, int ny, int nx,
-                                                float fy, float fx) {
+// Bilinear interpolation of column z of a (y, x, z) volume: col = volume + z, stride = nz.
+__device__ __forceinline__ float spect_bilinear(const float* __restrict__ col, int ny, int nx,
+                                                int stride, float fy, float fx) {
     const float fly = floorf(fy);
     const float flx = floorf(fx);
     const float ty = fy - fly;
@@ -56,53 +63,53 @@ __device__ __forceinline__ float spect_bilinear(const float* __restrict__ img2d,
     const int ix = (int)flx;
     float acc = 0.0f;
     if (iy >= 0 && iy < ny) {
-        if (ix >= 0 && ix < nx) acc += (1.0f - ty) * (1.0f - tx) * img2d[iy * nx + ix];
-        if (ix + 1 >= 0 && ix + 1 < nx) acc += (1.0f - ty) * tx * img2d[iy * nx + ix + 1];
+        if (ix >= 0 && ix < nx) acc += (1.0f - ty) * (1.0f - tx) * col[(long long)(iy * nx + ix) * stride];
+        if (ix + 1 >= 0 && ix + 1 < nx) acc += (1.0f - ty) * tx * col[(long long)(iy * nx + ix + 1) * stride];
     }
     if (iy + 1 >= 0 && iy + 1 < ny) {
-        if (ix >= 0 && ix < nx) acc += ty * (1.0f - tx) * img2d[(iy + 1) * nx + ix];
-        if (ix + 1 >= 0 && ix + 1 < nx) acc += ty * tx * img2d[(iy + 1) * nx + ix + 1];
+        if (ix >= 0 && ix < nx) acc += ty * (1.0f - tx) * col[(long long)((iy + 1) * nx + ix) * stride];
+        if (ix + 1 >= 0 && ix + 1 < nx) acc += ty * tx * col[(long long)((iy + 1) * nx + ix + 1) * stride];
     }
     return acc;
 }
 
-// out_att[k][j][z][i] = exp(-∫mu) from sample j to the camera (midpoint rule). One thread per ray.
+// out_att[k][j][i][z] = exp(-∫mu) from sample j to the camera (midpoint rule, near to far).
+// One thread per ray (k, i, z), z fastest.
 extern "C" __global__ void spect_attenuation(const float* __restrict__ mu, SpectGrid g,
                                              SpectViews views, float* __restrict__ out_att) {
     const long long ray = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (ray >= (long long)g.n_views * g.nz * g.n_u) return;
-    const int i = (int)(ray % g.n_u);
-    const int z = (int)((ray / g.n_u) % g.nz);
-    const int k = (int)(ray / ((long long)g.n_u * g.nz));
+    if (ray >= (long long)g.n_views * g.n_u * g.nz) return;
+    const int z = (int)(ray % g.nz);
+    const int i = (int)((ray / g.nz) % g.n_u);
+    const int k = (int)(ray / ((long long)g.nz * g.n_u));
     const int v = views.view_ids[k];
-    const float* slice = mu + (long long)z * g.ny * g.nx;
-    const long long plane = (long long)g.nz * g.n_u;
-    float path = 0.0f;
+    const long long plane = (long long)g.n_u * g.nz;
+    float* out = out_att + (long long)k * g.n_d * plane + (long long)i * g.nz + z;
+    float near = 0.0f;
     for (int j = g.n_d - 1; j >= 0; --j) {
         float fy, fx;
         spect_sample_position(g, views, v, j, i, &fy, &fx);
-        const float half = 0.5f * g.delta * spect_bilinear(slice, g.ny, g.nx, fy, fx);
-        path += half;
-        out_att[(long long)k * g.n_d * plane + (long long)j * plane + (long long)z * g.n_u + i] = expf(-path);
-        path += half;
+        const float d = g.delta * spect_bilinear(mu + z, g.ny, g.nx, g.nz, fy, fx);
+        out[(long long)j * plane] = expf(-(near + 0.5f * d));
+        near += d;
     }
 }
 
-// out_q[k][j][z][i] = Δ · bilinear(image) · attenuation. One thread per sample.
+// out_q[k][j][i][z] = Δ · bilinear(image) · attenuation. One thread per sample, z fastest.
 extern "C" __global__ void spect_rotate_forward(
     const float* __restrict__ image, SpectGrid g, SpectViews views, const float* __restrict__ att,
     const int* __restrict__ att_rows, int has_att, float* __restrict__ out_q) {
     const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long plane = (long long)g.nz * g.n_u;
+    const long long plane = (long long)g.n_u * g.nz;
     if (idx >= (long long)g.n_views * g.n_d * plane) return;
-    const int i = (int)(idx % g.n_u);
-    const int z = (int)((idx / g.n_u) % g.nz);
+    const int z = (int)(idx % g.nz);
+    const int i = (int)((idx / g.nz) % g.n_u);
     const int j = (int)((idx / plane) % g.n_d);
     const int k = (int)(idx / (plane * g.n_d));
     float fy, fx;
     spect_sample_position(g, views, views.view_ids[k], j, i, &fy, &fx);
-    float value = g.delta * spect_bilinear(image + (long long)z * g.ny * g.nx, g.ny, g.nx, fy, fx);
-    if (has_att) value *= att[(long long)att_rows[k] * g.n_d * plane + (long long)j * plane + (long long)z * g.n_u + i];
+    float value = g.delta * spect_bilinear(image + z, g.ny, g.nx, g.nz, fy, fx);
+    if (has_att) value *= att[(long long)att_rows[k] * g.n_d * plane + idx % (g.n_d * plane)];
     out_q[idx] = value;
 }
 
@@ -111,12 +118,12 @@ extern "C" __global__ void spect_rotate_forward(
 extern "C" __global__ void spect_rotate_back(
     const float* __restrict__ q, SpectGrid g, SpectViews views, const float* __restrict__ att,
     const int* __restrict__ att_rows, int has_att, float* __restrict__ out_image) {
-    const long long voxel = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long voxel = (long long)blockIdx.x * blockDim.x + threadIdx.x;  // (y, x, z)
     if (voxel >= (long long)g.nz * g.ny * g.nx) return;
-    const int x = (int)(voxel % g.nx);
-    const int y = (int)((voxel / g.nx) % g.ny);
-    const int z = (int)(voxel / ((long long)g.nx * g.ny));
-    const long long plane = (long long)g.nz * g.n_u;
+    const int z = (int)(voxel % g.nz);
+    const int x = (int)((voxel / g.nz) % g.nx);
+    const int y = (int)(voxel / ((long long)g.nz * g.nx));
+    const long long plane = (long long)g.n_u * g.nz;
     const float wx = g.x0 + (float)x * g.delta;  // voxel centre, world mm
     const float wy = g.y0 + (float)y * g.delta;
     const float* u_pos = views.u_pos;
@@ -132,8 +139,8 @@ extern "C" __global__ void spect_rotate_back(
         const int j_hi = min(g.n_d - 1, (int)ceilf((sc + reach - s0) / g.delta) + 1);
         const int i_lo = max(0, (int)floorf((uc - reach - u_pos[0]) / pu) - 1);
         const int i_hi = min(g.n_u - 1, (int)ceilf((uc + reach - u_pos[0]) / pu) + 1);
-        const float* qk = q + (long long)k * g.n_d * plane + (long long)z * g.n_u;
-        const float* ak = has_att ? att + (long long)att_rows[k] * g.n_d * plane + (long long)z * g.n_u : 0;
+        const float* qk = q + (long long)k * g.n_d * plane + z;
+        const float* ak = has_att ? att + (long long)att_rows[k] * g.n_d * plane + z : 0;
         for (int j = j_lo; j <= j_hi; ++j) {
             for (int i = i_lo; i <= i_hi; ++i) {
                 float fy, fx;
@@ -143,8 +150,8 @@ extern "C" __global__ void spect_rotate_back(
                 float wyw, wxw;
                 if (iy == y) wyw = 1.0f - (fy - fly); else if (iy + 1 == y) wyw = fy - fly; else continue;
                 if (ix == x) wxw = 1.0f - (fx - flx); else if (ix + 1 == x) wxw = fx - flx; else continue;
-                float value = g.delta * qk[(long long)j * plane + i];
-                if (has_att) value *= ak[(long long)j * plane + i];
+                float value = g.delta * qk[(long long)j * plane + (long long)i * g.nz];
+                if (has_att) value *= ak[(long long)j * plane + (long long)i * g.nz];
                 total += wyw * wxw * value;
             }
         }
@@ -153,20 +160,20 @@ extern "C" __global__ void spect_rotate_back(
 }
 
 // ----------------------------------------------------------------------------------- blur
-// One 3-tap pass [w, 1-2w, w] along u (axis 0) or z (axis 1) of a (nz, n_u) plane, zero outside.
+// One 3-tap pass [w, 1-2w, w] along u (axis 0) or z (axis 1) of a [u][z] plane, zero outside.
 __device__ __forceinline__ void spect_blur_pass(const float* __restrict__ src, float* __restrict__ dst,
-                                                int nz, int n_u, float w, int axis) {
+                                                int n_u, int nz, float w, int axis) {
     const float c = 1.0f - 2.0f * w;
-    for (int p = threadIdx.x; p < nz * n_u; p += blockDim.x) {
-        const int i = p % n_u;
-        const int z = p / n_u;
+    for (int p = threadIdx.x; p < n_u * nz; p += blockDim.x) {
+        const int z = p % nz;
+        const int i = p / nz;
         float lo, hi;
         if (axis == 0) {
-            lo = i > 0 ? src[p - 1] : 0.0f;
-            hi = i + 1 < n_u ? src[p + 1] : 0.0f;
+            lo = i > 0 ? src[p - nz] : 0.0f;
+            hi = i + 1 < n_u ? src[p + nz] : 0.0f;
         } else {
-            lo = z > 0 ? src[p - n_u] : 0.0f;
-            hi = z + 1 < nz ? src[p + n_u] : 0.0f;
+            lo = z > 0 ? src[p - 1] : 0.0f;
+            hi = z + 1 < nz ? src[p + 1] : 0.0f;
         }
         dst[p] = c * src[p] + w * (lo + hi);
     }
@@ -176,7 +183,7 @@ __device__ __forceinline__ void spect_blur_pass(const float* __restrict__ src, f
 // and the scratch plane its passes write into (a pass writes *other from *cur, then they swap).
 struct SpectBlur {
     int k, v;
-    long long plane;  // nz * n_u
+    long long plane;  // n_u * nz
     float* cur;
     float* other;
 };
@@ -201,7 +208,7 @@ __device__ void spect_blur_step(const SpectGrid& g, SpectBlur* B, const float* _
     const long long t = ((long long)B->v * g.n_d + j) * 2;
     for (int axis = 0; axis < 2; ++axis) {
         for (int pass = 0; pass < blur_n[t + axis]; ++pass) {
-            spect_blur_pass(B->cur, B->other, g.nz, g.n_u, blur_w[t + axis], axis);
+            spect_blur_pass(B->cur, B->other, g.n_u, g.nz, blur_w[t + axis], axis);
             __syncthreads();
             float* swap = B->cur; B->cur = B->other; B->other = swap;
         }
@@ -209,7 +216,7 @@ __device__ void spect_blur_step(const SpectGrid& g, SpectBlur* B, const float* _
 }
 
 // One block per view: out_planes[k] = Σ_j blur_j(q[k][j]), applied far to near.
-// scratch holds two (nz, n_u) planes per view.
+// scratch holds two [u][z] planes per view.
 extern "C" __global__ void spect_blur_sum_forward(
     const float* __restrict__ q, SpectGrid g, const int* __restrict__ view_ids,
     const float* __restrict__ blur_w, const int* __restrict__ blur_n, float* __restrict__ scratch,

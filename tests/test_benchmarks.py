@@ -113,6 +113,8 @@ def test_spect_benchmark_small_processes_every_view(tmp_path: Path) -> None:
     assert set(run["processed"]) == set(run["median_s"])
     for counts in run["processed"].values():
         assert counts == {"stated": 120, "processed": 120, "unit": "views"}
+    assert set(run["median_cpu_s"]) == set(run["median_s"])
+    assert run["attenuation_cached_views"] == 120
 
 
 def test_spect_multi_benchmark_quick_compares_one_and_two_photopeaks(tmp_path: Path) -> None:
@@ -209,6 +211,15 @@ def test_scaling_benchmark_quick_writes_its_cases_fits_and_figure(tmp_path: Path
     assert all(isinstance(p, float) for p in record["fitted_exponents"].values())
     (png,) = (tmp_path / "scaling").glob("*.png")
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_scaling_benchmark_runs_one_modality(tmp_path: Path) -> None:
+    _run("scaling.py", "--quick", "--only", "spect", out=tmp_path / "scaling")
+    record = _record(tmp_path / "scaling")
+    assert record["only"] == "spect"
+    assert {case["series"] for case in record["cases"]} == {"SPECT fwd+back"}
+    for case in record["cases"]:  # every view's attenuation cached at these tiny sizes
+        assert case["attenuation_cached_views"] == int(case["case"].split(", ")[1].split()[0])
 
 
 def test_scatter_benchmark_quick_reports_the_sss_share(tmp_path: Path) -> None:

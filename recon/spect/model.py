@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from recon._memory import available_memory_bytes, format_bytes
 from recon._validation import as_mu_map
 from recon.backend import Backend
 from recon.errors import GeometryError, InputError
@@ -24,7 +25,9 @@ log = logging.getLogger("recon")
 #: kernel [1/4, 1/2, 1/4], the closest 3-tap approximation of a Gaussian.
 _MAX_PASS_VARIANCE = 0.5
 _DEFAULT_CHUNK_BYTES = 256 * 2**20
-_DEFAULT_ATTENUATION_CACHE_BYTES = 1536 * 2**20
+_DEFAULT_GPU_ATTENUATION_CACHE_BYTES = 1536 * 2**20
+#: Share of the available memory the attenuation cache may take on the CPU by default.
+_CPU_CACHE_FRACTION = 0.25
 
 
 def _blur_steps(variance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,10 +80,15 @@ class SpectModel(ViewModel):
     device : {"auto", "cpu", "gpu"}, optional
         Where to compute; default from ``RECON_DEVICE`` or ``"auto"``.
     chunk_bytes : int
-        Bound on the rotated-volume scratch memory: views are projected in chunks of this size.
-    attenuation_cache_bytes : int
-        Attenuation factors of all views are computed once and kept when they fit in this many
-        bytes (they are recomputed per chunk otherwise).
+        GPU only: bound on the rotated-volume scratch memory, views are projected in chunks of
+        this size (the CPU projects one view per thread and needs no such scratch).
+    attenuation_cache_bytes : int, optional
+        Memory for the attenuation factors computed once at construction (4 bytes per sample:
+        views × depth × u × z). The first views that fit are cached; the kernels compute the
+        factors of the others in every projection (on the CPU on the fly, fused with the
+        projection; on the GPU per chunk). Default: a quarter of the memory available at
+        construction on the CPU, 1.5 GiB on a GPU. The number of cached views is
+        ``attenuation_cached_views`` (and logged when not all).
 
     Notes
     -----
@@ -100,7 +108,7 @@ class SpectModel(ViewModel):
         additive: Any = None,
         device: str | Backend | None = None,
         chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
-        attenuation_cache_bytes: int = _DEFAULT_ATTENUATION_CACHE_BYTES,
+        attenuation_cache_bytes: int | None = None,
     ) -> None:
         if not isinstance(geometry, SpectGeometry):
             raise GeometryError("geometry must be a SpectGeometry")
@@ -124,6 +132,8 @@ class SpectModel(ViewModel):
             if mu_map is None
             else as_mu_map(mu_map, grid, self.backend, max_per_mm=1.0, water="0.015/mm at 140 keV")
         )
+        # The kernels' layout: (y, x, z), z innermost (see recon/spect/_cpu.py).
+        self._mu_t = None if self._mu is None else self._kernels.to_yxz(self._mu)
         self._build_tables()
         self.isotope = isotope
         self.reference_time_s = 0.0 if reference_time_s is None else float(reference_time_s)
@@ -132,9 +142,9 @@ class SpectModel(ViewModel):
         self.additive = None if additive is None else self.validate_data(additive, "additive")
 
         self._att_cache = None
-        plane_bytes = 4 * self.n_depth * grid.shape[0] * geometry.n_u
-        if self._mu is not None and plane_bytes * geometry.n_views <= attenuation_cache_bytes:
-            self._att_cache = self._attenuation(np.arange(geometry.n_views, dtype=np.int32))
+        self.attenuation_cached_views = 0
+        if self._mu is not None:
+            self._att_cache = self._cache_attenuation(attenuation_cache_bytes)
 
     # ------------------------------------------------------------------ tables
     def _build_tables(self) -> None:
@@ -174,6 +184,12 @@ class SpectModel(ViewModel):
                 (float(weight), (b.asarray(blur_w, np.float32), b.asarray(blur_n, np.int32)))
             )
         self._tables["blur_w"], self._tables["blur_n"] = self._blurs[0][1]
+        # All components stacked, for the CPU's fused kernels: (blur_w, blur_n, weights).
+        self._blur_stack = (
+            b.xp.stack([t[0] for _, t in self._blurs]),
+            b.xp.stack([t[1] for _, t in self._blurs]),
+            b.asarray(np.array([w for w, _ in self._blurs], np.float32), np.float32),
+        )
 
         # Axial resampling from image slices to projection rows (box overlap, rows sum to 1).
         w = _overlap_matrix(geom.v_positions_mm, geom.pixel_size_mm[0], grid.axis_mm(0), dz)
@@ -243,25 +259,45 @@ class SpectModel(ViewModel):
         """The views as int32 device indices, for the kernels (uploaded once per list)."""
         return self._device_indices(views, np.int32)
 
-    def _chunks(self, views: np.ndarray) -> list[np.ndarray]:
-        nz = self.grid.shape[0]
-        per_view = 4 * self.n_depth * nz * self.geometry.n_u
-        size = max(1, self.chunk_bytes // per_view)
-        return [views[i : i + size] for i in range(0, views.size, size)]
-
-    def _attenuation(self, views: np.ndarray) -> Any:
-        nz = self.grid.shape[0]
-        out = self.xp.empty((views.size, self.n_depth, nz, self.geometry.n_u), np.float32)
-        self._kernels.attenuation(self, self._mu, self.backend.asarray(views, np.int32), out)
+    def _cache_attenuation(self, budget_bytes: int | None) -> Any:
+        """Attenuation factors of the first views that fit in ``budget_bytes`` (all views when
+        they fit), ``[view, depth, u, z]``; the kernels compute the others on the fly."""
+        nz, n_views = self.grid.shape[0], self.geometry.n_views
+        per_view = 4 * self.n_depth * self.geometry.n_u * nz
+        if budget_bytes is None:
+            budget_bytes = self._default_cache_bytes()
+        n_cached = int(min(n_views, max(0, int(budget_bytes)) // per_view))
+        self.attenuation_cached_views = n_cached
+        if n_cached < n_views:
+            log.info(
+                "SPECT attenuation factors cached for %d of %d views (%s budget); the others are "
+                "computed in every projection",
+                n_cached,
+                n_views,
+                format_bytes(budget_bytes),
+            )
+        if n_cached == 0:
+            return None
+        out = self.xp.empty((n_cached, self.n_depth, self.geometry.n_u, nz), np.float32)
+        ids = self.backend.asarray(np.arange(n_cached), np.int32)
+        self._kernels.attenuation(self, self._mu_t, ids, out)
         return out
 
-    def _att_for(self, chunk: np.ndarray) -> tuple[Any, Any]:
-        """Attenuation array and its row per chunk view (cached rows, or a fresh chunk array)."""
-        if self._mu is None:
+    def _default_cache_bytes(self) -> int:
+        """The attenuation cache budget when none is given: on the CPU a quarter of the memory
+        available now (the fused kernels compute uncached views on the fly at a modest cost),
+        on a GPU 1.5 GiB of its memory."""
+        if self.backend.is_gpu:
+            return _DEFAULT_GPU_ATTENUATION_CACHE_BYTES
+        return int(_CPU_CACHE_FRACTION * available_memory_bytes())
+
+    def _att_rows(self, views: np.ndarray) -> tuple[Any, Any]:
+        """The attenuation cache and the row of each view in it (−1: not cached)."""
+        if self._att_cache is None:
             return None, None
-        if self._att_cache is not None:
-            return self._att_cache, self._ids(chunk)
-        return self._attenuation(chunk), self._ids(np.arange(chunk.size))
+        n_cached = int(self._att_cache.shape[0])
+        rows = np.where(views < n_cached, views, -1).astype(np.int32)
+        return self._att_cache, self.backend.asarray(rows, np.int32)
 
     def project(self, image: Any, subset: Any = None) -> Any:
         """The linear projector without view factors: ``P x`` for the given views."""
@@ -269,20 +305,13 @@ class SpectModel(ViewModel):
         xp = self.xp
         views = self._views(subset)
         geom, nz = self.geometry, self.grid.shape[0]
-        out = xp.empty((views.size, geom.n_v, geom.n_u), np.float32)
-        start = 0
-        for chunk in self._chunks(views):
-            ids = self._ids(chunk)
-            att, rows = self._att_for(chunk)
-            q = xp.empty((chunk.size, self.n_depth, nz, geom.n_u), np.float32)
-            self._kernels.rotate_forward(self, x, att, rows, ids, q)
-            planes = self._blur_sum(q, ids)
-            del q
-            if self._axial is not None:
-                planes = xp.matmul(self._axial, planes)
-            out[start : start + chunk.size] = planes
-            start += chunk.size
-        return out
+        planes = xp.empty((views.size, geom.n_u, nz), np.float32)
+        att, rows = self._att_rows(views)
+        self._kernels.project(self, x, att, rows, self._ids(views), planes)
+        planes = xp.transpose(planes, (0, 2, 1))  # (view, z, u)
+        if self._axial is not None:
+            planes = xp.matmul(self._axial, planes)
+        return xp.ascontiguousarray(planes, dtype=np.float32)
 
     def backproject(self, data: Any, subset: Any = None) -> Any:
         """Exact adjoint of :meth:`project`."""
@@ -294,45 +323,10 @@ class SpectModel(ViewModel):
             raise InputError(
                 f"data has shape {tuple(y.shape)}, expected {(views.size, geom.n_v, geom.n_u)}"
             )
-        image = xp.zeros(self.grid.shape, np.float32)
-        start = 0
-        for chunk in self._chunks(views):
-            ids = self._ids(chunk)
-            planes = y[start : start + chunk.size]
-            start += chunk.size
-            if self._axial is not None:
-                planes = xp.matmul(self._axial.T, planes)
-            planes = xp.ascontiguousarray(planes, dtype=np.float32)
-            q = self._blur_spread(planes, ids)
-            att, rows = self._att_for(chunk)
-            self._kernels.rotate_back(self, q, att, rows, ids, image)
-        return image
-
-    def _blur_sum(self, q: Any, ids: Any) -> Any:
-        """Depth planes ``q`` blurred by each response component and summed, weighted."""
-        xp = self.xp
-        shape = (q.shape[0], self.grid.shape[0], self.geometry.n_u)
-        planes = None
-        for weight, tables in self._blurs:
-            part = xp.empty(shape, np.float32)
-            self._kernels.blur_sum_forward(self, q, ids, part, tables)
-            if len(self._blurs) > 1:
-                part *= np.float32(weight)
-            planes = part if planes is None else planes + part
-        return planes
-
-    def _blur_spread(self, planes: Any, ids: Any) -> Any:
-        """Transpose of :meth:`_blur_sum`."""
-        xp = self.xp
-        shape = (planes.shape[0], self.n_depth, self.grid.shape[0], self.geometry.n_u)
-        q = None
-        for weight, tables in self._blurs:
-            part = xp.empty(shape, np.float32)
-            self._kernels.blur_spread_back(self, planes, ids, part, tables)
-            if len(self._blurs) > 1:
-                part *= np.float32(weight)
-            q = part if q is None else q + part
-        return q
+        planes = y if self._axial is None else xp.matmul(self._axial.T, y)
+        planes = xp.ascontiguousarray(xp.transpose(planes, (0, 2, 1)), dtype=np.float32)
+        att, rows = self._att_rows(views)
+        return self._kernels.backproject(self, planes, att, rows, self._ids(views))
 
     def forward(self, image: Any, subset: Any = None) -> Any:
         """Linear part of the model, ``m ⊙ (P x)``, for the views in ``subset`` (None: all)."""
