@@ -17,6 +17,7 @@ from recon.algorithms.em_update import (
     SMALLEST_NORMAL,
     check_finite,
     em_apply,
+    em_ratio,
     em_update,
     inverse_sensitivity,
     uniform_start,
@@ -182,24 +183,40 @@ def em_reconstruct(
 
 
 def _subset_update(model: SystemModel, x: Any, subset: Any, y: Any, a: Any, inv_sens: Any) -> Any:
-    """One guarded EM update on ``subset`` (:func:`recon.algorithms.em_update.em_update`).
-
-    A model may offer ``ratio_back(image, subset, counts, additive, max_ratio, smallest)``: the
-    back-projected ratio ``Pᵀ(m ⊙ y / max(ȳ, y / max_ratio, smallest))`` of
-    :func:`recon.algorithms.em_update.em_ratio`, computed in one pass (the listmode frame on the
-    CPU walks each event once for both projections). It returns None where it has no such pass,
-    and the update then projects forward and back.
-    """
+    """One guarded EM update on ``subset`` (:func:`recon.algorithms.em_update.em_update`), with
+    the model's fused pass where it has one (:func:`ratio_back`)."""
     xp = model.xp
-    fused = getattr(model, "ratio_back", None)
-    if fused is not None:
-        correction = fused(x, subset, y, a, MAX_RATIO, SMALLEST_NORMAL)
-        if correction is not None:
-            return em_apply(xp, x, correction, inv_sens)
+    correction = _fused_ratio_back(model, x, subset, y, a)
+    if correction is not None:
+        return em_apply(xp, x, correction, inv_sens)
     expected = model.forward(x, subset)
     if a is not None:
         expected += a
     return em_update(xp, x, expected, partial(model.back, subset=subset), inv_sens, counts=y)
+
+
+def _fused_ratio_back(model: SystemModel, x: Any, subset: Any, y: Any, a: Any) -> Any:
+    """The model's one-pass ``ratio_back`` or None.
+
+    A model may offer ``ratio_back(image, subset, counts, additive, max_ratio, smallest)``: the
+    back-projected ratio ``Pᵀ(m ⊙ y / max(ȳ, y / max_ratio, smallest))`` of
+    :func:`recon.algorithms.em_update.em_ratio`, computed in one pass (the listmode frame on the
+    CPU walks each event once for both projections). It returns None where it has no such pass.
+    """
+    fused = getattr(model, "ratio_back", None)
+    return None if fused is None else fused(x, subset, y, a, MAX_RATIO, SMALLEST_NORMAL)
+
+
+def ratio_back(model: SystemModel, x: Any, subset: Any, y: Any, a: Any) -> Any:
+    """``Pᵀ(m ⊙ em_ratio(ȳ, y))`` on ``subset`` with ``ȳ = m ⊙ P x + a``: in the model's fused
+    pass where it has one, else by projecting forward and back (the same values)."""
+    correction = _fused_ratio_back(model, x, subset, y, a)
+    if correction is not None:
+        return correction
+    expected = model.forward(x, subset)
+    if a is not None:
+        expected += a
+    return model.back(em_ratio(model.xp, expected, y), subset)
 
 
 def mlem(

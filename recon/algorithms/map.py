@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from recon.algorithms.em import IterationState, _check_iterations
+from recon.algorithms.em import IterationState, _check_iterations, ratio_back
 from recon.algorithms.em_update import (
     SMALLEST_NORMAL,
+    _same_float32_images,
     check_finite,
-    em_ratio,
     inverse_sensitivity,
     uniform_start,
 )
@@ -181,6 +181,47 @@ def bsrem(
     )  # fmt: skip
 
 
+def _bsrem_step(
+    xp: Any, x: Any, back: Any, sens: Any, gradient: Any, grad_scale: np.float32,
+    curvature: Any, inv_sens: Any, seen: Any, alpha: np.float32, delta: np.float32,
+    upper: np.float32,
+) -> Any:  # fmt: skip
+    """One preconditioned BSREM step on a subset (a new array; ``x`` is not modified).
+
+    ``step = Pᵀ(y/ȳ) − s_m − (β/M)∇R`` (``back``, ``sens``, ``gradient · grad_scale``), taken
+    with the preconditioner ``(x + δ) / s_m`` or, with the prior's ``curvature`` (already
+    times β/M), ``(x + δ) / (s_m + (x + δ)·curvature)`` where the subset sees the voxel; then 0
+    outside ``seen`` and clipped to ``[0, upper]``. On the CPU one numba pass computes the same
+    float32 expression (:mod:`recon.algorithms._map_cpu`), bit for bit.
+    """
+    images = [x, back, sens, inv_sens]
+    images += [a for a in (gradient, curvature) if a is not None]
+    if xp is np and _same_float32_images(*images) and seen.shape == x.shape:
+        from recon.algorithms import _map_cpu
+
+        out = np.empty_like(x)
+        placeholder = np.zeros(1, np.float32)
+        _map_cpu.bsrem_step(
+            x, back, sens, placeholder if gradient is None else gradient, grad_scale,
+            gradient is not None, placeholder if curvature is None else curvature,
+            curvature is not None, inv_sens, np.ascontiguousarray(seen), alpha, delta, upper,
+            out,
+        )  # fmt: skip
+        return out
+    step = back - sens
+    if gradient is not None:
+        step -= gradient * grad_scale
+    shifted = x + delta
+    if curvature is None:
+        x = x + alpha * shifted * inv_sens * step
+    else:
+        seen_k = inv_sens > 0  # voxels this subset sees
+        scale = xp.where(seen_k, sens + shifted * curvature, np.float32(1.0))
+        x = x + xp.where(seen_k, alpha * shifted * step / scale, np.float32(0.0))
+    x = xp.clip(xp.where(seen, x, np.float32(0.0)), np.float32(0.0), upper)
+    return x.astype(np.float32, copy=False)
+
+
 def osl_map(
     model: SystemModel,
     counts: Any,
@@ -290,34 +331,23 @@ def _map_reconstruct(
                 * np.float32(beta / n_subsets)
             )
             for k, subset in enumerate(order):
-                expected = model.forward(x, subset)
-                if a_sub[k] is not None:
-                    expected += a_sub[k]
-                back = model.back(em_ratio(xp, expected, y_sub[k]), subset)
-                prior_grad = (
-                    None
-                    if bound is None
-                    else bound.gradient(x, model.grid, model.backend) * np.float32(beta / n_subsets)
-                )
+                back = ratio_back(model, x, subset, y_sub[k], a_sub[k])
+                gradient = None if bound is None else bound.gradient(x, model.grid, model.backend)
+                grad_scale = np.float32(beta / n_subsets)
                 if label == "BSREM":
-                    step = back - sens[k]
-                    if prior_grad is not None:
-                        step -= prior_grad
-                    shifted = x + delta
-                    if curvature is None:
-                        x = x + alpha * shifted * inv_sens[k] * step
-                    else:
-                        seen_k = inv_sens[k] > 0  # voxels this subset sees
-                        scale = xp.where(seen_k, sens[k] + shifted * curvature, np.float32(1.0))
-                        x = x + xp.where(seen_k, alpha * shifted * step / scale, np.float32(0.0))
+                    x = _bsrem_step(
+                        xp, x, back, sens[k], gradient, grad_scale, curvature, inv_sens[k],
+                        seen, alpha, delta, upper,
+                    )  # fmt: skip
                 else:  # OSL-MAP
+                    prior_grad = None if gradient is None else gradient * grad_scale
                     denominator = sens[k] if prior_grad is None else sens[k] + prior_grad
                     floor = np.float32(_OSL_FLOOR) * sens[k]
                     floored |= (denominator < floor) & (x > 0)  # x = 0 stays 0 anyway
                     denominator = xp.maximum(denominator, floor)
                     x = x * back / xp.where(denominator > 0, denominator, np.float32(1.0))
-                x = xp.clip(xp.where(seen, x, np.float32(0.0)), np.float32(0.0), upper)
-                x = x.astype(np.float32, copy=False)
+                    x = xp.clip(xp.where(seen, x, np.float32(0.0)), np.float32(0.0), upper)
+                    x = x.astype(np.float32, copy=False)
                 bar.step(f"iteration {it}")
                 if callback is not None:
                     callback(IterationState(it, k, iterations, n_subsets, x))
