@@ -626,7 +626,9 @@ CASES: list[tuple[str, str, str, int]] = [
     _case("pet-scatter-no-mu", "pet {s}/scan.npz -o {o} --scatter sss", "--mu"),
     _case("pet-scatter-name", "pet {s}/scan.npz -o {o} --scatter tew", "scatter"),
     _case("pet-scatter-rounds-0", "pet {s}/scan.npz -o {o} --scatter-rounds 0", "scatter-rounds"),
-    _case("pet-radial-even", "pet {s}/scan.npz -o {o} --radial-bins 10", "n_radial"),
+    _case(
+        "pet-radial-even", "pet {s}/scan.npz -o {o} --radial-bins 10", "--radial-bins must be odd"
+    ),
     _case("pet-sino-norm", "pet {s}/scan.hs -o {o} --norm {s}/mu.npy", "listmode"),
     _case("pet-norm-not-norm", "pet {s}/scan.npz -o {o} --norm {s}/mu.npy", "mu.npy"),
     _case("pet-additive-shape", "pet {s}/scan.npz -o {o} --additive {s}/mu.npy", "--additive"),

@@ -24,7 +24,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +38,7 @@ from recon._output import MANIFEST_NAME
 from recon.batch.cluster import WorkerPlan
 from recon.cli import main
 from recon.simulate.trial import SimulatedTrial, write_simulated_trial
+from tests.interruptible import recon_command
 
 distributed = pytest.importorskip("distributed")
 psutil = pytest.importorskip("psutil")  # a dependency of distributed
@@ -233,8 +233,8 @@ def _two_job_manifest(trial: SimulatedTrial, folder: Path) -> Path:
 
 def _start_cli(manifest: Path, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "recon", "batch", str(manifest), "-o", str(out),
-         "--workers", "2", "--kernel-threads", "1"],
+        recon_command("batch", str(manifest), "-o", str(out), "--workers", "2",
+                      "--kernel-threads", "1"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "RECON_DEVICE": "cpu"},
     )  # fmt: skip

@@ -8,7 +8,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from recon._output import MANIFEST_NAME, OutputFolder
 from recon.errors import InputError
+from tests.interruptible import recon_command
 
 
 def _write(folder: Path, files: dict[str, str]) -> None:
@@ -156,8 +156,7 @@ def test_interrupting_a_reconstruction_leaves_nothing(
 ) -> None:
     out = tmp_path / "demo"
     process = subprocess.Popen(
-        [sys.executable, "-m", "recon", "demo", "-o", str(out), "--iterations", "1000",
-         "--device", "cpu"],
+        recon_command("demo", "-o", str(out), "--iterations", "1000", "--device", "cpu"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stderr is not None
