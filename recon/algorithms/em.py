@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from recon.algorithms.em_update import (
@@ -18,7 +17,6 @@ from recon.algorithms.em_update import (
     check_finite,
     em_apply,
     em_ratio,
-    em_update,
     inverse_sensitivity,
     uniform_start,
 )
@@ -183,36 +181,24 @@ def em_reconstruct(
 
 
 def _subset_update(model: SystemModel, x: Any, subset: Any, y: Any, a: Any, inv_sens: Any) -> Any:
-    """One guarded EM update on ``subset`` (:func:`recon.algorithms.em_update.em_update`), with
-    the model's fused pass where it has one (:func:`ratio_back`)."""
-    xp = model.xp
-    correction = _fused_ratio_back(model, x, subset, y, a)
-    if correction is not None:
-        return em_apply(xp, x, correction, inv_sens)
-    expected = model.forward(x, subset)
-    if a is not None:
-        expected += a
-    return em_update(xp, x, expected, partial(model.back, subset=subset), inv_sens, counts=y)
-
-
-def _fused_ratio_back(model: SystemModel, x: Any, subset: Any, y: Any, a: Any) -> Any:
-    """The model's one-pass ``ratio_back`` or None.
-
-    A model may offer ``ratio_back(image, subset, counts, additive, max_ratio, smallest)``: the
-    back-projected ratio ``Pᵀ(m ⊙ y / max(ȳ, y / max_ratio, smallest))`` of
-    :func:`recon.algorithms.em_update.em_ratio`, computed in one pass (the listmode frame on the
-    CPU walks each event once for both projections). It returns None where it has no such pass.
-    """
-    fused = getattr(model, "ratio_back", None)
-    return None if fused is None else fused(x, subset, y, a, MAX_RATIO, SMALLEST_NORMAL)
+    """One guarded EM update on ``subset``: :func:`recon.algorithms.em_update.em_update` with the
+    back-projected ratio from :func:`ratio_back` (the model's fused pass where it has one)."""
+    return em_apply(model.xp, x, ratio_back(model, x, subset, y, a), inv_sens)
 
 
 def ratio_back(model: SystemModel, x: Any, subset: Any, y: Any, a: Any) -> Any:
-    """``Pᵀ(m ⊙ em_ratio(ȳ, y))`` on ``subset`` with ``ȳ = m ⊙ P x + a``: in the model's fused
-    pass where it has one, else by projecting forward and back (the same values)."""
-    correction = _fused_ratio_back(model, x, subset, y, a)
-    if correction is not None:
-        return correction
+    """``Pᵀ(m ⊙ em_ratio(ȳ, y))`` on ``subset`` with ``ȳ = m ⊙ P x + a``.
+
+    A model may offer ``ratio_back(image, subset, counts, additive, max_ratio, smallest)``: the
+    same back-projected ratio (:func:`recon.algorithms.em_update.em_ratio`'s guard) computed in
+    one pass (the listmode frame on the CPU walks each event once for both projections), or None
+    where it has no such pass; the forward and back projections are used then.
+    """
+    fused = getattr(model, "ratio_back", None)
+    if fused is not None:
+        correction = fused(x, subset, y, a, MAX_RATIO, SMALLEST_NORMAL)
+        if correction is not None:
+            return correction
     expected = model.forward(x, subset)
     if a is not None:
         expected += a
