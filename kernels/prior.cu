@@ -60,6 +60,10 @@ extern "C" __global__ void prior_terms(const float* __restrict__ x,
     const int iz = (int)(j / ((long long)nx * ny));
     const float a = x[j];
     const float kj = has_kappa ? kappa[j] : 1.0f;
+    if (kj == 0.0f) {  // no prior term where kappa is 0 (outside the field of view)
+        out[j] = 0.0f;
+        return;
+    }
     float acc = 0.0f;
     for (int dz = -1; dz <= 1; ++dz) {
         const int z = iz + dz;

@@ -49,12 +49,31 @@ def _priors(kappa=None):
     ]
 
 
-@pytest.mark.parametrize("with_kappa", [False, True], ids=["no kappa", "kappa"])
-def test_value_gradient_and_curvature_match_the_reference(with_kappa: bool) -> None:
+def _kappa_with_a_field_of_view(rng: np.random.Generator) -> np.ndarray:
+    """κ > 0 inside a disc of each plane and 0 outside it (as sensitivity_kappa gives outside a
+    scanner's field of view), one row wholly 0 and zeros scattered inside."""
+    kappa = rng.uniform(0.5, 1.5, GRID.shape).astype(np.float32)
+    _, ny, nx = GRID.shape
+    y, x = np.mgrid[0:ny, 0:nx]
+    kappa[:, (y - 2.5) ** 2 + (x - 3.0) ** 2 > 3.2**2] = 0.0
+    kappa[2, 1, :] = 0.0
+    kappa[rng.random(GRID.shape) < 0.1] = 0.0
+    return kappa
+
+
+@pytest.mark.parametrize("kappa_kind", ["none", "kappa", "field of view"])
+def test_value_gradient_and_curvature_match_the_reference(kappa_kind: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(0.0, 2.0, GRID.shape).astype(np.float32)
-    kappa = rng.uniform(0.5, 1.5, GRID.shape).astype(np.float32) if with_kappa else None
+    kappa = {
+        "none": None,
+        "kappa": rng.uniform(0.5, 1.5, GRID.shape).astype(np.float32),
+        "field of view": _kappa_with_a_field_of_view(rng),
+    }[kappa_kind]
     picks = rng.choice(x.size, 25, replace=False)
+    if kappa is not None and kappa_kind == "field of view":  # half the picks where κ = 0
+        zeros = np.flatnonzero(kappa == 0)
+        picks = np.concatenate([picks[:13], rng.choice(zeros, 12, replace=False)])
     h = 1e-4
     for prior in _priors(kappa):
         assert prior.value(x, GRID) == pytest.approx(_reference(x, GRID, prior, kappa), rel=1e-6)
@@ -165,10 +184,13 @@ def test_cuda_source_matches_numba(monkeypatch) -> None:
     gpu = fake_cupy.FakeGpuBackend()
     rng = np.random.default_rng(3)
     x = rng.uniform(0.0, 2.0, GRID.shape).astype(np.float32)
-    kappa = rng.uniform(0.5, 1.5, GRID.shape).astype(np.float32)
-    for prior in _priors(kappa):
+    kappas = (rng.uniform(0.5, 1.5, GRID.shape).astype(np.float32),
+              _kappa_with_a_field_of_view(rng))  # fmt: skip
+    for prior in [p for kappa in kappas for p in _priors(kappa)]:
         for method in ("gradient", "hessian_diagonal"):
             on_gpu = getattr(prior, method)(x, GRID, gpu)
             on_cpu = getattr(prior, method)(x, GRID)
             np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-6, atol=1e-6)
+            outside = np.asarray(prior.kappa) == 0
+            assert np.all(on_cpu[outside] == 0) and np.all(on_gpu[outside] == 0)
         assert prior.value(x, GRID, gpu) == pytest.approx(prior.value(x, GRID), rel=1e-6)

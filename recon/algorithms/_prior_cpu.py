@@ -42,7 +42,8 @@ def _specialised(kind: int, what: int) -> Callable[..., None]:
     Parallel over image rows ``(z, y)``; for each of the 26 offsets the row's voxels are
     visited in one branch-free loop along x (contiguous, so it vectorises), and each voxel's
     sum takes its neighbours in the same order as the CUDA kernel's per-voxel loop: the same
-    float32 arithmetic, voxel by voxel.
+    float32 arithmetic, voxel by voxel. With ``kappa`` only the span of the row where it is
+    non-zero is visited (outside the field of view the terms are 0).
     """
 
     @nb.njit(**_JIT)
@@ -55,6 +56,16 @@ def _specialised(kind: int, what: int) -> Callable[..., None]:
             acc[:] = np.float32(0.0)
             here = x[iz, iy]
             kappa_here = kappa[iz, iy] if has_kappa else kappa[0, 0]
+            # A voxel with kappa 0 has no prior term (the CUDA kernel returns 0 there): only
+            # the row's span from its first to its last kappa > 0 is computed.
+            first, stop = 0, nx
+            if has_kappa:
+                while first < nx and kappa_here[first] == 0:
+                    first += 1
+                while stop > first and kappa_here[stop - 1] == 0:
+                    stop -= 1
+                if first == stop:
+                    continue
             for dz in range(-1, 2):
                 z = iz + dz
                 if z < 0 or z >= nz:
@@ -69,8 +80,8 @@ def _specialised(kind: int, what: int) -> Callable[..., None]:
                         if dz == 0 and dy == 0 and dx == 0:
                             continue
                         w0 = weights[(dz + 1) * 9 + (dy + 1) * 3 + (dx + 1)]
-                        lo = max(0, -dx)
-                        n = min(nx, nx - dx) - lo
+                        lo = max(first, -dx)
+                        n = min(stop, nx - dx) - lo
                         # Aligned slices, so that every index below is a plain 0 … n − 1.
                         a_row = here[lo : lo + n]
                         b_row = there[lo + dx : lo + dx + n]

@@ -28,6 +28,7 @@ host float.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -50,12 +51,20 @@ _VALUE, _GRADIENT, _HESSIAN = 0, 1, 2
 
 def neighbour_weights(grid: ImageGrid) -> np.ndarray:
     """``w`` of the 27 offsets ``(dz, dy, dx) ∈ {−1, 0, 1}³``, index ``(dz+1)·9 + (dy+1)·3 +
-    (dx+1)``: ``1 / distance`` in 1/mm (0 for the centre), float32."""
-    dz, dy, dx = grid.voxel_size_mm
+    (dx+1)``: ``1 / distance`` in 1/mm (0 for the centre), float32 (a new array)."""
+    return _weights_for(tuple(float(v) for v in grid.voxel_size_mm)).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _weights_for(voxel_size_mm: tuple[float, ...]) -> np.ndarray:
+    """The weights of one voxel size, made once (BSREM asks for them on every subset);
+    read-only."""
+    dz, dy, dx = voxel_size_mm
     weights = np.zeros(27, np.float32)
     for i, (oz, oy, ox) in enumerate(np.ndindex(3, 3, 3)):
         distance = math.sqrt(((oz - 1) * dz) ** 2 + ((oy - 1) * dy) ** 2 + ((ox - 1) * dx) ** 2)
         weights[i] = 0.0 if distance == 0 else 1.0 / distance
+    weights.flags.writeable = False
     return weights
 
 
@@ -84,7 +93,9 @@ class Prior:
         Strength ``β ≥ 0`` of the penalty in ``Φ = L − β R``.
     kappa : array of the grid's shape, callable, or None
         Per-voxel weights ``κ`` (≥ 0), or ``kappa(model)`` that makes them (e.g.
-        :func:`sensitivity_kappa`), evaluated once by :meth:`for_model`.
+        :func:`sensitivity_kappa`), evaluated once by :meth:`for_model`. The array is checked
+        (finite, ≥ 0) at the first evaluation and kept: assign a new array rather than changing
+        this one in place. Voxels with ``κ = 0`` have no prior terms (0 in the gradient).
     """
 
     kind: int = 0
@@ -142,12 +153,17 @@ class Prior:
                 "this prior's kappa is a function of the model: use prior.for_model(model) first "
                 "(recon.bsrem does)"
             )
-        kappa = xp.asarray(self.kappa, dtype=np.float32)
+        checked = self.__dict__.get("_checked_kappa")
+        if checked is not None and checked[0] is self.kappa and checked[1] is xp:
+            kappa = checked[2]  # checked at the first call: BSREM calls once per subset
+        else:
+            kappa = xp.ascontiguousarray(xp.asarray(self.kappa, dtype=np.float32))
+            if not bool(xp.all(xp.isfinite(kappa))) or float(kappa.min()) < 0:
+                raise InputError("kappa must be finite and non-negative")
+            self.__dict__["_checked_kappa"] = (self.kappa, xp, kappa)
         if tuple(kappa.shape) != tuple(x.shape):
             raise InputError(f"kappa has shape {tuple(kappa.shape)}, the image {tuple(x.shape)}")
-        if not bool(xp.all(xp.isfinite(kappa))) or float(kappa.min()) < 0:
-            raise InputError("kappa must be finite and non-negative")
-        return xp.ascontiguousarray(kappa), True
+        return kappa, True
 
     def _terms(self, x: Any, grid: ImageGrid, backend: Backend | None, what: int) -> Any:
         backend = resolve_backend("cpu") if backend is None else backend
@@ -161,7 +177,7 @@ class Prior:
             raise InputError(f"image has shape {tuple(x.shape)}, the grid {grid.shape}")
         image = xp.ascontiguousarray(x, dtype=np.float32)
         kappa, has_kappa = self._kappa(image, xp)
-        weights = xp.asarray(neighbour_weights(grid))
+        weights = xp.asarray(_weights_for(tuple(float(v) for v in grid.voxel_size_mm)))
         out = xp.empty_like(image)
         args = (kappa, has_kappa, weights, np.int32(self.kind), np.float32(self.gamma),
                 np.float32(self.epsilon), np.int32(what), out)  # fmt: skip
