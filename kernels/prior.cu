@@ -17,6 +17,9 @@
 //
 // Layout: images (z, y, x) float32, C order; weights[27] indexed by (dz+1)*9 + (dy+1)*3 + (dx+1)
 // (the centre entry unused); kappa an image of per-voxel weights, or ignored when has_kappa is 0.
+// z_block: the image is nz / z_block independent images stacked along z (one per isotope of a
+// multi-isotope model; z_block = nz for one image), and neighbours across their seams are left
+// out as those outside the image are. Voxels with kappa 0 get 0.
 // `what`: 0 writes each voxel's sum of w kappa kappa phi (the value is half their total), 1 the
 // gradient, 2 the Hessian diagonal.
 //
@@ -50,7 +53,7 @@ __device__ __forceinline__ void prior_pair(int kind, float a, float b, float gam
 extern "C" __global__ void prior_terms(const float* __restrict__ x,
                                        const float* __restrict__ kappa, int has_kappa, int nz,
                                        int ny, int nx, const float* __restrict__ weights,
-                                       int kind, float gamma, float eps, int what,
+                                       int z_block, int kind, float gamma, float eps, int what,
                                        float* __restrict__ out) {
     const long long n = (long long)nz * ny * nx;
     const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -65,9 +68,10 @@ extern "C" __global__ void prior_terms(const float* __restrict__ x,
         return;
     }
     float acc = 0.0f;
+    const int block = iz / z_block;
     for (int dz = -1; dz <= 1; ++dz) {
         const int z = iz + dz;
-        if (z < 0 || z >= nz) continue;
+        if (z < 0 || z >= nz || z / z_block != block) continue;
         for (int dy = -1; dy <= 1; ++dy) {
             const int y = iy + dy;
             if (y < 0 || y >= ny) continue;

@@ -207,6 +207,10 @@ class ModelBase(abc.ABC):
     isotope: str | None = None
     reference_time_s: float = 0.0
     additive: Any = None
+    #: Independent images stacked along z in one image of :attr:`grid` (e.g. one per isotope of
+    #: :class:`recon.MultiIsotopeModel`): a prior bound to the model (:meth:`recon.algorithms.
+    #: priors.Prior.for_model`) leaves out the neighbours across the seams. 1 for one image.
+    image_blocks: int = 1
 
     def __init__(
         self, grid: ImageGrid, device: str | Backend | None, what: str, image_copies: int = 4

@@ -483,7 +483,7 @@ CASES: list[tuple[str, str, str, int]] = [
                 ("--isotopes Tc-99m", "two or more"),
                 ("--isotopes Tc-99m,In-111 --isotope Tc-99m", "isotope"),
                 ("--isotopes Tc-99m,In-111 --photopeaks all", "photopeaks"),
-                ("--isotopes Tc-99m,In-111 --algorithm bsrem --beta 1", "isotopes"),
+                ("--isotopes Tc-99m,In-111 --algorithm bsrem", "needs --beta"),
             )
         )
     ],  # fmt: skip

@@ -169,6 +169,8 @@ def test_contrast_noise_benchmark_quick_writes_curves_ratio_and_check(tmp_path: 
         assert by_fwhm[max(by_fwhm)] < by_fwhm[0.0]
         cvs = [p["cv"] for p in record["bsrem"]]
         assert cvs == sorted(cvs, reverse=True)
+        if modality == "pet":  # both methods model the data's blur unless --no-psf
+            assert record["acquisition"]["resolution_model"].startswith("ImageResolution(")
 
         t = record["timing"]
         assert t["ratio_bsrem_to_osem"] == pytest.approx(

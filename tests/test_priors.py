@@ -135,6 +135,40 @@ def test_edge_preservation_grows_with_gamma() -> None:
     assert costs[0] > costs[1] > costs[2] > 0
 
 
+class _StackedModel:
+    """What :meth:`Prior.for_model` reads of a model that stacks three images along z."""
+
+    image_blocks = 3
+
+
+def test_a_prior_bound_to_stacked_images_leaves_out_their_seams() -> None:
+    """Bound to a model of three images stacked along z (one per isotope), the prior's terms
+    equal those of each image on its own grid: the slices either side of a seam are not
+    neighbours. Unbound, the same prior joins them (so the test can tell)."""
+    rng = np.random.default_rng(6)
+    images = [rng.uniform(0.0, 2.0, GRID.shape).astype(np.float32) for _ in range(3)]
+    kappas = [rng.uniform(0.5, 1.5, GRID.shape).astype(np.float32) for _ in range(3)]
+    nz, ny, nx = GRID.shape
+    stacked_grid = recon.ImageGrid((3 * nz, ny, nx), GRID.voxel_size_mm)
+    stacked = np.concatenate(images)
+    per_block = list(zip(*[_priors(k) for k in kappas], strict=True))
+    for prior, blocks in zip(_priors(np.concatenate(kappas)), per_block, strict=True):
+        bound = prior.for_model(_StackedModel())
+        assert bound.image_blocks == 3 and prior.image_blocks == 1
+        for method in ("gradient", "hessian_diagonal"):
+            got = getattr(bound, method)(stacked, stacked_grid)
+            want = np.concatenate(
+                [getattr(p, method)(x, GRID) for p, x in zip(blocks, images, strict=True)]
+            )
+            np.testing.assert_array_equal(got, want)
+            joined = getattr(prior, method)(stacked, stacked_grid)
+            assert not np.array_equal(joined[nz - 1 : nz + 1], want[nz - 1 : nz + 1])
+        separate = sum(p.value(x, GRID) for p, x in zip(blocks, images, strict=True))
+        assert bound.value(stacked, stacked_grid) == pytest.approx(separate, rel=1e-6)
+    with pytest.raises(InputError, match="stacked images"):
+        recon.QuadraticPrior(1.0).for_model(_StackedModel()).value(images[0], GRID)
+
+
 def test_weights_are_one_over_the_true_distance() -> None:
     w = neighbour_weights(GRID)
     assert w[13] == 0  # the centre
@@ -186,11 +220,17 @@ def test_cuda_source_matches_numba(monkeypatch) -> None:
     x = rng.uniform(0.0, 2.0, GRID.shape).astype(np.float32)
     kappas = (rng.uniform(0.5, 1.5, GRID.shape).astype(np.float32),
               _kappa_with_a_field_of_view(rng))  # fmt: skip
-    for prior in [p for kappa in kappas for p in _priors(kappa)]:
+    priors = [p for kappa in kappas for p in _priors(kappa)]
+    priors += [p.for_model(_StackedModel()) for p in _priors()]  # 3 images of 5 slices: none
+    grid = recon.ImageGrid((15, 6, 7), GRID.voxel_size_mm)
+    x15 = rng.uniform(0.0, 2.0, grid.shape).astype(np.float32)
+    for prior in priors:
+        image, on = (x15, grid) if prior.image_blocks == 3 else (x, GRID)
         for method in ("gradient", "hessian_diagonal"):
-            on_gpu = getattr(prior, method)(x, GRID, gpu)
-            on_cpu = getattr(prior, method)(x, GRID)
+            on_gpu = getattr(prior, method)(image, on, gpu)
+            on_cpu = getattr(prior, method)(image, on)
             np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-6, atol=1e-6)
-            outside = np.asarray(prior.kappa) == 0
-            assert np.all(on_cpu[outside] == 0) and np.all(on_gpu[outside] == 0)
-        assert prior.value(x, GRID, gpu) == pytest.approx(prior.value(x, GRID), rel=1e-6)
+            if prior.kappa is not None:
+                outside = np.asarray(prior.kappa) == 0
+                assert np.all(on_cpu[outside] == 0) and np.all(on_gpu[outside] == 0)
+        assert prior.value(image, on, gpu) == pytest.approx(prior.value(image, on), rel=1e-6)

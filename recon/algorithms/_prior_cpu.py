@@ -47,7 +47,7 @@ def _specialised(kind: int, what: int) -> Callable[..., None]:
     """
 
     @nb.njit(**_JIT)
-    def terms(x, kappa, has_kappa, weights, gamma, eps, out):
+    def terms(x, kappa, has_kappa, weights, z_block, gamma, eps, out):
         nz, ny, nx = x.shape
         for row in nb.prange(nz * ny):
             iz = row // ny
@@ -66,9 +66,10 @@ def _specialised(kind: int, what: int) -> Callable[..., None]:
                     stop -= 1
                 if first == stop:
                     continue
+            block = iz // z_block
             for dz in range(-1, 2):
                 z = iz + dz
-                if z < 0 or z >= nz:
+                if z < 0 or z >= nz or z // z_block != block:
                     continue
                 for dy in range(-1, 2):
                     y = iy + dy
@@ -128,7 +129,8 @@ _KERNELS = {
 }
 
 
-def prior_terms(x, kappa, has_kappa, weights, kind, gamma, eps, what, out) -> None:
+def prior_terms(x, kappa, has_kappa, weights, z_block, kind, gamma, eps, what, out) -> None:
     """Per-voxel sums of ``w kappa kappa`` times phi (``what`` 0), dphi/da (1) or d2phi/da2 (2)
-    over the 26 neighbours inside the image; ``x``, ``kappa`` and ``out`` are (z, y, x)."""
-    _KERNELS[(int(kind), int(what))](x, kappa, has_kappa, weights, gamma, eps, out)
+    over the 26 neighbours inside the image and inside the voxel's block of ``z_block`` slices
+    (the image's ``nz`` for one image); ``x``, ``kappa`` and ``out`` are (z, y, x)."""
+    _KERNELS[(int(kind), int(what))](x, kappa, has_kappa, weights, z_block, gamma, eps, out)

@@ -23,6 +23,7 @@ def prior_terms(
     kappa: Any,
     has_kappa: bool,
     weights: Any,
+    z_block: int,
     kind: int,
     gamma: float,
     eps: float,
@@ -36,10 +37,13 @@ def prior_terms(
     _check(backend, "weights", weights, np.float32, (27,))
     _check(backend, "out", out, np.float32, shape)
     nz, ny, nx = shape
+    if not (1 <= int(z_block) <= nz and nz % int(z_block) == 0):
+        raise ValueError(f"z_block {z_block} does not divide the image's {nz} slices")
     n = nz * ny * nx
     kernel = get_kernel(backend, _SOURCE, "prior_terms")
     kernel(
         ((n + _THREADS - 1) // _THREADS,), (_THREADS,),
         (x, kappa, np.int32(has_kappa), np.int32(nz), np.int32(ny), np.int32(nx), weights,
-         np.int32(kind), np.float32(gamma), np.float32(eps), np.int32(what), out),
+         np.int32(z_block), np.int32(kind), np.float32(gamma), np.float32(eps), np.int32(what),
+         out),
     )  # fmt: skip

@@ -9,7 +9,10 @@ Conventions (kept by every prior here):
 - ``w_jk = 1 / d_jk`` with ``d_jk`` the distance in mm between the voxel centres, taken from the
   grid of the model the prior is used with, so anisotropic voxels are weighted by true distance
   (w in 1/mm);
-- neighbours outside the grid are left out (no padding, no wrap-around);
+- neighbours outside the grid are left out (no padding, no wrap-around), and so are those across
+  the seams of a model that stacks independent images along z (``model.image_blocks``, e.g. one
+  per isotope of :class:`recon.MultiIsotopeModel`) once the prior is bound to it
+  (:meth:`Prior.for_model`, which :func:`recon.bsrem` calls): each image is then a grid of its own;
 - ``κ`` are optional per-voxel weights (``kappa=``, an array of the grid's shape, or a callable
   ``kappa(model)``: :func:`sensitivity_kappa` makes β mean the same across count levels and
   positions, after Fessler & Rogers 1996 and Tsai et al. 2015/2018); default 1;
@@ -102,6 +105,8 @@ class Prior:
     name: str = "prior"
     gamma: float = 0.0
     epsilon: float = 0.0
+    #: Independent images stacked along z (set by :meth:`for_model` from ``model.image_blocks``).
+    image_blocks: int = 1
 
     def __init__(self, beta: float, kappa: Any = None) -> None:
         beta = float(beta)
@@ -115,12 +120,17 @@ class Prior:
         return f"{type(self).__name__}(beta={self.beta:g}{extra})"
 
     def for_model(self, model: Any) -> Prior:
-        """This prior with ``κ`` made for ``model`` when ``kappa`` is a callable."""
+        """This prior bound to ``model``: ``κ`` made for it when ``kappa`` is a callable, and the
+        model's :attr:`~recon.system_model.ModelBase.image_blocks` (independent images stacked
+        along z, whose seams the neighbourhood does not cross). ``self`` when nothing changes."""
+        blocks = int(getattr(model, "image_blocks", 1))
+        if not callable(self.kappa) and blocks == self.image_blocks:
+            return self
+        made = self._copy()
         if callable(self.kappa):
-            made = self._copy()
             made.kappa = self.kappa(model)
-            return made
-        return self
+        made.image_blocks = blocks
+        return made
 
     def _copy(self) -> Prior:
         copy = object.__new__(type(self))
@@ -175,12 +185,18 @@ class Prior:
         xp = backend.xp
         if tuple(x.shape) != tuple(grid.shape):
             raise InputError(f"image has shape {tuple(x.shape)}, the grid {grid.shape}")
+        blocks = int(self.image_blocks)
+        if blocks < 1 or grid.shape[0] % blocks:
+            raise InputError(
+                f"the prior is bound to a model of {blocks} stacked images, but the grid has "
+                f"{grid.shape[0]} slices; bind it to this model (prior.for_model(model))"
+            )
         image = xp.ascontiguousarray(x, dtype=np.float32)
         kappa, has_kappa = self._kappa(image, xp)
         weights = xp.asarray(_weights_for(tuple(float(v) for v in grid.voxel_size_mm)))
         out = xp.empty_like(image)
-        args = (kappa, has_kappa, weights, np.int32(self.kind), np.float32(self.gamma),
-                np.float32(self.epsilon), np.int32(what), out)  # fmt: skip
+        args = (kappa, has_kappa, weights, np.int32(grid.shape[0] // blocks), np.int32(self.kind),
+                np.float32(self.gamma), np.float32(self.epsilon), np.int32(what), out)  # fmt: skip
         if backend.is_gpu:
             from recon.algorithms import _prior_gpu
 

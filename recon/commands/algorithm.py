@@ -7,7 +7,8 @@ system model's data with the chosen algorithm and says what it did (for ``summar
 BSREM and OSL-MAP start from two OSEM iterations with the same subsets, use per-voxel prior
 weights from the model's sensitivity (:func:`recon.algorithms.priors.sensitivity_kappa`, so β means
 about the same at every count level), and take ε (the relative difference prior's smoothness at
-zero) as 10⁻³ of the mean of that start over the voxels the data see, unless ``--epsilon`` says.
+zero) as 10⁻³ of the mean of that start over the voxels the data see (of the faintest image when
+the model stacks several, one per isotope), unless ``--epsilon`` says.
 """
 
 from __future__ import annotations
@@ -77,7 +78,15 @@ def _prior(args: argparse.Namespace, start: Image, model: Any) -> Prior:
     if epsilon is None:
         values = np.asarray(start)
         seen = np.asarray(model.backend.to_host(model.sensitivity(None))) > 0
-        mean = float(values[seen].mean()) if seen.any() else float(values.mean())
+        # One mean per stacked image (per isotope of a multi-isotope model), the smallest
+        # positive one taken, so that ε stays small against the faintest image too.
+        blocks = int(getattr(model, "image_blocks", 1))
+        means = [
+            float(v[s].mean())
+            for v, s in zip(np.split(values, blocks), np.split(seen, blocks), strict=True)
+            if s.any() and float(v[s].mean()) > 0
+        ]
+        mean = min(means) if means else float(values.mean())
         epsilon = max(_EPSILON_FRACTION * mean, 1e-30)
     return RelativeDifferencePrior(
         args.beta, gamma=args.gamma, epsilon=epsilon, kappa=sensitivity_kappa

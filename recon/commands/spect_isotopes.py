@@ -74,12 +74,6 @@ def run_isotopes(
     """Reconstruct every isotope of ``--isotopes`` and write ``<isotope>/image.*`` and
     ``<isotope>/dicom/`` per isotope and one ``summary.json``; 0 on success."""
     isotopes = parse_isotopes(args.isotopes)
-    if args.algorithm != "osem":
-        raise InputError(
-            f"--algorithm {args.algorithm} with --isotopes is not supported: the isotopes' images "
-            "are stacked along z in one model, and a prior's neighbourhood would join them at "
-            "the seam; use --algorithm osem (with --post-filter)"
-        )
     windows = metadata.get("windows") or {}
     if not windows or all(w is None for w, _ in windows.values()):
         raise InputError(

@@ -28,11 +28,12 @@ the images of all isotopes share the grid.
 
 The images are stacked along z (isotope by isotope) into one image on :attr:`MultiIsotopeModel.grid`
 so that the model is a :class:`recon.SystemModel`: MLEM and OSEM reconstruct all the isotopes at
-once, unchanged. A prior (BSREM, OSL-MAP) would see the last slice of one isotope next to the
-first slice of the next: MAP needs a prior that knows the seam, which is not built yet. A
-post-filter is applied per isotope after :meth:`MultiIsotopeModel.split`, which cuts a
-reconstruction into one :class:`recon.Image` per isotope (with its units, decay reference and
-isotope).
+once, unchanged. The model says how many images it stacks
+(:attr:`MultiIsotopeModel.image_blocks`), so that a prior bound to it (BSREM, OSL-MAP) leaves out
+the neighbours across a seam: the last slice of one isotope is not smoothed towards the first
+slice of the next. A post-filter is applied per isotope after :meth:`MultiIsotopeModel.split`,
+which cuts a reconstruction into one :class:`recon.Image` per isotope (with its units, decay
+reference and isotope).
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class MultiIsotopeModel(ModelBase):
         ``(n_isotopes · nz, ny, nx)``: the isotopes' images one above the other.
     isotope_grid : ImageGrid
         The grid of one isotope's image.
+    image_blocks : int
+        The number of isotopes: the stacked images a prior keeps apart.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class MultiIsotopeModel(ModelBase):
             (len(self.isotopes) * nz, ny, nx), grid.voxel_size_mm, origin=grid.origin
         )
         self.grid = stacked
+        self.image_blocks = len(self.isotopes)  # a prior leaves out neighbours across the seams
         self.backend = first.backend
         self.xp = first.xp
         self._sensitivity_cache: dict[Any, Any] = {}
