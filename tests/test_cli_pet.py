@@ -46,6 +46,9 @@ def test_dynamic_frames_are_decay_corrected(listmode_file, tmp_path, capsys):
     assert max(means) / min(means) < 1.05
     assert frames[2]["decay_factor"] > frames[0]["decay_factor"] > 1.0
     assert "decay_factor" in capsys.readouterr().out
+    # No μ-map and a grid centred on the scanner: the axial mirror is exact, and said.
+    assert summary["sensitivity_image"].startswith("computed")
+    assert summary["sensitivity_symmetry"] == "axial mirror"
 
 
 def test_listmode_frames_are_written_with_their_geometry(listmode_file, tmp_path, capsys):

@@ -367,6 +367,8 @@ def run(args: argparse.Namespace) -> int:
             "frames": scatter_rows,
         },
         "sensitivity_image": getattr(model, "sensitivity_source", None),
+        # "axial mirror" when half the planes were projected (exact for this set-up), else None.
+        "sensitivity_symmetry": getattr(model, "sensitivity_symmetry", None),
         "grid": {"shape": grid.shape, "voxel_mm": grid.voxel_size_mm},
         "frames": rows,
         # Every frame is decay-corrected to the scan start (its values are the activity then).
