@@ -99,7 +99,7 @@ the widest filter; ``--osem-grid wide`` extends the grid); BSREM with
 SPECT and β = 0.03 … 10 (eleven values, denser over 0.1-0.3 where the curves cross, 20
 iterations each: a listmode iteration over 300 000 events costs several times more on this CPU)
 for PET; γ = 2 unless ``--gamma`` says otherwise.
-Noise realisations: 16 each (about 3 and 5 minutes on a quiet 2-core CPU). The noise axis would
+Noise realisations: 16 each (about 3 and 10 minutes on a quiet 2-core CPU). The noise axis would
 need only a few, as its variance is averaged over the background voxels (``voxels_in_masks`` in the
 JSON; its relative standard error is about 1/sqrt(2 N), N the number of independent noise samples
 among them: one per correlation volume of the smoothed noise, a few hundred here, so a few per
