@@ -198,6 +198,31 @@ def test_contrast_noise_benchmark_quick_writes_curves_ratio_and_check(tmp_path: 
         )
 
 
+def _point(cv: float, crc: float, **key: float) -> dict:
+    """One curve point of the contrast-noise benchmark for one sphere "s" (two realisations)."""
+    return {**key, "cv": cv, "crc": {"s": crc}, "crc_se": {"s": 0.0},
+            "crc_per_realisation": {"s": [crc, crc]}}  # fmt: skip
+
+
+def test_contrast_noise_cross_fitted_check_judges_each_pick_on_the_other_half() -> None:
+    """The best OSEM configuration picked on one half of the realisations is judged on the
+    other: on half 0 configuration A (1 it) is best, on half 1 B (2 it); each is then measured
+    against BSREM's curve (0.20 at CV 0.10 on both halves) with the other half's values."""
+    bench = runpy.run_path(str(BENCHMARKS / "contrast_noise.py"), run_name="benchmark")
+    bsrem = [_point(0.05, 0.10, beta=1.0), _point(0.20, 0.40, beta=0.1)]
+    half0 = [_point(0.10, 0.30, iterations=1, fwhm_mm=0.0),
+             _point(0.10, 0.20, iterations=2, fwhm_mm=0.0)]  # fmt: skip
+    half1 = [_point(0.10, 0.15, iterations=1, fwhm_mm=0.0),
+             _point(0.10, 0.25, iterations=2, fwhm_mm=0.0)]  # fmt: skip
+    result = bench["cross_fitted"]([(half0, bsrem), (half1, bsrem)], "s", "crc")
+    first, second = result["folds"]
+    assert (first["iterations"], second["iterations"]) == (1, 2)
+    assert first["crc"] == 0.15 and first["margin"] == pytest.approx(0.05)
+    assert second["crc"] == 0.20 and second["margin"] == pytest.approx(0.0)
+    assert result["margin"] == pytest.approx(0.025)
+    assert result["margin_se"] == pytest.approx(0.0)
+
+
 def test_scaling_benchmark_quick_writes_its_cases_fits_and_figure(tmp_path: Path) -> None:
     _run("scaling.py", "--quick", out=tmp_path / "scaling")
     record = _record(tmp_path / "scaling")
