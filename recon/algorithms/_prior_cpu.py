@@ -91,23 +91,12 @@ def _specialised(kind: int, what: int) -> Callable[..., None]:
                             ka = kappa_here[lo : lo + n]
                             kb = kappa_there[lo + dx : lo + dx + n]
                             for i in range(n):
-                                w = w0 * ka[i] * kb[i]
-                                phi, d1, d2 = prior_pair(kind, a_row[i], b_row[i], gamma, eps)
-                                if what == 0:
-                                    sums[i] += w * phi
-                                elif what == 1:
-                                    sums[i] += w * d1
-                                else:
-                                    sums[i] += w * d2
+                                pair = prior_pair(kind, a_row[i], b_row[i], gamma, eps)
+                                sums[i] += w0 * ka[i] * kb[i] * pair[what]
                         else:
                             for i in range(n):
-                                phi, d1, d2 = prior_pair(kind, a_row[i], b_row[i], gamma, eps)
-                                if what == 0:
-                                    sums[i] += w0 * phi
-                                elif what == 1:
-                                    sums[i] += w0 * d1
-                                else:
-                                    sums[i] += w0 * d2
+                                pair = prior_pair(kind, a_row[i], b_row[i], gamma, eps)
+                                sums[i] += w0 * pair[what]
 
     return terms
 
