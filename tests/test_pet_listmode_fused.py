@@ -43,6 +43,19 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def _count_fused_calls(frame) -> list:
+    """Wrap the frame's fused pass so that each call appends to the returned list."""
+    calls: list = []
+    fused_pass = frame.ratio_back
+
+    def counted(*args):
+        calls.append(1)
+        return fused_pass(*args)
+
+    frame.ratio_back = counted
+    return calls
+
+
 @pytest.mark.parametrize("tof", [True, False], ids=["tof", "non-tof"])
 @pytest.mark.parametrize("with_additive", [False, True], ids=["no-additive", "additive"])
 def test_fused_subset_equals_forward_ratio_back(tof, with_additive):
@@ -117,14 +130,7 @@ def test_lm_osem_with_and_without_the_fused_pass_agree():
     frame = model.frame(events, 0.0, 1.0)
     order = frame.subsets(4)
     counts = frame.counts()
-    calls = []
-    fused_pass = frame.ratio_back
-
-    def counted(*args):
-        calls.append(1)
-        return fused_pass(*args)
-
-    frame.ratio_back = counted
+    calls = _count_fused_calls(frame)
     fused = np.asarray(em_reconstruct(frame, counts, None, order, 2, "LM-OSEM", progress=False))
     assert len(calls) == 2 * len(order)
     frame.ratio_back = lambda *args: None
@@ -165,14 +171,7 @@ def test_lm_bsrem_takes_the_fused_pass_to_the_same_image():
     frame = model.frame(events, 0.0, 1.0)
     counts = frame.counts()
     prior = recon.RelativeDifferencePrior(0.5, epsilon=1e-3, kappa=sensitivity_kappa)
-    calls = []
-    fused_pass = frame.ratio_back
-
-    def counted(*args):
-        calls.append(1)
-        return fused_pass(*args)
-
-    frame.ratio_back = counted
+    calls = _count_fused_calls(frame)
     common = dict(prior=prior, iterations=3, subsets=4, objective=False, progress=False)
     fused = np.asarray(recon.bsrem(frame, counts, **common).data)
     assert len(calls) == 3 * 4
