@@ -3,9 +3,14 @@
 Problem: 128³ voxels of 4.42 mm, 120 views of 128×128 pixels on a 250 mm circular orbit,
 attenuation (water cylinder) and LEHR collimator response. Measures forward projection, back
 projection (all views) and one full OSEM iteration (8 subsets), as the median of repeated runs after
-a warm-up run, on the CPU and, when CuPy sees a GPU, on the GPU. Each operation also records the
-views it states and the views it processed (the OSEM iteration: the views its subsets cover), and
-the benchmark refuses to run rather than leave any out. Prints a table and writes JSON.
+a warm-up run, on the CPU and, when CuPy sees a GPU, on the GPU. It also times OSEM and BSREM with
+the relative difference prior per iteration in steady state (the interval between the ends of
+consecutive iterations of one run, so without either's set-up; runs interleaved, objective
+evaluation off; β = 1, γ = 2, ε = 10⁻³ × the start's mean, κ = √sensitivity, as ``recon spect
+--algorithm bsrem``) and reports their ratio: issue 12's target is BSREM ≤ 1.3 × OSEM. Each
+operation also records the views it states and the views it processed (the OSEM iteration: the
+views its subsets cover), and the benchmark refuses to run rather than leave any out. Prints a
+table and writes JSON.
 
 Usage::
 
@@ -30,7 +35,8 @@ import numpy as np
 
 import recon
 from recon._files import write_text_atomic
-from recon.algorithms import osem
+from recon.algorithms import bsrem, osem
+from recon.algorithms.priors import RelativeDifferencePrior, sensitivity_kappa
 from recon.backend import gpu_available, resolve_backend
 from recon.simulate.phantoms import uniform_cylinder
 
@@ -61,6 +67,57 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> lis
 
 
 _CPU_TIMES: list[list[float]] = []
+
+#: Steady-state timing: iterations per run (the first is not counted) and interleaved runs.
+STEADY_ITERATIONS = 3
+STEADY_RUNS = 3
+BSREM_BETA = 1.0
+BSREM_TARGET = 1.3  # issue 12: a BSREM iteration at most 1.3 × an OSEM iteration
+
+
+def _iteration_intervals(
+    run: Callable[[Callable[[Any], None]], Any], sync: Callable[[], None]
+) -> list[float]:
+    """Intervals between the ends of consecutive iterations of ``run(callback)``."""
+    ends: list[float] = []
+
+    def stamp(state: Any) -> None:
+        if state.subset == state.n_subsets - 1:
+            sync()
+            ends.append(time.perf_counter())
+
+    run(stamp)
+    return np.diff(ends).tolist()
+
+
+def steady_state(model: Any, counts: Any, x: Any, subsets: int, sync: Callable[[], None]) -> dict:
+    """OSEM and BSREM seconds per iteration in steady state, interleaved runs (module docstring)."""
+    seen = model.backend.to_host(model.sensitivity(None)) > 0
+    epsilon = 1e-3 * float(np.asarray(model.backend.to_host(x))[seen].mean())
+    prior = RelativeDifferencePrior(BSREM_BETA, gamma=2.0, epsilon=epsilon, kappa=sensitivity_kappa)
+    common = dict(iterations=STEADY_ITERATIONS + 1, subsets=subsets, x0=x, progress=False)
+    runs: dict[str, Callable[[Callable[[Any], None]], Any]] = {
+        "osem": lambda cb: osem(model, counts, callback=cb, **common),
+        "bsrem": lambda cb: bsrem(
+            model, counts, prior=prior, objective=False, callback=cb, **common
+        ),
+    }
+    for run in runs.values():  # warm-up: compiles kernels
+        run(lambda state: None)
+    samples: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(STEADY_RUNS):
+        for name, run in runs.items():
+            samples[name] += _iteration_intervals(run, sync)
+    median = {k: statistics.median(v) for k, v in samples.items()}
+    ratio = median["bsrem"] / median["osem"]
+    return {
+        "seconds_per_iteration": median,
+        "samples_s": samples,
+        "ratio_bsrem_to_osem": ratio,
+        "target_ratio": BSREM_TARGET,
+        "meets_target": ratio <= BSREM_TARGET,
+        "prior": repr(prior),
+    }
 
 
 def run(device: str, n: int, repeats: int, subsets: int) -> dict[str, Any]:
@@ -102,6 +159,7 @@ def run(device: str, n: int, repeats: int, subsets: int) -> dict[str, Any]:
         ),
     }
     cpu_times = dict(zip(results, _CPU_TIMES[-len(results) :], strict=True))
+    steady = steady_state(model, counts, x, subsets, sync)
     return {
         "device": backend.name,
         "device_name": _device_name(backend),
@@ -112,6 +170,7 @@ def run(device: str, n: int, repeats: int, subsets: int) -> dict[str, Any]:
         "median_s": {k: statistics.median(v) for k, v in results.items()},
         "cpu_times_s": cpu_times,
         "median_cpu_s": {k: statistics.median(v) for k, v in cpu_times.items()},
+        "per_iteration_steady_state": steady,
         "processed": {
             k: {"stated": n_views, "processed": v, "unit": "views"} for k, v in processed.items()
         },
@@ -154,6 +213,12 @@ def main() -> None:
             print(
                 f"GPU speed-up, {key}: {runs[0]['median_s'][key] / runs[1]['median_s'][key]:.1f}x"
             )
+    for r in runs:
+        st = r["per_iteration_steady_state"]
+        per = st["seconds_per_iteration"]
+        print(f"{r['device']}: OSEM {per['osem']:.4f} s, BSREM {per['bsrem']:.4f} s per iteration "
+              f"in steady state: ratio {st['ratio_bsrem_to_osem']:.2f} "
+              f"(target <= {st['target_ratio']})")  # fmt: skip
     for r in runs:
         print(f"{r['device']}: {r['device_name']}")
 

@@ -115,6 +115,13 @@ def test_spect_benchmark_small_processes_every_view(tmp_path: Path) -> None:
         assert counts == {"stated": 120, "processed": 120, "unit": "views"}
     assert set(run["median_cpu_s"]) == set(run["median_s"])
     assert run["attenuation_cached_views"] == 120
+    steady = run["per_iteration_steady_state"]
+    per = steady["seconds_per_iteration"]
+    assert set(per) == {"osem", "bsrem"} and all(t > 0 for t in per.values())
+    # Three iterations after the first, in each of three interleaved runs of each method.
+    assert all(len(v) == 9 for v in steady["samples_s"].values())
+    assert steady["ratio_bsrem_to_osem"] == pytest.approx(per["bsrem"] / per["osem"])
+    assert steady["meets_target"] == (steady["ratio_bsrem_to_osem"] <= 1.3)
 
 
 def test_spect_multi_benchmark_quick_compares_one_and_two_photopeaks(tmp_path: Path) -> None:
