@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from recon.errors import InputError
 
-__all__ = ["available_memory_bytes", "check_memory", "format_bytes"]
+__all__ = [
+    "available_memory_bytes",
+    "check_memory",
+    "format_bytes",
+    "page_aligned_copy",
+    "page_aligned_empty",
+]
+
+_PAGE_BYTES = 4096
 
 # Leave room for the interpreter, the libraries and the arrays not counted by an estimate.
 _USABLE_FRACTION = 0.8
@@ -54,3 +64,27 @@ def check_memory(n_bytes: float, what: str, fix: str) -> None:
             f"{what} needs about {format_bytes(n_bytes)} of memory, more than this machine has "
             f"available ({format_bytes(available)}); {fix}"
         )
+
+
+def page_aligned_empty(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """An uninitialised C-contiguous host array that starts on a 4 KiB page boundary.
+
+    The CPU prior kernel reads the image and κ and writes its output row by row; when those
+    arrays start at unrelated offsets within a page, the loads and stores of one row can fall
+    on the same cache sets and store-forwarding slots (4 KiB aliasing), which made the gradient
+    up to twice as slow on a 128³ image depending only on where the allocator put the arrays.
+    BSREM keeps its image, κ and the prior's output page-aligned so they never collide that way.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    count = int(np.prod(shape, dtype=np.int64))
+    buffer = np.empty(count * itemsize + _PAGE_BYTES, np.uint8)
+    start = -buffer.ctypes.data % _PAGE_BYTES
+    return buffer[start : start + count * itemsize].view(dtype).reshape(shape)
+
+
+def page_aligned_copy(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``array`` that starts on a page boundary (see
+    :func:`page_aligned_empty`)."""
+    out = page_aligned_empty(array.shape, array.dtype.type)
+    out[...] = array
+    return out

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from recon._memory import page_aligned_empty
 from recon.algorithms.em import IterationState, _check_iterations, ratio_back
 from recon.algorithms.em_update import (
     SMALLEST_NORMAL,
@@ -199,7 +200,7 @@ def _bsrem_step(
     if xp is np and _same_float32_images(*images) and seen.shape == x.shape:
         from recon.algorithms import _map_cpu
 
-        out = np.empty_like(x)
+        out = page_aligned_empty(x.shape)  # as the prior's κ and output (its docstring)
         placeholder = np.zeros(1, np.float32)
         _map_cpu.bsrem_step(
             x, back, sens, placeholder if gradient is None else gradient, grad_scale,

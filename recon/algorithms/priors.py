@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from recon._memory import page_aligned_copy, page_aligned_empty
 from recon.backend import Backend, resolve_backend
 from recon.errors import InputError
 from recon.grid import ImageGrid
@@ -168,6 +169,8 @@ class Prior:
             kappa = checked[2]  # checked at the first call: BSREM calls once per subset
         else:
             kappa = xp.ascontiguousarray(xp.asarray(self.kappa, dtype=np.float32))
+            if xp is np:  # page-aligned, as BSREM's images (recon._memory.page_aligned_empty)
+                kappa = page_aligned_copy(kappa)
             if not bool(xp.all(xp.isfinite(kappa))) or float(kappa.min()) < 0:
                 raise InputError("kappa must be finite and non-negative")
             self.__dict__["_checked_kappa"] = (self.kappa, xp, kappa)
@@ -194,7 +197,7 @@ class Prior:
         image = xp.ascontiguousarray(x, dtype=np.float32)
         kappa, has_kappa = self._kappa(image, xp)
         weights = xp.asarray(_weights_for(tuple(float(v) for v in grid.voxel_size_mm)))
-        out = xp.empty_like(image)
+        out = page_aligned_empty(image.shape) if xp is np else xp.empty_like(image)
         args = (kappa, has_kappa, weights, np.int32(grid.shape[0] // blocks), np.int32(self.kind),
                 np.float32(self.gamma), np.float32(self.epsilon), np.int32(what), out)  # fmt: skip
         if backend.is_gpu:
