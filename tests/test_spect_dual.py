@@ -129,3 +129,17 @@ def test_dicom_dual_isotope_windows_are_assigned(tmp_path):
     assert set(a.scatter) == {"TC_SC", "IN171_SC", "IN245_SC"}
     assert list(a.unused) == ["XRAY"]
     np.testing.assert_array_equal(metadata["windows"]["IN245"][1].sum(), frames[4].sum())
+
+
+def test_terms_share_one_attenuation_cache_budget(monkeypatch):
+    """Every term (three photopeak windows and one down-scatter entry) gets a quarter of one
+    budget: together they never take more than a single model would."""
+    grid, geometry, mu, _, assignment, _ = _scene()
+    one = recon.SpectModel(geometry, grid, mu_map=mu, device="cpu")
+    per_view = 4 * one.n_depth * geometry.n_u * grid.shape[0]
+    monkeypatch.setattr("recon.spect.model.available_memory_bytes", lambda: 4 * 32 * per_view)
+    model = recon.multi_isotope_model(
+        geometry, grid, assignment, mu_map=mu, device="cpu",
+        downscatter={("TC", "In-111"): DOWNSCATTER}, downscatter_fwhm_mm=30.0,
+    )  # fmt: skip
+    assert [t[2].attenuation_cached_views for t in model.terms] == [8, 8, 8, 8]

@@ -300,3 +300,25 @@ def test_stacked_model_refuses_mismatched_windows():
     with pytest.raises(InputError, match="several isotopes"):
         recon.photopeak_model(geometry, grid, both)
     assert get_isotope("In-111").photopeak_lines[0].energy_kev == pytest.approx(171.28, abs=0.1)
+
+
+def test_windows_share_one_attenuation_cache_budget(monkeypatch):
+    """The windows of one study split one budget (default: one model's, a quarter of the
+    available memory) instead of each taking a quarter of what the ones before left."""
+    grid, geometry, _, mu171, peaks, _ = _in111_scene()
+    one = recon.SpectModel(geometry, grid, mu_map=mu171, device="cpu")
+    per_view = 4 * one.n_depth * geometry.n_u * grid.shape[0]
+    # A quarter of this is exactly one window's factors for all 32 views.
+    monkeypatch.setattr("recon.spect.model.available_memory_bytes", lambda: 4 * 32 * per_view)
+    assert recon.SpectModel(geometry, grid, mu_map=mu171).attenuation_cached_views == 32
+    model = recon.spect.photopeak_model(geometry, grid, peaks, mu_map=mu171, device="cpu")
+    assert [m.attenuation_cached_views for m in model.models] == [16, 16]
+    given = recon.spect.photopeak_model(
+        geometry, grid, peaks, mu_map=mu171, device="cpu", attenuation_cache_bytes=10 * per_view
+    )
+    assert [m.attenuation_cached_views for m in given.models] == [5, 5]
+    for bad in (-1, 2.5, "1e9", True):
+        with pytest.raises(InputError, match="attenuation_cache_bytes"):
+            recon.spect.photopeak_model(
+                geometry, grid, peaks, mu_map=mu171, device="cpu", attenuation_cache_bytes=bad
+            )

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from recon.backend import Backend
+from recon.backend import Backend, resolve_backend
 from recon.errors import InputError
 from recon.grid import ImageGrid
 from recon.image import Image
@@ -54,7 +54,7 @@ from recon.physics.isotopes import get_isotope
 from recon.physics.windows import WindowAssignment
 from recon.spect.collimator import Collimator
 from recon.spect.geometry import SpectGeometry
-from recon.spect.model import SpectModel
+from recon.spect.model import SpectModel, shared_attenuation_cache_bytes
 from recon.spect.multi import window_sensitivities
 from recon.system_model import ModelBase, ViewSubsets
 
@@ -229,6 +229,7 @@ def multi_isotope_model(
     downscatter_fwhm_mm: float | None = None,
     additive: Any = None,
     device: str | Backend | None = None,
+    attenuation_cache_bytes: int | None = None,
 ) -> MultiIsotopeModel:
     """A :class:`MultiIsotopeModel` from the window assignment of a multi-isotope acquisition.
 
@@ -263,6 +264,10 @@ def multi_isotope_model(
         Additive expected counts (window-based scatter estimates).
     device : {"auto", "cpu", "gpu"} or Backend, optional
         Where to compute.
+    attenuation_cache_bytes : int, optional
+        Memory for the attenuation factors of all terms together (one :class:`SpectModel` per
+        photopeak window and down-scatter entry), shared equally; default one model's default
+        budget.
 
     Returns
     -------
@@ -291,7 +296,9 @@ def multi_isotope_model(
         raise InputError(
             f"give the sensitivity of every isotope ({', '.join(isotopes)}) or of none"
         )
-    backend: Any = device
+    backend = resolve_backend(device)
+    n_terms = sum(len(assignment.for_isotope(iso)) for iso in isotopes) + len(downscatter or {})
+    cache_share = shared_attenuation_cache_bytes(attenuation_cache_bytes, backend, n_terms)
     mu_cache: dict[float, Any] = {}
 
     def mu_at(energy: float) -> Any:
@@ -314,9 +321,8 @@ def multi_isotope_model(
                 geometry, grid, mu_map=mu_at(peak.energy_kev),
                 collimator=None if base is None else base.at_energy(peak.energy_kev),
                 isotope=iso, reference_time_s=reference_time_s, sensitivity_cps_per_mbq=value,
-                device=backend,
+                device=backend, attenuation_cache_bytes=cache_share,
             )  # fmt: skip
-            backend = model.backend
             scale = peak.yield_per_decay / total_yield if value is None else 1.0
             terms.append((windows.index(peak.name), i, model, scale))
     for (window, iso_name), fraction in (downscatter or {}).items():
@@ -346,6 +352,7 @@ def multi_isotope_model(
             geometry, grid, mu_map=mu_at(main.energy_kev), collimator=response, isotope=iso,
             reference_time_s=reference_time_s,
             sensitivity_cps_per_mbq=own[2].sensitivity_cps_per_mbq, device=backend,
+            attenuation_cache_bytes=cache_share,
         )  # fmt: skip
         terms.append((windows.index(window), i, model, own[3] * float(fraction)))
     result = MultiIsotopeModel(grid, isotopes, windows, terms, additive)

@@ -17,7 +17,7 @@ from recon.spect.collimator import Collimator
 from recon.spect.geometry import SpectGeometry
 from recon.system_model import ViewModel, ViewSubsets
 
-__all__ = ["SpectModel"]
+__all__ = ["SpectModel", "default_attenuation_cache_bytes", "shared_attenuation_cache_bytes"]
 
 log = logging.getLogger("recon")
 
@@ -28,6 +28,28 @@ _DEFAULT_CHUNK_BYTES = 256 * 2**20
 _DEFAULT_GPU_ATTENUATION_CACHE_BYTES = 1536 * 2**20
 #: Share of the available memory the attenuation cache may take on the CPU by default.
 _CPU_CACHE_FRACTION = 0.25
+
+
+def default_attenuation_cache_bytes(backend: Backend) -> int:
+    """The attenuation cache budget of one :class:`SpectModel` built now when none is given: on
+    the CPU a quarter of the memory available (the fused kernels compute uncached views on the
+    fly at a modest cost), on a GPU 1.5 GiB of its memory."""
+    if backend.is_gpu:
+        return _DEFAULT_GPU_ATTENUATION_CACHE_BYTES
+    return int(_CPU_CACHE_FRACTION * available_memory_bytes())
+
+
+def shared_attenuation_cache_bytes(total: int | None, backend: Backend, n_models: int) -> int:
+    """Each model's share of ``total`` bytes (default: one model's default budget) when
+    ``n_models`` SPECT models (the windows of one study) are built together: without sharing,
+    each window would take a quarter of what the ones before it left."""
+    if total is None:
+        total = default_attenuation_cache_bytes(backend)
+    if isinstance(total, bool) or not isinstance(total, (int, np.integer)) or total < 0:
+        raise InputError(
+            f"attenuation_cache_bytes must be a non-negative whole number of bytes, got {total!r}"
+        )
+    return int(total) // max(int(n_models), 1)
 
 
 def _blur_steps(variance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +287,7 @@ class SpectModel(ViewModel):
         nz, n_views = self.grid.shape[0], self.geometry.n_views
         per_view = 4 * self.n_depth * self.geometry.n_u * nz
         if budget_bytes is None:
-            budget_bytes = self._default_cache_bytes()
+            budget_bytes = default_attenuation_cache_bytes(self.backend)
         n_cached = int(min(n_views, max(0, int(budget_bytes)) // per_view))
         self.attenuation_cached_views = n_cached
         if n_cached < n_views:
@@ -282,14 +304,6 @@ class SpectModel(ViewModel):
         ids = self.backend.asarray(np.arange(n_cached), np.int32)
         self._kernels.attenuation(self, self._mu_t, ids, out)
         return out
-
-    def _default_cache_bytes(self) -> int:
-        """The attenuation cache budget when none is given: on the CPU a quarter of the memory
-        available now (the fused kernels compute uncached views on the fly at a modest cost),
-        on a GPU 1.5 GiB of its memory."""
-        if self.backend.is_gpu:
-            return _DEFAULT_GPU_ATTENUATION_CACHE_BYTES
-        return int(_CPU_CACHE_FRACTION * available_memory_bytes())
 
     def _att_rows(self, views: np.ndarray) -> tuple[Any, Any]:
         """The attenuation cache and the row of each view in it (−1: not cached)."""

@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from recon.backend import Backend
+from recon.backend import Backend, resolve_backend
 from recon.errors import GeometryError, InputError
 from recon.grid import ImageGrid
 from recon.physics.attenuation import mu_at_energy
 from recon.physics.windows import PhotopeakWindow
 from recon.spect.collimator import Collimator
 from recon.spect.geometry import SpectGeometry
-from recon.spect.model import SpectModel
+from recon.spect.model import SpectModel, shared_attenuation_cache_bytes
 from recon.system_model import ModelBase, ViewSubsets
 
 __all__ = ["StackedModel", "photopeak_model", "window_sensitivities"]
@@ -238,6 +238,7 @@ def photopeak_model(
     sensitivity_cps_per_mbq: float | Sequence[float] | None = None,
     additive: Any = None,
     device: str | Backend | None = None,
+    attenuation_cache_bytes: int | None = None,
 ) -> StackedModel:
     """One image from the photopeak windows ``peaks``: a :class:`StackedModel` of one
     :class:`SpectModel` per window, each with its own physics.
@@ -275,6 +276,9 @@ def photopeak_model(
         Scatter estimate of every window.
     device : {"auto", "cpu", "gpu"} or Backend, optional
         Where to compute.
+    attenuation_cache_bytes : int, optional
+        Memory for the attenuation factors of all windows together, shared equally (see
+        :class:`SpectModel`); default one model's default budget.
 
     Returns
     -------
@@ -303,7 +307,8 @@ def photopeak_model(
         mu_energy_kev = get_isotope(iso).main_photon.energy_kev
     sensitivities, mode = window_sensitivities(peaks, sensitivity_cps_per_mbq)
     total_yield = sum(p.yield_per_decay for p in peaks)
-    backend = None
+    backend = resolve_backend(device)
+    cache_share = shared_attenuation_cache_bytes(attenuation_cache_bytes, backend, len(peaks))
     models = []
     for peak, sensitivity in zip(peaks, sensitivities, strict=True):
         models.append(
@@ -317,10 +322,10 @@ def photopeak_model(
                 iso,
                 reference_time_s,
                 sensitivity,
-                backend or device,
+                backend,
+                cache_share,
             )  # fmt: skip
         )
-        backend = models[0].backend
     scales = [p.yield_per_decay / total_yield for p in peaks] if sensitivities[0] is None else None
     model = StackedModel(models, scales, [p.name for p in peaks], additive)
     model.sensitivity_mode = mode  # type: ignore[attr-defined]
@@ -338,6 +343,7 @@ def _window_model(
     reference_time_s: float | None,
     sensitivity: float | None,
     device: Any,
+    attenuation_cache_bytes: int,
 ) -> SpectModel:
     """The :class:`SpectModel` of one window at ``energy_kev``."""
     mu = None
@@ -352,4 +358,5 @@ def _window_model(
     return SpectModel(
         geometry, grid, mu_map=mu, collimator=response, isotope=isotope,
         reference_time_s=reference_time_s, sensitivity_cps_per_mbq=sensitivity, device=device,
+        attenuation_cache_bytes=attenuation_cache_bytes,
     )  # fmt: skip
