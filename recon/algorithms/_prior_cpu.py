@@ -40,7 +40,7 @@ def _specialised(kind: int, what: int) -> Callable[..., None]:
     """The kernel of one prior ``kind`` and one quantity ``what`` (compile-time constants).
 
     Parallel over image rows ``(z, y)``; for each of the 26 offsets the row's voxels are
-    visited in one branch-free loop along x (contiguous, so it vectorises), and each voxel's
+    visited in one loop along x over contiguous slices, and each voxel's
     sum takes its neighbours in the same order as the CUDA kernel's per-voxel loop: the same
     float32 arithmetic, voxel by voxel. With ``kappa`` only the span of the row where it is
     non-zero is visited (outside the field of view the terms are 0).
