@@ -90,7 +90,9 @@ def test_spect_command_end_to_end(study, tmp_path, capsys):
         and ds.FrameOfReferenceUID == pydicom.dcmread(nm_path).FrameOfReferenceUID
     )
     assert (out / "image.hv").exists() and (out / "image.png").exists()
-    assert "tew" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "tew" in captured.out
+    assert "no scatter window above" not in captured.err  # UP adjoins EM: a two-sided TEW
     # The Interfile copy is a SPECT image in the summary's units, and recon info says so.
     header = (out / "image.hv").read_text()
     assert "!imaging modality := nucmed" in header and "!type of data := Tomographic" in header

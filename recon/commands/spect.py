@@ -210,12 +210,12 @@ def _scatter(args: argparse.Namespace, metadata: dict[str, Any], source: Path) -
     from recon.io.dicom_nm import scatter_estimate, select_scatter_windows
 
     windows = metadata.get("windows") or {}
-    lower = None
+    lower = upper = None
     if windows and metadata.get("photopeak_window") in windows:
         try:
-            lower, _ = select_scatter_windows(windows, metadata["photopeak_window"])
+            lower, upper = select_scatter_windows(windows, metadata["photopeak_window"])
         except ReconError:
-            lower = None
+            lower = upper = None
     method = args.scatter
     if method is None:
         if lower is None:
@@ -233,7 +233,18 @@ def _scatter(args: argparse.Namespace, metadata: dict[str, Any], source: Path) -
             f"--scatter {method} needs a scatter window below the photopeak; {source} has "
             f"energy windows: {names}; use --scatter none"
         )
+    if method == "tew" and upper is None:
+        _note_one_sided_tew([str(metadata["photopeak_window"])])
     return scatter_estimate(metadata, method=method, smooth_sigma_px=2.0), method
+
+
+def _note_one_sided_tew(peaks: list[str]) -> None:
+    """Say that TEW took the scatter above these photopeak windows as 0 (no upper window)."""
+    note(
+        f"TEW for photopeak window(s) {', '.join(peaks)}: no scatter window above, so the scatter "
+        "density at the upper edge is taken as 0 (usual for the highest photopeak); scatter "
+        "above it, if the spectrum has any, stays in the image"
+    )
 
 
 def _write_dicom(image: Any, folder: Path, source: Path, metadata: dict, ref: str | None) -> None:
@@ -523,6 +534,9 @@ def _scatter_per_peak(
             f"{', '.join(missing)} in {source.name} has none (energy windows: "
             f"{', '.join(windows)}); use --scatter none"
         )
+    one_sided = [p.name for p in peaks if p.upper_scatter is None]
+    if method == "tew" and one_sided:
+        _note_one_sided_tew(one_sided)
     estimates = []
     used = []
     for p in peaks:
