@@ -32,7 +32,7 @@ from recon.pet.model import PetListmodeModel, PetSinogramModel
 from recon.pet.projector import LorProjector
 from recon.pet.scanner import PetScanner
 from recon.pet.sss import ScatterDetectors, SingleScatterSimulation
-from recon.pet.tails import TailFit, fit_tail_scale, tail_mask
+from recon.pet.tails import TailFit, _pooling_windows, fit_tail_scale, tail_mask
 
 __all__ = ["ScatterEstimation", "ScatterRound"]
 
@@ -92,6 +92,11 @@ class ScatterEstimation:
     fit : {"plane", "segment", "global"}
         Tail-fit groups: every sinogram plane, every ring difference (segment; planes with the
         same axial difference of their ends for explicit LORs), or one scale.
+    pool_planes : int
+        With ``fit="plane"``: each plane's scale is fitted on the tails of the planes of its
+        segment within this many axial positions (default 1: three planes; 0: its own tails
+        only), which keeps the scale's noise down at low counts
+        (:func:`recon.pet.tails.fit_tail_scale`).
     tail_threshold : float
         Lines with ``∫μ`` below this are outside the body (default 0.003).
     tail_margin_bins : int
@@ -135,6 +140,7 @@ class ScatterEstimation:
         frame_start_s: float | None = None,
         frame_duration_s: float | None = None,
         fit: str = "plane",
+        pool_planes: int = 1,
         tail_threshold: float = 0.003,
         tail_margin_bins: int = 2,
         min_tail_bins: int = 50,
@@ -167,6 +173,7 @@ class ScatterEstimation:
             min_tail_counts=min_tail_counts,
             default_scale=default_scale,
         )
+        self._pool_planes = pool_planes if fit == "plane" else 0
         self.kind = "listmode" if isinstance(model, PetListmodeModel) else "sinogram"
         self.backend = model.backend
         self.xp = model.xp
@@ -196,7 +203,16 @@ class ScatterEstimation:
         )
         self._lines = lines
         self.tails = tail_mask(self.backend.to_host(lines), tail_threshold, tail_margin_bins)
-        self._groups = self._plane_groups()
+        self._segments = self._plane_segments()
+        self._groups: np.ndarray | None = self._plane_groups()
+        if self._pool_planes:  # checked here, before the first (costly) estimate
+            z_mid = 0.5 * (self._view0[0][:, 0, 0, 2] + self._view0[1][:, 0, 0, 2])
+            self._fit_options.update(
+                pool_planes=self._pool_planes, plane_segments=self._segments,
+                plane_z_mm=np.asarray(z_mid, np.float64),
+            )  # fmt: skip
+            self._groups = None
+            _pooling_windows(self._shape[0], None, self._pool_planes, self._segments, z_mid)
         if self.kind == "listmode":
             self._set_up_listmode(data, randoms, frame_start_s, frame_duration_s)
         else:
@@ -279,6 +295,11 @@ class ScatterEstimation:
             return np.zeros(n_planes, np.int64)
         if self.fit == "plane":
             return np.arange(n_planes)
+        return self._segments
+
+    def _plane_segments(self) -> np.ndarray:
+        """The segment of every plane: its ring difference, or for explicit LORs the axial
+        difference of its ends (to 0.1 mm)."""
         model = self.model
         if isinstance(model, PetLorSinogramModel):
             xs0, xe0 = self._view0

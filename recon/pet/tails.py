@@ -8,6 +8,15 @@ scale is fitted per group of sinogram planes by Poisson maximum likelihood,
 ``max_s Σ_tails y log(s·S + r) − (s·S + r)`` with ``s ≥ 0``: unbiased at low counts, where a
 least-squares ratio of sums over noisy, randoms-dominated tails is not, and never negative.
 
+A plane's own tails hold few counts at late, low-count time points, and scales fitted plane by
+plane are then noisy from one plane to the next (the scatter estimate inherits that noise as axial
+banding, and an estimate that is noisy raises the image through ``y/(Px + a)``). With
+``pool_planes = h`` each plane's scale is fitted, by the same likelihood, on the tails of the
+planes of its segment within ``h`` axial positions of it: a moving window along the axis, as STIR
+smooths its per-sinogram scale factors along the axial position within each segment (a boxcar
+of ``2h + 1``; ``upsample_and_fit_scatter_estimate.cxx``), but weighting each plane's tails by
+their counts rather than averaging noisy ratios.
+
 Fallbacks (reported in :class:`TailFit`, never silent): a plane group with fewer than
 ``min_tail_bins`` tail bins or fewer than ``min_tail_counts`` prompts in its tails (a small
 field of view, a large patient, planes at the ends of the scanner) takes the scale fitted over
@@ -83,6 +92,8 @@ class TailFit:
         Prompts in the tail bins.
     notes : list of str
         One line per fallback taken, for the user.
+    pool_planes : int
+        The half-width of the axial window of planes each plane's fit pooled (0: none).
     """
 
     scales: np.ndarray
@@ -92,6 +103,7 @@ class TailFit:
     n_tail_bins: int
     tail_counts: float
     notes: list[str] = field(default_factory=list)
+    pool_planes: int = 0
 
     @property
     def fallback(self) -> str | None:
@@ -109,6 +121,8 @@ class TailFit:
             f"scatter tail fit: {self.n_tail_bins} tail bins, {self.tail_counts:.0f} prompts; "
             f"scale {np.median(fitted):.3g} (median; {fitted.min():.3g}-{fitted.max():.3g})"
         )
+        if self.pool_planes:
+            text += f"; each plane fitted with its segment's planes within ±{self.pool_planes}"
         if self.fallback is not None:
             n = sum(m != "fit" for m in self.methods)
             text += f"; {n} of {len(self.methods)} groups fell back ({self.fallback})"
@@ -150,6 +164,9 @@ def fit_tail_scale(
     mask: Any,
     plane_groups: Any = None,
     *,
+    pool_planes: int = 0,
+    plane_segments: Any = None,
+    plane_z_mm: Any = None,
     min_tail_bins: int = 50,
     min_tail_counts: float = 100.0,
     default_scale: float = 1.0,
@@ -169,6 +186,13 @@ def fit_tail_scale(
     plane_groups : int array of shape (plane,), optional
         Group of each plane (e.g. its ring difference for a per-segment fit); default: every
         plane on its own. Use ``np.zeros(n_planes, int)`` for one global scale.
+    pool_planes : int
+        With every plane on its own (no ``plane_groups``): fit each plane on the tails of the
+        planes of its segment within this many axial positions of it (module docstring); 0
+        fits each plane on its own tails only.
+    plane_segments, plane_z_mm : arrays of shape (plane,), optional
+        With ``pool_planes``: the segment (ring difference) of each plane and the axial position
+        of its centre, which order the planes of a segment along the axis.
     min_tail_bins : int
         Fewest tail bins a group needs for its own fit.
     min_tail_counts : float
@@ -206,6 +230,7 @@ def fit_tail_scale(
     )
     if groups.shape != (n_planes,):
         raise InputError(f"plane_groups must hold one group per plane ({n_planes})")
+    windows = _pooling_windows(n_planes, plane_groups, pool_planes, plane_segments, plane_z_mm)
     # Bins where neither scatter nor randoms are expected carry no information (and would make
     # the likelihood infinite for a stray count).
     usable = m & ((s > 0) | (r > 0))
@@ -219,12 +244,20 @@ def fit_tail_scale(
     methods: list[str] = []
     scales = np.empty(n_planes)
     fallen: dict[str, int] = {"global": 0, "default": 0}
+    per_plane = None
+    if windows is not None:  # each plane's tail bins once; a window concatenates its planes'
+        per_plane = [(y[p][usable[p]], s[p][usable[p]], r[p][usable[p]]) for p in range(n_planes)]
     for g in unique:
         planes = groups == g
-        sel = usable & planes[:, None, None]
-        n_bins, counts = int(sel.sum()), float(y[sel].sum())
-        if n_bins >= min_tail_bins and counts >= min_tail_counts and s[sel].sum() > 0:
-            value, method = _poisson_scale(y[sel], s[sel], r[sel]), "fit"
+        if per_plane is None or windows is None:
+            sel = usable & planes[:, None, None]
+            ys, ss, rs = y[sel], s[sel], r[sel]
+        else:  # groups are the planes here
+            pooled = [per_plane[q] for q in windows[g]]
+            ys, ss, rs = (np.concatenate(parts) for parts in zip(*pooled, strict=True))
+        n_bins, counts = ys.size, float(ys.sum())
+        if n_bins >= min_tail_bins and counts >= min_tail_counts and ss.sum() > 0:
+            value, method = _poisson_scale(ys, ss, rs), "fit"
         elif global_scale is not None:
             value, method = global_scale, "global"
         else:
@@ -246,4 +279,37 @@ def fit_tail_scale(
             f"{float(default_scale):g} (the unscaled single-scatter estimate)"
         )
     group_index = np.searchsorted(unique, groups)
-    return TailFit(scales, group_index, methods, global_scale, n_tail, tail_counts, notes)
+    pooled_half_width = int(pool_planes) if windows is not None else 0
+    return TailFit(
+        scales, group_index, methods, global_scale, n_tail, tail_counts, notes, pooled_half_width
+    )
+
+
+def _pooling_windows(
+    n_planes: int, plane_groups: Any, pool_planes: int, segments: Any, z_mm: Any
+) -> list[np.ndarray] | None:
+    """Per plane, the planes whose tails its fit pools: those of its segment within
+    ``pool_planes`` axial positions (ordered by ``z_mm``); None without pooling."""
+    if isinstance(pool_planes, bool) or not isinstance(pool_planes, (int, np.integer)):
+        raise InputError(f"pool_planes must be a whole number of planes, got {pool_planes!r}")
+    if pool_planes < 0:
+        raise InputError(f"pool_planes must be >= 0, got {pool_planes}")
+    if pool_planes == 0:
+        return None
+    if plane_groups is not None:
+        raise InputError("pool_planes pools neighbouring planes: give no plane_groups with it")
+    if segments is None or z_mm is None:
+        raise InputError("pool_planes needs plane_segments and plane_z_mm (one per plane)")
+    segment = np.asarray(segments, np.int64).reshape(-1)
+    z = np.asarray(z_mm, np.float64).reshape(-1)
+    if segment.shape != (n_planes,) or z.shape != (n_planes,) or not np.all(np.isfinite(z)):
+        raise InputError(
+            f"plane_segments and plane_z_mm must hold one finite value per plane ({n_planes})"
+        )
+    windows: list[np.ndarray] = [np.empty(0, np.int64)] * n_planes
+    for value in np.unique(segment):
+        members = np.flatnonzero(segment == value)
+        ordered = members[np.argsort(z[members], kind="stable")]
+        for rank, plane in enumerate(ordered):
+            windows[plane] = ordered[max(rank - pool_planes, 0) : rank + pool_planes + 1]
+    return windows
