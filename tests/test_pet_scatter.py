@@ -252,6 +252,8 @@ def test_estimator_refuses_bad_input():
     model = recon.PetSinogramModel(scanner, grid, mu_map=mu, use_tof=False, max_ring_difference=0)
     with pytest.raises(recon.InputError, match="fit must be"):
         recon.pet.ScatterEstimation(model, counts, fit="view")
+    with pytest.raises(recon.InputError, match="pool_planes must be >= 0"):
+        recon.pet.ScatterEstimation(model, counts, pool_planes=-1)  # before any simulation
     with pytest.raises(recon.InputError, match="randoms have shape"):
         recon.pet.ScatterEstimation(model, counts, np.zeros((2, 2, 2)))
     with pytest.raises(recon.InputError, match="energy_window_kev"):
@@ -368,6 +370,9 @@ def test_end_to_end_scatter_corrected_study_recovers_the_activity():
     )
     assert len(result.images) == 4 and len(result.reports) == 3
     assert result.reports[-1].fit.fallback is None
+    # The default per-plane fit pools each plane's axial neighbours, and the report says so.
+    assert result.reports[-1].fit.pool_planes == 1
+    assert "within ±1" in result.reports[-1].fit.summary()
 
     z, y, x = grid.meshgrid_mm()
     uniform = (((x - 10.0) / 55.0) ** 2 + ((y + 5.0) / 40.0) ** 2 <= 1) & (np.abs(z) < 20)

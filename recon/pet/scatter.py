@@ -32,7 +32,7 @@ from recon.pet.model import PetListmodeModel, PetSinogramModel
 from recon.pet.projector import LorProjector
 from recon.pet.scanner import PetScanner
 from recon.pet.sss import ScatterDetectors, SingleScatterSimulation
-from recon.pet.tails import TailFit, _pooling_windows, fit_tail_scale, tail_mask
+from recon.pet.tails import TailFit, fit_tail_scale, plane_windows, tail_mask
 
 __all__ = ["ScatterEstimation", "ScatterRound"]
 
@@ -212,7 +212,7 @@ class ScatterEstimation:
                 plane_z_mm=np.asarray(z_mid, np.float64),
             )  # fmt: skip
             self._groups = None
-            _pooling_windows(self._shape[0], None, self._pool_planes, self._segments, z_mid)
+            plane_windows(self._shape[0], self._pool_planes, self._segments, z_mid)
         if self.kind == "listmode":
             self._set_up_listmode(data, randoms, frame_start_s, frame_duration_s)
         else:

@@ -34,7 +34,7 @@ import numpy as np
 
 from recon.errors import InputError
 
-__all__ = ["TailFit", "fit_tail_scale", "tail_mask"]
+__all__ = ["TailFit", "fit_tail_scale", "plane_windows", "tail_mask"]
 
 
 def tail_mask(mu_line_integrals: Any, threshold: float = 0.003, margin_bins: int = 2) -> np.ndarray:
@@ -230,7 +230,9 @@ def fit_tail_scale(
     )
     if groups.shape != (n_planes,):
         raise InputError(f"plane_groups must hold one group per plane ({n_planes})")
-    windows = _pooling_windows(n_planes, plane_groups, pool_planes, plane_segments, plane_z_mm)
+    if plane_groups is not None and pool_planes:
+        raise InputError("pool_planes pools neighbouring planes: give no plane_groups with it")
+    windows = plane_windows(n_planes, pool_planes, plane_segments, plane_z_mm)
     # Bins where neither scatter nor randoms are expected carry no information (and would make
     # the likelihood infinite for a stray count).
     usable = m & ((s > 0) | (r > 0))
@@ -244,15 +246,18 @@ def fit_tail_scale(
     methods: list[str] = []
     scales = np.empty(n_planes)
     fallen: dict[str, int] = {"global": 0, "default": 0}
-    per_plane = None
-    if windows is not None:  # each plane's tail bins once; a window concatenates its planes'
-        per_plane = [(y[p][usable[p]], s[p][usable[p]], r[p][usable[p]]) for p in range(n_planes)]
+    # With pooling, each plane's tail bins once: a plane's window concatenates its planes'.
+    per_plane = (
+        []
+        if windows is None
+        else [(y[p][usable[p]], s[p][usable[p]], r[p][usable[p]]) for p in range(n_planes)]
+    )
     for g in unique:
         planes = groups == g
-        if per_plane is None or windows is None:
+        if windows is None:
             sel = usable & planes[:, None, None]
             ys, ss, rs = y[sel], s[sel], r[sel]
-        else:  # groups are the planes here
+        else:  # the groups are the planes
             pooled = [per_plane[q] for q in windows[g]]
             ys, ss, rs = (np.concatenate(parts) for parts in zip(*pooled, strict=True))
         n_bins, counts = ys.size, float(ys.sum())
@@ -285,19 +290,25 @@ def fit_tail_scale(
     )
 
 
-def _pooling_windows(
-    n_planes: int, plane_groups: Any, pool_planes: int, segments: Any, z_mm: Any
+def plane_windows(
+    n_planes: int, pool_planes: int, segments: Any, z_mm: Any
 ) -> list[np.ndarray] | None:
-    """Per plane, the planes whose tails its fit pools: those of its segment within
-    ``pool_planes`` axial positions (ordered by ``z_mm``); None without pooling."""
+    """Per plane, the planes whose tails its fit pools (:func:`fit_tail_scale`): those of its
+    segment within ``pool_planes`` axial positions, ordered by ``z_mm``; None when
+    ``pool_planes`` is 0.
+
+    Raises
+    ------
+    InputError
+        ``pool_planes`` not a whole number ≥ 0; ``segments`` or ``z_mm`` missing or not one
+        finite value per plane.
+    """
     if isinstance(pool_planes, bool) or not isinstance(pool_planes, (int, np.integer)):
         raise InputError(f"pool_planes must be a whole number of planes, got {pool_planes!r}")
     if pool_planes < 0:
         raise InputError(f"pool_planes must be >= 0, got {pool_planes}")
     if pool_planes == 0:
         return None
-    if plane_groups is not None:
-        raise InputError("pool_planes pools neighbouring planes: give no plane_groups with it")
     if segments is None or z_mm is None:
         raise InputError("pool_planes needs plane_segments and plane_z_mm (one per plane)")
     segment = np.asarray(segments, np.int64).reshape(-1)
