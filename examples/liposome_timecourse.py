@@ -12,7 +12,8 @@ quantification recover it:
    kinetics differ; concentrations follow compartment curves (below) times physical decay;
 2. at 1 h, 24 h, 48 h, 72 h and 7 d, dual-head SPECT projections through the ME collimator with
    attenuation and Poisson noise are simulated with :class:`recon.SpectModel` (counts fall with
-   decay) and reconstructed with :func:`recon.osem` into Bq/mL;
+   decay) and reconstructed with :func:`recon.osem` into Bq/mL (``--algorithm bsrem --beta B``:
+   with :func:`recon.bsrem` and the relative difference prior instead);
 3. each patient's images are written as Interfile with a ``study.toml`` (lesion VOIs: concentric
    spheres of 2/3 the lesion diameter, which keeps partial-volume losses small; background: four
    36 mm spheres of soft tissue, about 100 mL, as one mask; blood fitted from the first scan), and
@@ -56,6 +57,15 @@ Usage::
 
     python examples/liposome_timecourse.py [--output DIR] [--device auto|cpu|gpu]
                                            [--patients N] [--seed S] [--no-plots]
+                                           [--algorithm osem|bsrem] [--beta B]
+
+With 8 patients (``--patients 8``, 24 lesions; 2026-12-06) the 7-day lesion errors were
+−2.0 ± 8.0 % (max 19.5) with OSEM + 8 mm filter and +3.0 ± 8.2, +2.1 ± 8.3 and −5.3 ± 11.5 %
+with BSREM at β = 0.01, 0.03 and 0.1: a mean over a VOI of hundreds of voxels is set by the
+low-frequency part of the noise, which neither the prior nor the post-filter removes, and a
+strong prior adds a bias that differs between lesions (contrast-dependent smoothing). BSREM
+improves what voxel-level noise limits (small or faint lesions, images read by eye), not these
+VOI means.
 
 Runs headless in about a minute on a 2-core CPU (3 patients). Writes into ``--output``: per
 patient ``P01/tp001h.hv`` … (images), ``P01/background.npy``, ``P01/study.toml``;
@@ -78,6 +88,7 @@ from typing import Any
 import numpy as np
 
 import recon
+from recon.algorithms.priors import sensitivity_kappa
 from recon.cli import main as recon_main
 from recon.io import read_interfile_image, write_interfile
 from recon.physics.isotopes import get_isotope
@@ -460,6 +471,27 @@ def _bootstrap(
 
 
 # ------------------------------------------------------------------------------------ main
+def reconstruct(model: recon.SpectModel, counts: np.ndarray, args: argparse.Namespace) -> Any:
+    """OSEM + post-filter, or BSREM with the relative difference prior started from 2 OSEM
+    iterations (ε = 10⁻³ of the start's mean, κ = √sensitivity: as ``recon spect --algorithm
+    bsrem``)."""
+    if args.algorithm == "osem":
+        return recon.osem(
+            model, counts, iterations=args.iterations, subsets=args.subsets,
+            post_filter_fwhm_mm=args.post_filter,
+        )  # fmt: skip
+    start = recon.osem(model, counts, iterations=2, subsets=args.subsets, progress=False)
+    host = np.asarray(model.backend.to_host(start.data))
+    seen = np.asarray(model.backend.to_host(model.sensitivity(None))) > 0
+    prior = recon.RelativeDifferencePrior(
+        args.beta, gamma=2.0, epsilon=1e-3 * float(host[seen].mean()), kappa=sensitivity_kappa
+    )
+    return recon.bsrem(
+        model, counts, prior=prior, iterations=args.iterations, subsets=args.subsets,
+        x0=start.data, objective=False,
+    )  # fmt: skip
+
+
 def simulate(args: argparse.Namespace, out: Path, patients: list[Patient]) -> None:
     """Images and study files of every patient."""
     rng = np.random.default_rng(args.seed)
@@ -472,11 +504,15 @@ def simulate(args: argparse.Namespace, out: Path, patients: list[Patient]) -> No
         )
         for seconds in SECONDS_PER_VIEW
     ]  # fmt: skip
+    method = (
+        f"OSEM {args.iterations} × {args.subsets} + {args.post_filter:g} mm filter"
+        if args.algorithm == "osem"
+        else f"BSREM {args.iterations} × {args.subsets}, RDP β = {args.beta:g}"
+    )
     print(
         f"{len(patients)} patients × {len(SCAN_HOURS)} scans: {GRID.shape} voxels of "
         f"{GRID.voxel_size_mm[0]:g} mm, {N_VIEWS} views, ME collimator, "
-        f"{SENSITIVITY_CPS_PER_MBQ:.0f} cps/MBq, OSEM {args.iterations} × {args.subsets} + "
-        f"{args.post_filter:g} mm filter, device {models[0].backend.name}"
+        f"{SENSITIVITY_CPS_PER_MBQ:.0f} cps/MBq, {method}, device {models[0].backend.name}"
     )
     for patient in patients:
         folder = out / patient.name
@@ -486,10 +522,7 @@ def simulate(args: argparse.Namespace, out: Path, patients: list[Patient]) -> No
         for hours, model in zip(SCAN_HOURS, models, strict=True):
             expected = model.backend.to_host(model.forward(activity_at(patient, hours, masks)))
             counts = rng.poisson(expected).astype(np.float32)
-            image = recon.osem(
-                model, counts, iterations=args.iterations, subsets=args.subsets,
-                post_filter_fwhm_mm=args.post_filter,
-            )  # fmt: skip
+            image = reconstruct(model, counts, args)
             name = f"tp{int(hours):03d}h.hv"
             write_interfile(folder / name, image, modality="nucmed")
             images.append(name)
@@ -736,11 +769,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     parser.add_argument("--patients", type=int, default=3, help="number of patients (≥ 2)")
     parser.add_argument("--seed", type=int, default=2026, help="noise and extra-patient seed")
-    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--algorithm", choices=("osem", "bsrem"), default="osem")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="default 6 (OSEM), 30 (BSREM)")  # fmt: skip
     parser.add_argument("--subsets", type=int, default=6)
-    parser.add_argument("--post-filter", type=float, default=8.0, help="FWHM in mm")
+    parser.add_argument("--post-filter", type=float, default=8.0, help="FWHM in mm (OSEM)")
+    parser.add_argument("--beta", type=float, default=0.03, help="BSREM's penalty strength")
     parser.add_argument("--no-plots", action="store_true", help="no PNG plots")
     args = parser.parse_args(argv)
+    if args.iterations is None:
+        args.iterations = 6 if args.algorithm == "osem" else 30
     if args.patients < 2:
         parser.error("--patients must be at least 2 (a cohort)")
     started = time.perf_counter()
@@ -759,7 +797,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = compare(out, patients, args.seed)
     summary = print_comparison(result)
     elapsed = time.perf_counter() - started
-    summary.update(patients=[p.name for p in patients], elapsed_s=elapsed)
+    reconstruction = {"algorithm": args.algorithm, "iterations": args.iterations,
+                      "subsets": args.subsets}  # fmt: skip
+    if args.algorithm == "osem":
+        reconstruction["post_filter_fwhm_mm"] = args.post_filter
+    else:
+        reconstruction.update(prior="relative difference", beta=args.beta, gamma=2.0)
+    summary.update(
+        patients=[p.name for p in patients], elapsed_s=elapsed, reconstruction=reconstruction
+    )
     write_json(out / "summary.json", summary)
     print(f"done in {elapsed:.0f} s; wrote {out}")
     return {**summary, **result}

@@ -106,3 +106,23 @@ def test_written_study_can_be_requantified_from_the_command_line(example, tmp_pa
     again = {r["voi"]: r for r in read_csv(tmp_path / "kinetics.csv")}
     first = {r["voi"]: r for r in read_csv(out / "cohort" / "P01" / "kinetics.csv")}
     assert again["L1"]["t_eff_h"] == pytest.approx(first["L1"]["t_eff_h"], rel=1e-9)
+
+
+@pytest.mark.slow
+def test_bsrem_option_keeps_the_lesions_within_tolerance(tmp_path):
+    """--algorithm bsrem: every scan reconstructed by BSREM with the relative difference prior,
+    the lesion means within the same stated tolerances, and the summary says how."""
+    module = runpy.run_path(str(SCRIPT))
+    result = module["main"]([
+        "--output", str(tmp_path), "--device", "cpu", "--patients", "2", "--no-plots",
+        "--algorithm", "bsrem", "--beta", "0.03",
+    ])  # fmt: skip
+    assert result["reconstruction"] == {
+        "algorithm": "bsrem", "iterations": 30, "subsets": 6,
+        "prior": "relative difference", "beta": 0.03, "gamma": 2.0,
+    }  # fmt: skip
+    tolerances = module["TOLERANCES"]
+    lesions = [r for r in result["comparison"] if r["role"] == "lesion"]
+    assert len(lesions) == 2 * 3 * 5
+    for row in lesions:
+        assert abs(row["error_percent"]) <= tolerances["lesion_mean"][row["timepoint"]], row
