@@ -183,6 +183,12 @@ def test_bad_settings_are_refused(problem) -> None:
         recon.bsrem(model, counts, relaxation_decay=0.0, progress=False)
     with pytest.raises(InputError, match="prior"):
         recon.bsrem(model, counts, prior="rdp", progress=False)
+    prior = recon.RelativeDifferencePrior(1.0, epsilon=1e-3)
+    for bad in (-1.0, np.nan):
+        x = np.ones(GRID.shape, np.float32)
+        x[2, 3, 4] = bad
+        with pytest.raises(InputError, match="finite and non-negative"):
+            recon.penalised_log_likelihood(model, counts, None, prior, x)
 
 
 @pytest.mark.parametrize("with_gradient", [True, False])

@@ -92,11 +92,22 @@ def penalised_log_likelihood(
     prior : Prior or None
         The penalty ``β R``; None for the plain log-likelihood.
     x : array of the image shape
-        The image (non-negative).
+        The image (finite and non-negative: Φ is defined there).
+
+    Raises
+    ------
+    InputError
+        Data or image of the wrong shape, an image with a negative or non-finite voxel.
     """
     y = model.validate_data(counts, "counts")
     a = model.additive if additive is None else model.validate_data(additive, "additive")
     image = model.validate_image(x)
+    xp = model.xp
+    if not bool(xp.all(xp.isfinite(image))) or float(image.min()) < 0:
+        raise InputError(
+            "x must be finite and non-negative: the objective is defined for activity images "
+            "(clip or fix the image first)"
+        )
     value = log_likelihood(model, y, a, image)
     if prior is not None and prior.beta > 0:
         value -= prior.beta * prior.for_model(model).value(image, model.grid, model.backend)
