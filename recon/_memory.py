@@ -69,11 +69,11 @@ def check_memory(n_bytes: float, what: str, fix: str) -> None:
 def page_aligned_empty(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
     """An uninitialised C-contiguous host array that starts on a 4 KiB page boundary.
 
-    The CPU prior kernel reads the image and κ and writes its output row by row; when those
-    arrays start at unrelated offsets within a page, the loads and stores of one row can fall
-    on the same cache sets and store-forwarding slots (4 KiB aliasing), which made the gradient
-    up to twice as slow on a 128³ image depending only on where the allocator put the arrays.
-    BSREM keeps its image, κ and the prior's output page-aligned so they never collide that way.
+    The CPU prior kernel reads the image and κ and writes its output row by row; on a 128³ image
+    its time varied up to twofold with nothing but the arrays' offsets within a page (measured;
+    4 KiB aliasing of loads behind stores or cache-set conflicts are the likely causes, not
+    pinned down), and was at its fastest with all three page-aligned. BSREM keeps its image, κ
+    and the prior's output page-aligned.
     """
     itemsize = np.dtype(dtype).itemsize
     count = int(np.prod(shape, dtype=np.int64))
