@@ -160,20 +160,21 @@ extern "C" __global__ void spect_rotate_back(
 }
 
 // ----------------------------------------------------------------------------------- blur
-// One 3-tap pass [w, 1-2w, w] along u (axis 0) or z (axis 1) of a [u][z] plane, zero outside.
+// One 3-tap pass [w, 1-2w, w], its outer taps `stride` pixels from the centre, along u (axis 0)
+// or z (axis 1) of a [u][z] plane, zero outside.
 __device__ __forceinline__ void spect_blur_pass(const float* __restrict__ src, float* __restrict__ dst,
-                                                int n_u, int nz, float w, int axis) {
+                                                int n_u, int nz, float w, int axis, int stride) {
     const float c = 1.0f - 2.0f * w;
     for (int p = threadIdx.x; p < n_u * nz; p += blockDim.x) {
         const int z = p % nz;
         const int i = p / nz;
         float lo, hi;
         if (axis == 0) {
-            lo = i > 0 ? src[p - nz] : 0.0f;
-            hi = i + 1 < n_u ? src[p + nz] : 0.0f;
+            lo = i >= stride ? src[p - stride * nz] : 0.0f;
+            hi = i + stride < n_u ? src[p + stride * nz] : 0.0f;
         } else {
-            lo = z > 0 ? src[p - 1] : 0.0f;
-            hi = z + 1 < nz ? src[p + 1] : 0.0f;
+            lo = z >= stride ? src[p - stride] : 0.0f;
+            hi = z + stride < nz ? src[p + stride] : 0.0f;
         }
         dst[p] = c * src[p] + w * (lo + hi);
     }
@@ -202,15 +203,20 @@ __device__ __forceinline__ bool spect_blur_start(const SpectGrid& g, const int* 
     return true;
 }
 
-// Applies blur step j of the view (the 3-tap passes of entry [v][j] of the tables) to B.cur.
+// Applies blur step j of the view to B.cur: the 3-tap passes of entries [v][j][axis][part] of the
+// tables (weight, number, stride; part 0 unit-stride passes, part 1 the view's stride).
 __device__ void spect_blur_step(const SpectGrid& g, SpectBlur* B, const float* __restrict__ blur_w,
-                                const int* __restrict__ blur_n, int j) {
-    const long long t = ((long long)B->v * g.n_d + j) * 2;
+                                const int* __restrict__ blur_n, const int* __restrict__ blur_s,
+                                int j) {
+    const long long t = ((long long)B->v * g.n_d + j) * 4;
     for (int axis = 0; axis < 2; ++axis) {
-        for (int pass = 0; pass < blur_n[t + axis]; ++pass) {
-            spect_blur_pass(B->cur, B->other, g.n_u, g.nz, blur_w[t + axis], axis);
-            __syncthreads();
-            float* swap = B->cur; B->cur = B->other; B->other = swap;
+        for (int part = 0; part < 2; ++part) {
+            const long long e = t + axis * 2 + part;
+            for (int pass = 0; pass < blur_n[e]; ++pass) {
+                spect_blur_pass(B->cur, B->other, g.n_u, g.nz, blur_w[e], axis, blur_s[e]);
+                __syncthreads();
+                float* swap = B->cur; B->cur = B->other; B->other = swap;
+            }
         }
     }
 }
@@ -219,32 +225,32 @@ __device__ void spect_blur_step(const SpectGrid& g, SpectBlur* B, const float* _
 // scratch holds two [u][z] planes per view.
 extern "C" __global__ void spect_blur_sum_forward(
     const float* __restrict__ q, SpectGrid g, const int* __restrict__ view_ids,
-    const float* __restrict__ blur_w, const int* __restrict__ blur_n, float* __restrict__ scratch,
-    float* __restrict__ out_planes) {
+    const float* __restrict__ blur_w, const int* __restrict__ blur_n, const int* __restrict__ blur_s,
+    float* __restrict__ scratch, float* __restrict__ out_planes) {
     SpectBlur B;
     if (!spect_blur_start(g, view_ids, scratch, q, (long long)g.n_d * g.nz * g.n_u, &B)) return;
     const float* qk = q + (long long)B.k * g.n_d * B.plane;
     for (int j = 1; j < g.n_d; ++j) {
-        spect_blur_step(g, &B, blur_w, blur_n, j);
+        spect_blur_step(g, &B, blur_w, blur_n, blur_s, j);
         for (long long p = threadIdx.x; p < B.plane; p += blockDim.x) B.cur[p] += qk[j * B.plane + p];
         __syncthreads();
     }
-    spect_blur_step(g, &B, blur_w, blur_n, 0);
+    spect_blur_step(g, &B, blur_w, blur_n, blur_s, 0);
     for (long long p = threadIdx.x; p < B.plane; p += blockDim.x) out_planes[B.k * B.plane + p] = B.cur[p];
 }
 
 // Transpose of spect_blur_sum_forward: one block per view spreads its plane near to far.
 extern "C" __global__ void spect_blur_spread_back(
     const float* __restrict__ planes, SpectGrid g, const int* __restrict__ view_ids,
-    const float* __restrict__ blur_w, const int* __restrict__ blur_n, float* __restrict__ scratch,
-    float* __restrict__ out_q) {
+    const float* __restrict__ blur_w, const int* __restrict__ blur_n, const int* __restrict__ blur_s,
+    float* __restrict__ scratch, float* __restrict__ out_q) {
     SpectBlur B;
     if (!spect_blur_start(g, view_ids, scratch, planes, (long long)g.nz * g.n_u, &B)) return;
     float* qk = out_q + (long long)B.k * g.n_d * B.plane;
-    spect_blur_step(g, &B, blur_w, blur_n, 0);
+    spect_blur_step(g, &B, blur_w, blur_n, blur_s, 0);
     for (long long p = threadIdx.x; p < B.plane; p += blockDim.x) qk[(g.n_d - 1) * B.plane + p] = B.cur[p];
     for (int j = g.n_d - 1; j >= 1; --j) {
-        spect_blur_step(g, &B, blur_w, blur_n, j);
+        spect_blur_step(g, &B, blur_w, blur_n, blur_s, j);
         for (long long p = threadIdx.x; p < B.plane; p += blockDim.x) qk[(j - 1) * B.plane + p] = B.cur[p];
     }
 }

@@ -19,6 +19,7 @@ from tests.cuda_compat.build import gxx_available
 
 PIXEL = 2.0  # mm, voxel and projection pixel unless a test says otherwise
 LEHR = Collimator.preset("LEHR")
+ME_245 = Collimator.preset("ME").at_energy(245.4)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -78,6 +79,9 @@ CASES = {
     ),
     # 5 of the 12 views' attenuation factors (4 bytes × depth 16 × u 20 × z 10 each) cached.
     "partly-cached": dict(mu=True, collimator=LEHR, attenuation_cache_bytes=5 * 4 * 16 * 20 * 10),
+    # In-111's 245 keV line through ME: a second, wide (penetration) component, blurred with
+    # strided passes (recon.spect.model._pass_strides).
+    "penetration": dict(mu=True, collimator=ME_245),
 }
 
 
@@ -397,8 +401,39 @@ def test_subsets_partition_views_and_match_full_forward(backend, to_numpy):
         model.subsets(13)
 
 
+def test_strided_blur_passes_match_unit_passes(monkeypatch):
+    """A wide response (In-111 245 keV through ME: a penetration tail ~10 pixels wide) blurred
+    with strided passes projects as with unit-stride passes only (the previous scheme, 3.5×
+    more passes), to 10⁻³, counts included; a narrow one (LEHR) keeps unit passes exactly."""
+    import recon.spect.model as spect_model
+
+    def build(collimator, max_stride):
+        monkeypatch.setattr(spect_model, "_MAX_STRIDE", max_stride)
+        grid = ImageGrid((12, 40, 40), 4.8)
+        geom = SpectGeometry.circular(n_views=12, radius_mm=260.0, n_u=40, n_v=12,
+                                      pixel_size_mm=4.8)  # fmt: skip
+        return SpectModel(geom, grid, mu_map=np.full(grid.shape, 0.011, np.float32),
+                          collimator=collimator, device="cpu")  # fmt: skip
+
+    strided, unit = build(ME_245, 16), build(ME_245, 1)
+    tail_strides = np.asarray(strided._blurs[1][1][2])
+    assert tail_strides.max() >= 2 and np.asarray(unit._blurs[1][1][2]).max() == 1
+    assert np.asarray(strided._blurs[1][1][1]).sum() * 3 < np.asarray(unit._blurs[1][1][1]).sum()
+    rng = np.random.default_rng(12)
+    x = rng.uniform(0.0, 1.0, strided.image_shape).astype(np.float32)
+    point = np.zeros(strided.image_shape, np.float32)
+    point[6, 20, 28] = 1.0
+    for image in (x, point):
+        a, b = np.asarray(strided.forward(image)), np.asarray(unit.forward(image))
+        assert _rel_l2(a, b) < 1e-3
+        assert a.sum() == pytest.approx(b.sum(), rel=1e-3)
+    narrow = build(LEHR, 16)
+    assert np.asarray(narrow._blurs[0][1][2]).max() == 1
+    np.testing.assert_array_equal(narrow.forward(x), build(LEHR, 1).forward(x))
+
+
 # ------------------------------------------------------------- CPU numba == CUDA source on CPU
-COMPAT_CASES = ["plain", "attenuation", "attenuation+LEHR", "body-contour"]
+COMPAT_CASES = ["plain", "attenuation", "attenuation+LEHR", "body-contour", "penetration"]
 
 
 @pytest.mark.skipif(
@@ -426,7 +461,9 @@ def test_numba_matches_cuda_source_through_compat_header(case):
 
 # ------------------------------------------------------------------------------- GPU == CPU
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", ["plain", "attenuation+LEHR", "body-contour", "chunked-uncached"])
+@pytest.mark.parametrize(
+    "case", ["plain", "attenuation+LEHR", "body-contour", "chunked-uncached", "penetration"]
+)
 def test_gpu_matches_cpu(case, to_numpy):
     cpu = _case(case, "cpu")
     gpu = _case(case, "gpu")

@@ -7,7 +7,10 @@ from the sample to the camera, blurs every depth plane by the collimator respons
 and sums over depth. The blur is applied incrementally from the far plane to the near one
 ("Gaussian diffusion"): the running sum is widened by the *difference* in response variance between
 neighbouring planes with cheap 3-tap passes, so each plane gets exactly the variance of its own
-distance and the cost does not grow with the width of the response.
+distance. A pass adds at most 1/2 pixel² with unit stride; a wide response (a septal-penetration
+tail, σ of 10 pixels or more) takes passes whose outer taps lie ``s`` pixels apart, s² times
+the variance each, after unit passes of variance s² that fill the gaps
+(:func:`recon.spect.model._pass_strides`): its cost grows with σ rather than with σ².
 
 Layout (z innermost). Rotation about the z axis moves every slice alike, so the bilinear
 footprint and weights of a (view, depth, u) sample are computed once and applied to a whole
@@ -206,45 +209,46 @@ def attenuation(mu, grid, view_ids, cos_t, sin_t, s0, u_pos, out_att):
 
 # ----------------------------------------------------------------------------------------- blur
 @nb.njit(inline="always")
-def _blur_pass(src, dst, w, axis):
-    """One 3-tap pass ``[w, 1 − 2w, w]`` along u (axis 0) or z (axis 1) of a ``[u, z]`` plane,
-    zero outside."""
+def _blur_pass(src, dst, w, axis, stride):
+    """One 3-tap pass ``[w, 1 − 2w, w]`` with its outer taps ``stride`` pixels from the centre,
+    along u (axis 0) or z (axis 1) of a ``[u, z]`` plane, zero outside."""
     n_u, nz = src.shape
     c = _ONE - _TWO * w
     if axis == 0:
         for i in range(n_u):
             s = src[i]
             d = dst[i]
-            if 0 < i < n_u - 1:
-                lo_row = src[i - 1]
-                hi_row = src[i + 1]
+            if stride <= i < n_u - stride:
+                lo_row = src[i - stride]
+                hi_row = src[i + stride]
                 for z in range(nz):
                     d[z] = c * s[z] + w * (lo_row[z] + hi_row[z])
             else:
                 for z in range(nz):
-                    lo = src[i - 1, z] if i > 0 else _ZERO
-                    hi = src[i + 1, z] if i + 1 < n_u else _ZERO
+                    lo = src[i - stride, z] if i >= stride else _ZERO
+                    hi = src[i + stride, z] if i + stride < n_u else _ZERO
                     d[z] = c * s[z] + w * (lo + hi)
     else:
         for i in range(n_u):
-            _z_pass_row(src[i], dst[i], c, w)
+            _z_pass_row(src[i], dst[i], c, w, stride)
 
 
 @nb.njit(inline="always")
-def _z_pass_row(t, d, c, w):
-    """The 3-tap pass along z of one row ``t`` into ``d`` (zero outside)."""
+def _z_pass_row(t, d, c, w, stride):
+    """The pass along z of one row ``t`` into ``d`` (outer taps ``stride`` apart, zero
+    outside): the edges, where a tap falls outside, then the branch-free middle."""
     nz = t.shape[0]
-    if nz == 1:
-        d[0] = c * t[0] + w * (_ZERO + _ZERO)
-        return
-    d[0] = c * t[0] + w * (_ZERO + t[1])
-    for z in range(1, nz - 1):
-        d[z] = c * t[z] + w * (t[z - 1] + t[z + 1])
-    d[nz - 1] = c * t[nz - 1] + w * (t[nz - 2] + _ZERO)
+    for z in range(min(stride, nz)):
+        hi = t[z + stride] if z + stride < nz else _ZERO
+        d[z] = c * t[z] + w * (_ZERO + hi)
+    for z in range(stride, nz - stride):
+        d[z] = c * t[z] + w * (t[z - stride] + t[z + stride])
+    for z in range(max(stride, nz - stride), nz):
+        d[z] = c * t[z] + w * (t[z - stride] + _ZERO)
 
 
 @nb.njit(inline="always")
-def _blur_step(planes, cur, blur_w, blur_n, v, j):
+def _blur_step(planes, cur, blur_w, blur_n, blur_s, v, j):
     """Apply blur step ``j`` of view ``v`` (its 3-tap passes) to the running plane of every
     response component.
 
@@ -253,10 +257,12 @@ def _blur_step(planes, cur, blur_w, blur_n, v, j):
     """
     for c in range(planes.shape[0]):
         for axis in range(2):
-            w = blur_w[c, v, j, axis]
-            for _ in range(blur_n[c, v, j, axis]):
-                _blur_pass(planes[c, cur[c]], planes[c, 1 - cur[c]], w, axis)
-                cur[c] = 1 - cur[c]
+            for part in range(2):  # unit-stride passes, then strided ones
+                w = blur_w[c, v, j, axis, part]
+                stride = blur_s[c, v, j, axis, part]
+                for _ in range(blur_n[c, v, j, axis, part]):
+                    _blur_pass(planes[c, cur[c]], planes[c, 1 - cur[c]], w, axis, stride)
+                    cur[c] = 1 - cur[c]
 
 
 # ------------------------------------------------------------------------------ fused projector
@@ -276,6 +282,7 @@ def project_views(
     has_att,
     blur_w,
     blur_n,
+    blur_s,
     blur_weights,
     out_planes,
 ):
@@ -284,7 +291,8 @@ def project_views(
     ``image`` is ``(z, y, x)``; it is first transposed into the scratch ``image_yxz``, the layout
     of ``mu``. ``att[att_rows[k]]`` holds the cached factors
     ``[depth, u, z]`` of view ``k`` or, where ``att_rows[k] < 0``, they are computed from ``mu``.
-    ``blur_w[c, v, j, a]`` / ``blur_n[c, v, j, a]`` hold the weight and number of 3-tap passes on
+    ``blur_w[c, v, j, a, p]`` / ``blur_n[…]`` / ``blur_s[…]`` hold the weight, number and
+    stride of the 3-tap passes of part ``p`` (0: unit stride, 1: the view's stride) on
     axis ``a`` (0 = u, 1 = z) of response component ``c`` for step ``j`` of view ``v``; step
     ``j ≥ 1`` widens the running sum from plane ``j − 1`` to plane ``j``, and entry ``j = 0`` holds
     the final blur of the nearest plane. The components are summed with ``blur_weights``.
@@ -316,7 +324,7 @@ def project_views(
                             t[z] += grid.delta * m[z]
         for j in range(n_d):
             if j > 0:
-                _blur_step(planes, cur, blur_w, blur_n, v, j)
+                _blur_step(planes, cur, blur_w, blur_n, blur_s, v, j)
             for i in range(n_u):
                 fy, fx = _sample_position(grid, cos_t, sin_t, s0, u_pos, v, j, i)
                 inside, y0, y1, x0, x1, w00, w01, w10, w11 = _footprint(fy, fx, ny, nx)
@@ -343,7 +351,7 @@ def project_views(
                     acc = planes[c, cur[c], i]
                     for z in range(nz):
                         acc[z] += sample[z]
-        _blur_step(planes, cur, blur_w, blur_n, v, 0)
+        _blur_step(planes, cur, blur_w, blur_n, blur_s, v, 0)
         out = out_planes[k]
         if n_comp == 1:
             out[:, :] = planes[0, cur[0]]
@@ -368,6 +376,7 @@ def backproject_views(
     has_att,
     blur_w,
     blur_n,
+    blur_s,
     blur_weights,
     parts,
     out_image,
@@ -394,10 +403,10 @@ def backproject_views(
             for c in range(n_comp):
                 planes[c, 0] = planes_in[k]
                 cur[c] = 0
-            _blur_step(planes, cur, blur_w, blur_n, v, 0)
+            _blur_step(planes, cur, blur_w, blur_n, blur_s, v, 0)
             for j in range(n_d - 1, -1, -1):
                 if j < n_d - 1:
-                    _blur_step(planes, cur, blur_w, blur_n, v, j + 1)
+                    _blur_step(planes, cur, blur_w, blur_n, blur_s, v, j + 1)
                 if n_comp == 1:
                     q = planes[0, cur[0]]  # no copy: the weight is 1
                 else:

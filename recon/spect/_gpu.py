@@ -101,19 +101,21 @@ class GpuKernels:
     def _blur(
         self, name: str, model: Any, src: Any, ids: Any, dst: Any, tables: Any = None
     ) -> None:
-        """Launch a blur kernel, ``name(src, grid, view_ids, blur_w, blur_n, scratch, dst)``, with
-        one block per view; ``tables`` is one response component's ``(blur_w, blur_n)`` (default:
-        the model's first)."""
-        blur_w, blur_n = (
-            (model._tables["blur_w"], model._tables["blur_n"]) if tables is None else tables
+        """Launch a blur kernel, ``name(src, grid, view_ids, blur_w, blur_n, blur_s, scratch,
+        dst)``, with one block per view; ``tables`` is one response component's ``(blur_w,
+        blur_n, blur_s)`` (default: the model's first)."""
+        t = model._tables
+        blur_w, blur_n, blur_s = (
+            (t["blur_w"], t["blur_n"], t["blur_s"]) if tables is None else tables
         )
         n = int(ids.shape[0])
-        shape = (model.geometry.n_views, model.n_depth, 2)
+        shape = (model.geometry.n_views, model.n_depth, 2, 2)  # view, depth, axis, part
         _check(self.backend, "view_ids", ids, np.int32, (n,))
         _check(self.backend, "blur_w", blur_w, np.float32, shape)
         _check(self.backend, "blur_n", blur_n, np.int32, shape)
+        _check(self.backend, "blur_s", blur_s, np.int32, shape)
         scratch = self.cp.empty((n, 2, model.geometry.n_u, model.grid.shape[0]), np.float32)
-        args = (src, self._grid(model, ids), ids, blur_w, blur_n, scratch, dst)
+        args = (src, self._grid(model, ids), ids, blur_w, blur_n, blur_s, scratch, dst)
         self._kernel(name)((n,), (self.blur_threads,), args)
 
     # ------------------------------------------------------------------ projector
