@@ -211,39 +211,93 @@ def attenuation(mu, grid, view_ids, cos_t, sin_t, s0, u_pos, out_att):
 @nb.njit(inline="always")
 def _blur_pass(src, dst, w, axis, stride):
     """One 3-tap pass ``[w, 1 − 2w, w]`` with its outer taps ``stride`` pixels from the centre,
-    along u (axis 0) or z (axis 1) of a ``[u, z]`` plane, zero outside."""
+    along u (axis 0) or z (axis 1) of a ``[u, z]`` plane, zero outside. Unit passes (nearly all)
+    take loops with constant offsets, which LLVM vectorises; strided ones a general loop."""
+    if stride != 1:
+        _strided_pass(src, dst, w, axis, stride)
+        return
     n_u, nz = src.shape
     c = _ONE - _TWO * w
     if axis == 0:
         for i in range(n_u):
             s = src[i]
             d = dst[i]
-            if stride <= i < n_u - stride:
-                lo_row = src[i - stride]
-                hi_row = src[i + stride]
+            if 0 < i < n_u - 1:
+                lo_row = src[i - 1]
+                hi_row = src[i + 1]
                 for z in range(nz):
                     d[z] = c * s[z] + w * (lo_row[z] + hi_row[z])
             else:
                 for z in range(nz):
-                    lo = src[i - stride, z] if i >= stride else _ZERO
-                    hi = src[i + stride, z] if i + stride < n_u else _ZERO
+                    lo = src[i - 1, z] if i > 0 else _ZERO
+                    hi = src[i + 1, z] if i + 1 < n_u else _ZERO
                     d[z] = c * s[z] + w * (lo + hi)
     else:
         for i in range(n_u):
-            _z_pass_row(src[i], dst[i], c, w, stride)
+            _z_pass_row(src[i], dst[i], c, w)
 
 
 @nb.njit(inline="always")
-def _z_pass_row(t, d, c, w, stride):
-    """The pass along z of one row ``t`` into ``d`` (outer taps ``stride`` apart, zero
-    outside): the edges, where a tap falls outside, then the branch-free middle."""
+def _z_pass_row(t, d, c, w):
+    """The unit 3-tap pass along z of one row ``t`` into ``d`` (zero outside)."""
     nz = t.shape[0]
-    for z in range(min(stride, nz)):
-        hi = t[z + stride] if z + stride < nz else _ZERO
-        d[z] = c * t[z] + w * (_ZERO + hi)
-    for z in range(stride, nz - stride):
-        d[z] = c * t[z] + w * (t[z - stride] + t[z + stride])
-    for z in range(max(stride, nz - stride), nz):
+    if nz == 1:
+        d[0] = c * t[0] + w * (_ZERO + _ZERO)
+        return
+    d[0] = c * t[0] + w * (_ZERO + t[1])
+    for z in range(1, nz - 1):
+        d[z] = c * t[z] + w * (t[z - 1] + t[z + 1])
+    d[nz - 1] = c * t[nz - 1] + w * (t[nz - 2] + _ZERO)
+
+
+@nb.njit(inline="always")
+def _strided_pass(src, dst, w, axis, stride):
+    """:func:`_blur_pass` with outer taps ``stride`` > 1 pixels from the centre, in the same
+    vectorisable shape: whole rows along u, aligned slices along z."""
+    n_u, nz = src.shape
+    c = _ONE - _TWO * w
+    if axis == 1:
+        for i in range(n_u):
+            _z_strided_row(src[i], dst[i], c, w, stride)
+        return
+    for i in range(n_u):
+        s = src[i]
+        d = dst[i]
+        if stride <= i < n_u - stride:
+            lo_row = src[i - stride]
+            hi_row = src[i + stride]
+            for z in range(nz):
+                d[z] = c * s[z] + w * (lo_row[z] + hi_row[z])
+        elif i >= stride:  # the outer tap beyond the last row is outside
+            lo_row = src[i - stride]
+            for z in range(nz):
+                d[z] = c * s[z] + w * (lo_row[z] + _ZERO)
+        elif i + stride < n_u:
+            hi_row = src[i + stride]
+            for z in range(nz):
+                d[z] = c * s[z] + w * (_ZERO + hi_row[z])
+        else:
+            for z in range(nz):
+                d[z] = c * s[z] + w * (_ZERO + _ZERO)
+
+
+@nb.njit(inline="always")
+def _z_strided_row(t, d, c, w, stride):
+    """The strided pass along z of one row ``t`` into ``d`` (zero outside): the middle as
+    aligned slices indexed from 0 (so it vectorises), then the edges."""
+    nz = t.shape[0]
+    m = nz - 2 * stride
+    if m > 0:
+        centre = t[stride : stride + m]
+        lo = t[0:m]
+        hi = t[2 * stride : 2 * stride + m]
+        out = d[stride : stride + m]
+        for k in range(m):
+            out[k] = c * centre[k] + w * (lo[k] + hi[k])
+    for z in range(min(stride, nz)):  # the lower tap outside
+        upper = t[z + stride] if z + stride < nz else _ZERO
+        d[z] = c * t[z] + w * (_ZERO + upper)
+    for z in range(max(stride, nz - stride), nz):  # the upper tap outside
         d[z] = c * t[z] + w * (t[z - stride] + _ZERO)
 
 

@@ -67,21 +67,21 @@ def _blur_steps(
     return w.astype(np.float32), n
 
 
-def _pass_strides(final_variance: np.ndarray) -> np.ndarray:
-    """Stride of the strided passes of a view's blur (per view), from the variance (pixels²) of
-    its final blur, the nearest plane's whole response.
+def _pass_strides(far_variance: np.ndarray) -> np.ndarray:
+    """Stride of the strided passes of a view's blur, from the variance (pixels²) of its
+    farthest plane's response.
 
     A pass ``[w, 1 − 2w, w]`` whose outer taps lie ``s`` pixels from the centre adds ``2 w s²``,
     s² times what a unit-stride pass adds, but alone it spreads a plane onto a comb of spacing
-    ``s``. Every depth plane gets the final blur after its own increments, and that blur starts
-    with unit-stride passes of variance ``s²``: a Gaussian of σ = s fills the comb's gaps to
-    within exp(−2π²) ≈ 3·10⁻⁹ of its mean. The rest of the final blur and every increment then
-    take stride ``s``. With ``V`` the final variance, ``2 s² + 2 V / s²`` passes are fewest at
-    ``s = V^(1/4)``: a response 15 pixels wide (the septal-penetration tail of In-111's 245 keV
-    line through a medium-energy collimator) needs about 60 passes instead of 450. Narrow
+    ``s``. A Gaussian of σ = s fills the comb's gaps to within exp(−2π²) ≈ 3·10⁻⁹ of its mean,
+    so a step may be strided when every plane it reaches also gets unit-stride variance ≥ s²
+    from the steps nearer the camera (:meth:`SpectModel._blur_tables`). With ``V`` the farthest
+    plane's variance that costs about ``2 s² + 2 V / s²`` passes, fewest at ``s = V^(1/4)``: the
+    septal-penetration tail of In-111's 245 keV line through a medium-energy collimator (σ up to
+    ~40 pixels of 4.4 mm) takes about 170 passes per view and axis instead of 3400. Narrow
     responses (σ below 4 pixels) keep stride 1, and with it the arithmetic of unit passes.
     """
-    stride = np.floor(np.maximum(final_variance, 0.0) ** 0.25).astype(np.int32)
+    stride = np.floor(np.maximum(far_variance, 0.0) ** 0.25).astype(np.int32)
     return np.clip(stride, 1, _MAX_STRIDE).astype(np.int32)
 
 
@@ -254,9 +254,12 @@ class SpectModel(ViewModel):
         """Weights, numbers and strides of the 3-tap passes ``[view, depth, axis, part]`` that
         give each depth plane the Gaussian ``sigma`` (mm, per view and depth; None: no blur).
 
-        Part 0 holds unit-stride passes, part 1 passes of the view's stride
-        (:func:`_pass_strides`): the final blur (depth entry 0) puts variance ``s²`` in part 0
-        and the rest in part 1, the increments all in part 1.
+        Part 0 holds unit-stride passes, part 1 passes of the view's stride ``s``
+        (:func:`_pass_strides`). A plane gets the increments of every step nearer the camera
+        and the final blur (entry 0); the final blur's first ``s²`` (or all of it) and the
+        increments of the steps whose nearer planes have less than ``s²`` in all are unit
+        passes, so every plane a strided pass reaches has had ``s²`` of unit-stride variance.
+        Views and axes where that would not save a quarter of the passes keep unit passes only.
         """
         geom = self.geometry
         shape = (geom.n_views, self.n_depth, 2, 2)
@@ -266,16 +269,29 @@ class SpectModel(ViewModel):
         if sigma is None:
             return blur_w, blur_n, blur_s
         for axis, pixel in enumerate((geom.pixel_size_mm[1], dz)):
-            var = (np.asarray(sigma) / pixel) ** 2
-            final = var[:, -1]  # the nearest plane's full response
-            stride = _pass_strides(final)
-            unit = np.where(stride > 1, np.minimum(final, stride.astype(np.float64) ** 2), final)
+            var = (np.asarray(sigma) / pixel) ** 2  # (view, depth): plane 0 the farthest
+            stride = _pass_strides(var[:, 0])[:, None]
+            s2 = stride.astype(np.float64) ** 2
             step = np.empty_like(var)
-            step[:, 0] = final - unit
+            step[:, 0] = var[:, -1]  # final blur: the nearest plane's full response
             step[:, 1:] = var[:, :-1] - var[:, 1:]
-            blur_w[:, 0, axis, 0], blur_n[:, 0, axis, 0] = _blur_steps(unit)
-            blur_s[:, :, axis, 1] = stride[:, None]
-            blur_w[:, :, axis, 1], blur_n[:, :, axis, 1] = _blur_steps(step, stride[:, None])
+            # Unit variance each step adds: the final blur's first s², and every increment whose
+            # nearer planes (var[:, j], all unit passes) hold less than s².
+            unit = np.where(var < s2, step, 0.0)
+            unit[:, 0] = np.minimum(step[:, 0], s2[:, 0])
+            w_unit, n_unit = _blur_steps(unit)
+            w_strided, n_strided = _blur_steps(step - unit, stride)
+            # A step takes at least one pass, so strides pay only where the steps are wide:
+            # elsewhere (e.g. a geometric response over many depth planes) unit passes all
+            # along, which keeps their arithmetic.
+            w_plain, n_plain = _blur_steps(step)
+            pays = (n_unit + n_strided).sum(axis=1) < 0.75 * n_plain.sum(axis=1)
+            keep = pays[:, None]
+            blur_w[:, :, axis, 0] = np.where(keep, w_unit, w_plain)
+            blur_n[:, :, axis, 0] = np.where(keep, n_unit, n_plain)
+            blur_s[:, :, axis, 1] = np.where(keep, stride, 1)
+            blur_w[:, :, axis, 1] = np.where(keep, w_strided, 0.0)
+            blur_n[:, :, axis, 1] = np.where(keep, n_strided, 0)
         return blur_w, blur_n, blur_s
 
     @property
