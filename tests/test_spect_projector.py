@@ -401,6 +401,32 @@ def test_subsets_partition_views_and_match_full_forward(backend, to_numpy):
         model.subsets(13)
 
 
+def test_strided_blur_tables_keep_each_planes_variance_and_fill_the_comb():
+    """Per view and axis: every step's passes add its variance (Σ 2 w n s² over both parts),
+    and every plane a strided pass reaches gets unit-stride variance ≥ s² from the steps nearer
+    the camera and the final blur (so the comb of a stride-s pass is filled)."""
+    model = _case("penetration", "cpu")
+    bw, bn, bs = (np.asarray(a, np.float64) for a in model._blurs[1][1])
+    added = (2.0 * bw * bn * bs**2).sum(axis=-1)  # (view, depth, axis)
+    geom = model.geometry
+    s0 = model._host_tables["s0"][:, None] + np.arange(model.n_depth)[None, :] * model._delta
+    sigma = model.collimator.components(np.maximum(geom.radii_mm[:, None] - s0, 0.0))[1][1]
+    for axis, pixel in enumerate((geom.pixel_size_mm[1], model.grid.voxel_size_mm[0])):
+        var = (sigma / pixel) ** 2
+        np.testing.assert_allclose(added[:, 0, axis], var[:, -1], rtol=1e-5)
+        np.testing.assert_allclose(added[:, 1:, axis], var[:, :-1] - var[:, 1:], rtol=1e-4,
+                                   atol=1e-6)  # fmt: skip
+        unit = 2.0 * bw[:, :, axis, 0] * bn[:, :, axis, 0]
+        strided = bn[:, :, axis, 1] > 0
+        assert strided.any()
+        for v, j in zip(*np.nonzero(strided), strict=True):
+            # Step j >= 1 reaches plane j - 1 and farther, which also get the steps nearer
+            # (j + 1 …) and the final blur; the final blur (j = 0) reaches the nearest plane,
+            # which gets nothing else.
+            received = unit[v, 0] + (unit[v, j + 1 :].sum() if j > 0 else 0.0)
+            assert received >= bs[v, j, axis, 1] ** 2 * (1 - 1e-5), (v, j, axis)
+
+
 def test_strided_blur_passes_match_unit_passes(monkeypatch):
     """A wide response (In-111 245 keV through ME: a penetration tail ~10 pixels wide) blurred
     with strided passes projects as with unit-stride passes only (the previous scheme, 3.5×
