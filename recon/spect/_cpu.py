@@ -7,10 +7,11 @@ from the sample to the camera, blurs every depth plane by the collimator respons
 and sums over depth. The blur is applied incrementally from the far plane to the near one
 ("Gaussian diffusion"): the running sum is widened by the *difference* in response variance between
 neighbouring planes with cheap 3-tap passes, so each plane gets exactly the variance of its own
-distance. A pass adds at most 1/2 pixel² with unit stride; a wide response (a septal-penetration
-tail, σ of 10 pixels or more) takes passes whose outer taps lie ``s`` pixels apart, s² times
-the variance each, after unit passes of variance s² that fill the gaps
-(:func:`recon.spect.model._pass_strides`): its cost grows with σ rather than with σ².
+distance. A pass adds at most 1/2 pixel² with unit stride; a wide response (σ of at least 4 pixels
+at the far side, where that saves a quarter of the passes: a septal-penetration tail) takes passes
+whose outer taps lie ``s`` pixels apart, s² times the variance each, after unit passes of variance
+s² that fill the gaps (:func:`recon.spect.model._pass_strides`): its cost grows with σ rather
+than with σ².
 
 Layout (z innermost). Rotation about the z axis moves every slice alike, so the bilinear
 footprint and weights of a (view, depth, u) sample are computed once and applied to a whole

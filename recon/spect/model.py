@@ -78,7 +78,7 @@ def _pass_strides(far_variance: np.ndarray) -> np.ndarray:
     from the steps nearer the camera (:meth:`SpectModel._blur_tables`). With ``V`` the farthest
     plane's variance that costs about ``2 s² + 2 V / s²`` passes, fewest at ``s = V^(1/4)``: the
     septal-penetration tail of In-111's 245 keV line through a medium-energy collimator (σ up to
-    ~40 pixels of 4.4 mm) takes about 170 passes per view and axis instead of 3400. Narrow
+    ~40 pixels of 4.4 mm) takes about 170 passes per view and axis instead of 1700. Narrow
     responses (σ below 4 pixels) keep stride 1, and with it the arithmetic of unit passes.
     """
     stride = np.floor(np.maximum(far_variance, 0.0) ** 0.25).astype(np.int32)
