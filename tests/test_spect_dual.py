@@ -132,8 +132,9 @@ def test_dicom_dual_isotope_windows_are_assigned(tmp_path):
 
 
 def test_terms_share_one_attenuation_cache_budget(monkeypatch):
-    """Every term (three photopeak windows and one down-scatter entry) gets a quarter of one
-    budget: together they never take more than a single model would."""
+    """The three photopeak windows get a third of one budget each (together never more than a
+    single model would take), and the down-scatter term uses its isotope's main-line factors
+    (the same array): same projections as with its own."""
     grid, geometry, mu, _, assignment, _ = _scene()
     one = recon.SpectModel(geometry, grid, mu_map=mu, device="cpu")
     per_view = 4 * one.n_depth * geometry.n_u * grid.shape[0]
@@ -142,4 +143,15 @@ def test_terms_share_one_attenuation_cache_budget(monkeypatch):
         geometry, grid, assignment, mu_map=mu, device="cpu",
         downscatter={("TC", "In-111"): DOWNSCATTER}, downscatter_fwhm_mm=30.0,
     )  # fmt: skip
-    assert [t[2].attenuation_cached_views for t in model.terms] == [8, 8, 8, 8]
+    assert [t[2].attenuation_cached_views for t in model.terms] == [10, 10, 10, 10]
+    own, down = model.terms[2][2], model.terms[3][2]  # In-111's 245 keV term (main line)
+    assert down._att_cache is own._att_cache
+    alone = recon.SpectModel(
+        geometry, grid, mu_map=down._mu, collimator=down.collimator, isotope="In-111",
+        sensitivity_cps_per_mbq=down.sensitivity_cps_per_mbq, device="cpu",
+        attenuation_cache_bytes=10 * per_view,
+    )  # fmt: skip
+    x = np.random.default_rng(3).uniform(0.0, 1.0, grid.shape).astype(np.float32)
+    np.testing.assert_array_equal(down.forward(x), alone.forward(x))
+    with pytest.raises(recon.InputError, match="attenuation_from"):
+        recon.SpectModel(geometry, grid, mu_map=mu * 2, device="cpu", attenuation_from=own)

@@ -265,9 +265,9 @@ def multi_isotope_model(
     device : {"auto", "cpu", "gpu"} or Backend, optional
         Where to compute.
     attenuation_cache_bytes : int, optional
-        Memory for the attenuation factors of all terms together (one :class:`SpectModel` per
-        photopeak window and down-scatter entry), shared equally; default one model's default
-        budget.
+        Memory for the attenuation factors of all terms together, shared equally among the
+        photopeak windows (a down-scatter term uses its isotope's main-line factors); default
+        one model's default budget.
 
     Returns
     -------
@@ -297,8 +297,9 @@ def multi_isotope_model(
             f"give the sensitivity of every isotope ({', '.join(isotopes)}) or of none"
         )
     backend = resolve_backend(device)
-    n_terms = sum(len(assignment.for_isotope(iso)) for iso in isotopes) + len(downscatter or {})
-    cache_share = shared_attenuation_cache_bytes(attenuation_cache_bytes, backend, n_terms)
+    # One cache per photopeak term; a down-scatter term shares its isotope's main-line term's.
+    n_caches = sum(len(assignment.for_isotope(iso)) for iso in isotopes)
+    cache_share = shared_attenuation_cache_bytes(attenuation_cache_bytes, backend, n_caches)
     mu_cache: dict[float, Any] = {}
 
     def mu_at(energy: float) -> Any:
@@ -352,7 +353,7 @@ def multi_isotope_model(
             geometry, grid, mu_map=mu_at(main.energy_kev), collimator=response, isotope=iso,
             reference_time_s=reference_time_s,
             sensitivity_cps_per_mbq=own[2].sensitivity_cps_per_mbq, device=backend,
-            attenuation_cache_bytes=cache_share,
+            attenuation_from=own[2],  # the same μ (its main line's) and views
         )  # fmt: skip
         terms.append((windows.index(window), i, model, own[3] * float(fraction)))
     result = MultiIsotopeModel(grid, isotopes, windows, terms, additive)

@@ -136,6 +136,10 @@ class SpectModel(ViewModel):
         projection; on the GPU per chunk). Default: a quarter of the memory available at
         construction on the CPU, 1.5 GiB on a GPU. The number of cached views is
         ``attenuation_cached_views`` (and logged when not all).
+    attenuation_from : SpectModel, optional
+        Another model of the same :class:`SpectGeometry` object, grid and μ-map (e.g. another
+        response at the same energy) whose attenuation factors this one shares instead of
+        computing and storing its own; ``attenuation_cache_bytes`` is then not used.
 
     Notes
     -----
@@ -156,6 +160,7 @@ class SpectModel(ViewModel):
         device: str | Backend | None = None,
         chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
         attenuation_cache_bytes: int | None = None,
+        attenuation_from: SpectModel | None = None,
     ) -> None:
         if not isinstance(geometry, SpectGeometry):
             raise GeometryError("geometry must be a SpectGeometry")
@@ -190,7 +195,9 @@ class SpectModel(ViewModel):
 
         self._att_cache = None
         self.attenuation_cached_views = 0
-        if self._mu is not None:
+        if attenuation_from is not None:
+            self._share_attenuation(attenuation_from)
+        elif self._mu is not None:
             self._att_cache = self._cache_attenuation(attenuation_cache_bytes)
 
     # ------------------------------------------------------------------ tables
@@ -337,6 +344,24 @@ class SpectModel(ViewModel):
     def _ids(self, views: np.ndarray) -> Any:
         """The views as int32 device indices, for the kernels (uploaded once per list)."""
         return self._device_indices(views, np.int32)
+
+    def _share_attenuation(self, other: SpectModel) -> None:
+        """Use ``other``'s attenuation cache: refused unless the factors would be the same."""
+        same = (
+            isinstance(other, SpectModel)
+            and other.backend is self.backend
+            and other.grid.same_as(self.grid)
+            and other.geometry is self.geometry
+            and (other._mu is None) == (self._mu is None)
+            and (self._mu is None or bool(self.xp.array_equal(other._mu, self._mu)))
+        )
+        if not same:
+            raise InputError(
+                "attenuation_from must be a SpectModel of the same geometry, grid, μ-map and "
+                "device (its attenuation factors are shared as they are)"
+            )
+        self._att_cache = other._att_cache
+        self.attenuation_cached_views = other.attenuation_cached_views
 
     def _cache_attenuation(self, budget_bytes: int | None) -> Any:
         """Attenuation factors of the first views that fit in ``budget_bytes`` (all views when
