@@ -14,6 +14,7 @@ from typing import Any
 from recon.algorithms.em_update import (
     MAX_RATIO,
     SMALLEST_NORMAL,
+    activity_image,
     check_finite,
     em_apply,
     em_ratio,
@@ -155,10 +156,7 @@ def em_reconstruct(
         seen = inverse_sensitivity(xp, total_sens, largest=largest) > 0
         x = uniform_start(xp, seen, scale if scale > 0 else 1.0, label)
     else:
-        x = model.validate_image(x0, "x0")
-        if not bool(xp.all(xp.isfinite(x))) or float(x.min()) < 0:
-            raise InputError("x0 must be finite and non-negative")
-        x = x.copy()
+        x = activity_image(model, x0, "x0").copy()
 
     y_sub = [model.take(y, s) for s in order]
     a_sub = [None if a is None else model.take(a, s) for s in order]

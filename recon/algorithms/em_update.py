@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from recon.errors import NumericalError
+from recon.errors import InputError, NumericalError
 
 __all__ = [
     "MAX_RATIO",
     "SMALLEST_NORMAL",
+    "activity_image",
     "check_finite",
     "em_apply",
     "em_ratio",
@@ -183,6 +184,16 @@ def inverse_sensitivity(
     safe = xp.maximum(sens, np.float32(cutoff))
     inv = xp.where(sens > cutoff, float(numerator) / safe, np.float32(0.0))
     return inv.astype(xp.float32, copy=False)
+
+
+def activity_image(model: Any, x: Any, name: str) -> Any:
+    """``x`` as the model's image (``model.validate_image``), refused with InputError unless
+    every voxel is finite and non-negative (a start image, or where an objective is evaluated)."""
+    image = model.validate_image(x, name)
+    xp = model.xp
+    if not bool(xp.all(xp.isfinite(image))) or float(image.min()) < 0:
+        raise InputError(f"{name} must be finite and non-negative (an activity image)")
+    return image
 
 
 def uniform_start(xp: Any, seen: Any, value: float, algorithm: str) -> Any:

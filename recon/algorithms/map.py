@@ -41,6 +41,7 @@ from recon.algorithms.em import IterationState, _check_iterations, ratio_back
 from recon.algorithms.em_update import (
     SMALLEST_NORMAL,
     _same_float32_images,
+    activity_image,
     check_finite,
     inverse_sensitivity,
     uniform_start,
@@ -101,13 +102,7 @@ def penalised_log_likelihood(
     """
     y = model.validate_data(counts, "counts")
     a = model.additive if additive is None else model.validate_data(additive, "additive")
-    image = model.validate_image(x)
-    xp = model.xp
-    if not bool(xp.all(xp.isfinite(image))) or float(image.min()) < 0:
-        raise InputError(
-            "x must be finite and non-negative: the objective is defined for activity images "
-            "(clip or fix the image first)"
-        )
+    image = activity_image(model, x, "x")
     value = log_likelihood(model, y, a, image)
     if prior is not None and prior.beta > 0:
         value -= prior.beta * prior.for_model(model).value(image, model.grid, model.backend)
@@ -313,9 +308,7 @@ def _map_reconstruct(
     if x0 is None:
         x = uniform_start(xp, seen, model.start_value(y, a, total_sens) or 1.0, label)
     else:
-        x = model.validate_image(x0, "x0")
-        if not bool(xp.all(xp.isfinite(x))) or float(x.min()) < 0:
-            raise InputError("x0 must be finite and non-negative")
+        x = activity_image(model, x0, "x0")
         x = xp.where(seen, x, np.float32(0.0)).astype(np.float32)
     start_mean = float(x[seen].mean()) if bool(seen.any()) else 1.0
     delta = np.float32(_PRECONDITIONER_OFFSET * start_mean)
