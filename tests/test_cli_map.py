@@ -30,6 +30,7 @@ def test_spect_bsrem_records_a_rising_objective(sandbox: Path, tmp_path: Path) -
     summary = _summary(out)
     assert summary["algorithm"] == "BSREM" and summary["beta"] == 0.5
     assert summary["prior"].startswith("RelativeDifferencePrior(beta=0.5, gamma=2")
+    assert summary["prior_weights"].startswith("hessian")  # the default
     objective = summary["objective"]
     assert len(objective) == 6 and objective[-1] > objective[0]
     assert np.all(np.isfinite(np.load(out / "image.npy")))
@@ -73,7 +74,10 @@ def test_oslmap_says_when_beta_is_too_large_for_it(
     sandbox: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "osl"
+    # Sensitivity weights: this sandbox's TEW scatter estimate is 4.7x its counts, which makes
+    # the likelihood's curvature (and the default hessian weights) ~50x smaller.
     args = ["spect", str(sandbox / "nm.dcm"), "--algorithm", "oslmap", "--beta", "100",
+            "--kappa", "sensitivity",
             "--iterations", "2", "--subsets", "2", "--device", "cpu", "-o", str(out)]  # fmt: skip
     assert main(args) == 0
     floored = _summary(out)["floored_voxels"]
@@ -93,7 +97,7 @@ def test_oslmap_says_when_beta_is_too_large_for_it(
         (["--algorithm", "bsrem", "--beta", "1", "--prior", "tv"], "prior"),
         (["--algorithm", "bsrem", "--beta", "nan"], "beta"),
         (["--algorithm", "bsrem", "--beta", "inf"], "beta"),
-        (["--algorithm", "oslmap", "--beta", "1", "--gamma", "-2"], "gamma"),
+        (["--algorithm", "oslmap", "--beta", "100", "--gamma", "-2"], "gamma"),
         (["--algorithm", "BSREM", "--beta", "1"], "algorithm"),
     ],
 )
@@ -104,3 +108,27 @@ def test_bad_map_options_are_refused(
     assert main(["spect", str(sandbox / "nm.dcm"), *extra, "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and not out.exists()
+
+
+def test_kappa_choice_is_applied_recorded_and_checked(
+    sandbox: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--kappa sensitivity gives another image than the default (hessian), and says so in the
+    summary; --kappa with OSEM and an unknown choice are refused in one line."""
+    common = ["spect", str(sandbox / "nm.dcm"), "--algorithm", "bsrem", "--beta", "1",
+              "--iterations", "4", "--subsets", "4", "--device", "cpu"]  # fmt: skip
+    images = {}
+    for choice in ("hessian", "sensitivity"):
+        out = tmp_path / choice
+        assert main([*common, "--kappa", choice, "-o", str(out)]) == 0
+        assert _summary(out)["prior_weights"].startswith(choice)
+        images[choice] = np.load(out / "image.npy")
+    difference = np.abs(images["hessian"] - images["sensitivity"]).max()
+    assert difference > 1e-3 * images["sensitivity"].max()
+    capsys.readouterr()
+    out = tmp_path / "osem"
+    assert main(["spect", str(sandbox / "nm.dcm"), "--kappa", "hessian", "-o", str(out)]) == 2
+    assert "--kappa applies to --algorithm bsrem or oslmap" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*common, "--kappa", "fisher", "-o", str(out)]) == 2
+    assert "fisher" in capsys.readouterr().err and not out.exists()

@@ -4,7 +4,12 @@ from recon.algorithms.additive import ScatterEstimate, estimate_scatter
 from recon.algorithms.em import IterationState, mlem, osem
 from recon.algorithms.filters import gaussian_filter_fwhm
 from recon.algorithms.map import bsrem, lm_bsrem, osl_map, penalised_log_likelihood
-from recon.algorithms.priors import QuadraticPrior, RelativeDifferencePrior, sensitivity_kappa
+from recon.algorithms.priors import (
+    QuadraticPrior,
+    RelativeDifferencePrior,
+    hessian_kappa,
+    sensitivity_kappa,
+)
 
 __all__ = [
     "IterationState",
@@ -14,6 +19,7 @@ __all__ = [
     "bsrem",
     "estimate_scatter",
     "gaussian_filter_fwhm",
+    "hessian_kappa",
     "lm_bsrem",
     "mlem",
     "osem",

@@ -15,7 +15,9 @@ Conventions (kept by every prior here):
   (:meth:`Prior.for_model`, which :func:`recon.bsrem` calls): each image is then a grid of its own;
 - ``κ`` are optional per-voxel weights (``kappa=``, an array of the grid's shape, or a callable
   ``kappa(model)``: :func:`sensitivity_kappa` makes β mean the same across count levels and
-  positions, after Fessler & Rogers 1996 and Tsai et al. 2015/2018); default 1;
+  positions, after Fessler & Rogers 1996 and Tsai et al. 2015/2018; :func:`hessian_kappa`, the
+  log-likelihood's curvature at an image (Tsai et al. 2020), also weakens the penalty where the
+  activity is high); default 1;
 - ``R`` carries no data-independent constant and is 0 on constant images; ``β`` multiplies it in
   the objective ``Φ(x) = L(x) − β R(x)`` (:func:`recon.penalised_log_likelihood`).
 
@@ -38,14 +40,16 @@ from typing import Any
 import numpy as np
 
 from recon._memory import page_aligned_copy, page_aligned_empty
+from recon.algorithms.em_update import activity_image
 from recon.backend import Backend, resolve_backend
-from recon.errors import InputError
+from recon.errors import InputError, NumericalError
 from recon.grid import ImageGrid
 
 __all__ = [
     "Prior",
     "QuadraticPrior",
     "RelativeDifferencePrior",
+    "hessian_kappa",
     "neighbour_weights",
     "sensitivity_kappa",
 ]
@@ -86,6 +90,103 @@ def sensitivity_kappa(model: Any) -> Any:
     """
     xp = model.xp
     return xp.sqrt(xp.maximum(model.sensitivity(None), 0)).astype(np.float32)
+
+
+def _tissue_level(xp: Any, values: Any) -> float:
+    """The typical activity of an image's tissue: the median over the voxels above a tenth of
+    the activity-weighted mean ``Σx²/Σx`` (0 when nothing is positive). Unlike the mean over the
+    field of view it does not fall as the field of view grows around the patient, and unlike a
+    mean it is not pulled up by hot organs (a liver or spleen full of liposomes)."""
+    positive = values[values > 0].astype(np.float64)
+    if positive.size == 0:
+        return 0.0
+    weighted = float((positive * positive).sum() / positive.sum())
+    return float(xp.median(positive[positive >= 0.1 * weighted]))
+
+
+def hessian_kappa(model: Any, counts: Any, additive: Any, x: Any) -> Any:
+    """Per-voxel prior weights from the curvature of the log-likelihood at an image ``x``.
+
+    ``κ_j = sqrt(x̄ · [Aᵀ(y ⊙ A1 / ȳ²)]_j)`` with ``A = diag(m) P`` the model, ``ȳ = A x + a``
+    and ``x̄`` the typical activity of the tissue in ``x`` (the median over the voxels the data
+    see whose value exceeds a tenth of ``Σx²/Σx``; per stacked image of a model with
+    ``image_blocks``). The bracket is the row sum of the negated Hessian of ``L`` at ``x`` (Tsai
+    et al., IEEE Trans. Med. Imaging 39:11-22, 2020, the "spatially-variant penalty strength";
+    STIR's ``compute_sqrt_Hessian_row_sum`` computes it without ``x̄``). The factor ``x̄`` keeps
+    β a pure number, as with :func:`sensitivity_kappa`: ``κ²`` scales with the calibration
+    units and the scan duration as the sensitivity does, and on noise-free data of a uniform
+    image without an additive term the two weights are equal. Elsewhere ``κ² ≈ s · x̄ / x``: in
+    tissue at the typical level β means what it means with the sensitivity weights, and the
+    penalty is weaker where the activity is high, so that for the relative difference prior
+    (whose curvature already falls as ``1/x``) hot lesions keep more of their contrast than
+    with the sensitivity weights. An additive term (scatter, randoms) lowers the curvature,
+    ``κ² ≈ s · x̄ / (x + a/A1)``, and so the penalty with it: the balance of prior and data,
+    hence the resolution, stays what β sets, where the sensitivity weights smooth more as the
+    background grows. In the contrast–noise benchmark (README) these weights put BSREM ahead
+    of post-filtered OSEM for the smallest PET spheres, where the sensitivity weights left it
+    behind.
+
+    Parameters
+    ----------
+    model : SystemModel
+        The model the prior will be used with (a listmode frame too: ``counts = frame.counts()``).
+    counts, additive : arrays of the data shape
+        Measured counts; additive term (None: the model's own).
+    x : array of the image shape
+        Where the curvature is taken, e.g. the OSEM start of BSREM (finite, ≥ 0, with activity
+        in the voxels the data see).
+
+    Returns
+    -------
+    array of the image shape (float32, on the model's device): 0 where the data see nothing.
+
+    Raises
+    ------
+    InputError
+        Data or image of the wrong shape; an image with a negative or non-finite voxel, or with
+        no activity in (one of the stacked images') voxels the data see.
+    NumericalError
+        The curvature overflows float32 (counts where the model expects almost nothing).
+    """
+    xp = model.xp
+    y = model.validate_data(counts, "counts")
+    a = model.additive if additive is None else model.validate_data(additive, "additive")
+    image = activity_image(model, x, "x")
+    expected = model.forward(image)
+    if a is not None:
+        expected = expected + a
+    # Bins the model expects nothing in (ȳ = 0: no line through the image, no additive term)
+    # have no curvature to add.
+    positive = expected > 0
+    divisor = xp.where(positive, expected, np.float32(1.0))
+    with np.errstate(over="ignore"):  # overflow is reported below, as a NumericalError
+        weight = xp.where(positive, y * model.forward(xp.ones_like(image)), np.float32(0.0))
+        weight = weight / divisor / divisor
+        row_sum = model.back(weight.astype(np.float32, copy=False))
+    blocks = int(getattr(model, "image_blocks", 1))
+    seen = model.sensitivity(None) > 0
+    scale = xp.empty(image.shape, dtype=np.float32)
+    for b, (values, sees) in enumerate(
+        zip(xp.split(image, blocks), xp.split(seen, blocks), strict=True)
+    ):
+        level = _tissue_level(xp, values[sees])
+        if not level > 0:
+            where = f" (stacked image {b + 1} of {blocks})" if blocks > 1 else ""
+            raise InputError(
+                f"hessian_kappa: x has no activity in the voxels the data see{where}; take the "
+                "curvature at a reconstruction (e.g. two OSEM iterations) or use "
+                "sensitivity_kappa"
+            )
+        scale[b * values.shape[0] : (b + 1) * values.shape[0]] = level
+    with np.errstate(over="ignore", invalid="ignore"):
+        kappa = xp.sqrt(xp.maximum(row_sum * scale, 0)).astype(np.float32)
+    if not bool(xp.all(xp.isfinite(kappa))):
+        raise NumericalError(
+            "hessian_kappa: the curvature overflowed float32 (counts in bins the model expects "
+            "almost nothing in); check the additive term and the calibration, or use "
+            "sensitivity_kappa"
+        )
+    return kappa
 
 
 class Prior:
