@@ -30,7 +30,7 @@ def test_spect_bsrem_records_a_rising_objective(sandbox: Path, tmp_path: Path) -
     summary = _summary(out)
     assert summary["algorithm"] == "BSREM" and summary["beta"] == 0.5
     assert summary["prior"].startswith("RelativeDifferencePrior(beta=0.5, gamma=2")
-    assert summary["prior_weights"].startswith("hessian")  # the default
+    assert summary["prior_weights"].startswith("sensitivity")  # the default
     objective = summary["objective"]
     assert len(objective) == 6 and objective[-1] > objective[0]
     assert np.all(np.isfinite(np.load(out / "image.npy")))
@@ -74,10 +74,7 @@ def test_oslmap_says_when_beta_is_too_large_for_it(
     sandbox: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "osl"
-    # Sensitivity weights: this sandbox's TEW scatter estimate is 4.7x its counts, which makes
-    # the likelihood's curvature (and the default hessian weights) ~50x smaller.
     args = ["spect", str(sandbox / "nm.dcm"), "--algorithm", "oslmap", "--beta", "100",
-            "--kappa", "sensitivity",
             "--iterations", "2", "--subsets", "2", "--device", "cpu", "-o", str(out)]  # fmt: skip
     assert main(args) == 0
     floored = _summary(out)["floored_voxels"]
@@ -132,3 +129,26 @@ def test_kappa_choice_is_applied_recorded_and_checked(
     assert not out.exists()
     assert main([*common, "--kappa", "fisher", "-o", str(out)]) == 2
     assert "fisher" in capsys.readouterr().err and not out.exists()
+
+
+def test_hessian_weights_that_cannot_be_taken_fail_in_one_line(
+    sandbox: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """Where the curvature overflows (counts where the model expects almost nothing), --kappa
+    hessian is the run's one-line error and no output folder is left."""
+    from recon.errors import NumericalError
+
+    def overflowing(*args):
+        raise NumericalError("hessian_kappa: the curvature overflowed float32")
+
+    monkeypatch.setattr("recon.commands.algorithm.hessian_kappa", overflowing)
+    out = tmp_path / "named"
+    capsys.readouterr()
+    args = ["spect", str(sandbox / "nm.dcm"), "--algorithm", "bsrem", "--beta", "1",
+            "--kappa", "hessian", "--iterations", "2", "--subsets", "2", "--device", "cpu",
+            "-o", str(out)]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("recon: error:")]
+    assert errors == ["recon: error: hessian_kappa: the curvature overflowed float32"]
+    assert "Traceback" not in err and not out.exists()

@@ -119,7 +119,7 @@ def test_bsrem_option_keeps_the_lesions_within_tolerance(tmp_path):
     ])  # fmt: skip
     assert result["reconstruction"] == {
         "algorithm": "bsrem", "iterations": 30, "subsets": 6,
-        "prior": "relative difference", "beta": 0.03, "gamma": 2.0,
+        "prior": "relative difference", "beta": 0.03, "gamma": 2.0, "kappa": "sensitivity_kappa",
     }  # fmt: skip
     tolerances = module["TOLERANCES"]
     lesions = [r for r in result["comparison"] if r["role"] == "lesion"]
