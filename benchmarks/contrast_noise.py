@@ -8,11 +8,13 @@ reconstructed by both methods, so every point of both curves comes from the same
 
 - **OSEM + post-filter**: ``recon.osem`` with the subsets below, the image kept after every
   iteration ``1 … N``, each filtered by a 3-D Gaussian of every FWHM of the grid (0 = unfiltered);
-- **BSREM**: ``recon.bsrem`` with ``RelativeDifferencePrior(beta, gamma=2, epsilon, kappa=
-  sensitivity_kappa)`` for every β of the grid, from the library's defaults (those of ``recon
-  spect|pet --algorithm bsrem``): the start is 2 OSEM iterations with the same subsets, the
-  per-voxel weights are κ = sqrt(sensitivity) (so β is unit-free and means the same at every count
-  level), ε is 10⁻³ × the start's mean over the voxels the data see, and the relaxation is the
+- **BSREM**: ``recon.bsrem`` with ``RelativeDifferencePrior(beta, gamma=2, epsilon, kappa)`` for
+  every β of the grid, from the library's defaults (those of ``recon spect|pet --algorithm
+  bsrem``): the start is 2 OSEM iterations with the same subsets, the per-voxel weights are
+  κ = sqrt(sensitivity) (so β is unit-free and means the same at every count level; every
+  activity is smoothed alike), or with ``--kappa hessian`` the log-likelihood's curvature at
+  that start (``hessian_kappa``: the penalty weaker where the activity is high), ε is 10⁻³ × the
+  start's mean over the voxels the data see, and the relaxation is the
   default α_n = 1/(1 + n/10). It runs a fixed number of iterations; the JSON reports how far from
   convergence each β is (relative change of the image over the last iteration and the largest
   change of any sphere's recovery over the last 5 iterations).
@@ -103,8 +105,8 @@ The methods' grids: OSEM kept after iterations 1-16 (SPECT) or 1-8 (PET), each p
 with FWHM 0, 3, 6, … 24 mm (SPECT) or 0, 2, … 14 mm (PET) (the JSON flags ``at_grid_edge`` when
 the best OSEM point lies on the grid's edge, as it often does: the largest CRC/CV tends towards
 the widest filter; ``--osem-grid wide`` extends the grid); BSREM with
-β = 0.003 … 30 (eleven values, denser where the curve crosses OSEM's, 30 iterations each) for
-SPECT and β = 0.03 … 10 (eleven values, denser over 0.1-0.3 where the curves cross, 20
+β = 0.001 … 10 (thirteen values, denser where the curve crosses OSEM's, 30 iterations each) for
+SPECT and β = 0.05 … 3 (eleven values, denser over 0.1-0.5 where the curves cross, 20
 iterations each: a listmode iteration over 300 000 events costs several times more on this CPU)
 for PET; γ = 2 unless ``--gamma`` says otherwise.
 Noise realisations: 16 each (about 3 and 10 minutes on a quiet 2-core CPU). The noise axis would
@@ -160,7 +162,7 @@ from scipy import ndimage
 import recon
 from recon._files import write_text_atomic
 from recon.algorithms.filters import gaussian_filter_fwhm
-from recon.algorithms.priors import RelativeDifferencePrior, sensitivity_kappa
+from recon.algorithms.priors import RelativeDifferencePrior, hessian_kappa, sensitivity_kappa
 from recon.backend import resolve_backend
 from recon.physics.attenuation import hu_to_mu
 from recon.physics.isotopes import get_isotope
@@ -199,6 +201,7 @@ class Settings:
     timing_iterations: int = 4
     timing_repeats: int = 3
     gamma: float = GAMMA  # the relative difference prior's edge preservation
+    kappa: str = "sensitivity"  # the prior's weights: sensitivity_kappa or hessian_kappa
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -217,7 +220,7 @@ def settings(modality: str, quick: bool) -> Settings:
             modality="spect", isotope="In-111", shape=(24, 64, 64), voxel_mm=(4.8, 4.8, 4.8),
             counts=5e5, subsets=10, osem_iterations=16,
             fwhm_mm=(0, 3, 6, 9, 12, 15, 18, 21, 24),
-            betas=(0.003, 0.01, 0.02, 0.03, 0.05, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
+            betas=(0.001, 0.003, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.3, 1.0, 3.0, 10.0),
             bsrem_iterations=30, realisations=16,
             seed=20261207, timing_iterations=3, timing_repeats=2,
             extra={"views": 60, "heads": 2, "radius_mm": 260.0, "collimator": "ME",
@@ -236,7 +239,7 @@ def settings(modality: str, quick: bool) -> Settings:
         full = Settings(
             modality="pet", isotope="Zr-89", shape=(16, 64, 64), voxel_mm=(4.0, 4.4, 4.4),
             counts=3e5, subsets=8, osem_iterations=8, fwhm_mm=(0, 2, 4, 6, 8, 10, 12, 14),
-            betas=(0.03, 0.05, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 1.0, 3.0, 10.0),
+            betas=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0, 3.0),
             bsrem_iterations=20,
             realisations=16,
             seed=20261208, timing_iterations=3, timing_repeats=2,
@@ -530,8 +533,21 @@ def epsilon_for(model: Any, start: np.ndarray) -> float:
     return max(EPSILON_FRACTION * float(start[seen].mean()), 1e-30)
 
 
+def prior_weights(model: Any, counts: Any, additive: Any, start: np.ndarray, s: Settings) -> Any:
+    """κ of the prior (``s.kappa``): made once per realisation, shared by every β."""
+    if s.kappa == "sensitivity":
+        return sensitivity_kappa(model)
+    return hessian_kappa(model, counts, additive, start)
+
+
 def bsrem_run(
-    model: Any, counts: Any, additive: Any, start: np.ndarray, beta: float, s: Settings
+    model: Any,
+    counts: Any,
+    additive: Any,
+    start: np.ndarray,
+    kappa: Any,
+    beta: float,
+    s: Settings,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """BSREM's image after ``s.bsrem_iterations``, the image CONVERGENCE_WINDOW iterations
     earlier, and the relative change of the image over the last iteration."""
@@ -544,7 +560,7 @@ def bsrem_run(
             kept[state.iteration] = _host_copy(model, state.image)
 
     prior = RelativeDifferencePrior(
-        beta, gamma=s.gamma, epsilon=epsilon_for(model, start), kappa=sensitivity_kappa
+        beta, gamma=s.gamma, epsilon=epsilon_for(model, start), kappa=kappa
     )
     image = recon.bsrem(model, counts, additive=additive, prior=prior, iterations=last,
                         subsets=s.subsets, x0=start, objective=False, callback=keep,
@@ -569,11 +585,17 @@ def _per_iteration(run: Callable[[Callable[[Any], None]], Any]) -> list[float]:
 
 
 def time_iterations(
-    model: Any, counts: Any, additive: Any, start: np.ndarray, beta: float, s: Settings
+    model: Any,
+    counts: Any,
+    additive: Any,
+    start: np.ndarray,
+    kappa: Any,
+    beta: float,
+    s: Settings,
 ) -> dict[str, Any]:
     """Median time per iteration of OSEM and BSREM (objective off and on), interleaved runs."""
     prior = RelativeDifferencePrior(
-        beta, gamma=s.gamma, epsilon=epsilon_for(model, start), kappa=sensitivity_kappa
+        beta, gamma=s.gamma, epsilon=epsilon_for(model, start), kappa=kappa
     )
     n = s.timing_iterations + 1  # the first iteration is not counted
     common = dict(additive=additive, iterations=n, subsets=s.subsets, x0=start, progress=False)
@@ -775,15 +797,18 @@ def run_modality(s: Settings, device: str) -> dict[str, Any]:
                 filtered = gaussian_filter_fwhm(image, float(f), study.grid.voxel_size_mm)
                 osem_samples[(i, f)].add(study, filtered)
         start = images[START_ITERATIONS - 1]
+        kappa = prior_weights(model, counts, additive, start, s)
         for beta in s.betas:
-            final, before, change = bsrem_run(model, counts, additive, start, beta, s)
+            final, before, change = bsrem_run(model, counts, additive, start, kappa, beta, s)
             bsrem_samples[beta].add(study, final)
             earlier[beta].add(study, before)
             changes[beta].append(change)
             print(f"  BSREM beta={beta:g}: relative change over the last iteration "
                   f"{change:.2e}", flush=True)  # fmt: skip
         if r == 0:
-            timing = time_iterations(model, counts, additive, start, float(np.median(s.betas)), s)
+            timing = time_iterations(
+                model, counts, additive, start, kappa, float(np.median(s.betas)), s
+            )
             print(f"  time per iteration: OSEM {timing['seconds_per_iteration']['osem']:.3f} s, "
                   f"BSREM {timing['seconds_per_iteration']['bsrem']:.3f} s "
                   f"(ratio {timing['ratio_bsrem_to_osem']:.2f})", flush=True)  # fmt: skip
@@ -858,8 +883,10 @@ def _title(result: dict[str, Any]) -> str:
         psf = "PSF modelled" if a["resolution_model"].startswith("ImageResolution") else "no PSF"
         counts = f"{a['expected_prompts'] / 1e3:.0f} k prompts, TOF listmode, {psf}"
         what = f"{a['isotope']} PET"
-    return (f"{what}, NEMA-IEC phantom 4:1, {counts}; {s['realisations']} noise realisations. "
-            f"Contrast recovery vs background noise")  # fmt: skip
+    weights = "κ = √s" if s.get("kappa", "sensitivity") == "sensitivity" else "κ = hessian_kappa"
+    return (f"{what}, NEMA-IEC phantom 4:1, {counts}; BSREM prior weights {weights}; "
+            f"{s['realisations']} noise realisations. Contrast recovery vs background "
+            "noise")  # fmt: skip
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -991,6 +1018,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "mm, to test the check's robustness")  # fmt: skip
     parser.add_argument("--gamma", type=float, default=GAMMA,
                         help=f"the prior's edge preservation γ (default {GAMMA:g})")  # fmt: skip
+    parser.add_argument("--kappa", choices=("sensitivity", "hessian"), default="sensitivity",
+                        help="the prior's per-voxel weights (default: sensitivity, as the "
+                        "commands)")  # fmt: skip
     parser.add_argument("--no-psf", action="store_true",
                         help="PET: leave the data's 5 mm blur unmodelled (default: both methods "
                         "model it with recon.ImageResolution)")  # fmt: skip
@@ -1011,6 +1041,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             s = replace(s, realisations=args.realisations)
         if args.gamma != GAMMA:
             s = replace(s, gamma=args.gamma)
+        s = replace(s, kappa=args.kappa)
         if args.osem_grid == "wide" and not args.quick:
             s = replace(s, **WIDE_OSEM_GRID[modality])
         if args.no_psf and modality == "pet":
@@ -1047,14 +1078,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "point, or BSREM's curve (linear between neighbouring beta, ordered by CV) at "
                 "that point's CV has a CRC >= that point's",
                 "bsrem": f"RelativeDifferencePrior(beta, gamma={s.gamma:g}, epsilon=1e-3 x "
-                "mean start, "
-                "kappa=sensitivity_kappa), start = 2 OSEM iterations, default relaxation, "
+                f"mean start, kappa={s.kappa}_kappa(start)), start = 2 OSEM iterations, "
+                "default relaxation, "
                 "objective=False",
             },
             **result,
         }
         stem = f"contrast-noise-{modality}-{backend.name}{'-quick' if args.quick else ''}"
         stem += f"-gamma{s.gamma:g}" if s.gamma != GAMMA else ""
+        stem += f"-kappa-{s.kappa}" if s.kappa != "sensitivity" else ""
         stem += "-wide-osem-grid" if args.osem_grid == "wide" and not args.quick else ""
         stem += "-no-psf" if modality == "pet" and not s.extra.get("psf") else ""
         stem += f"-{now:%Y%m%d-%H%M%S}"
