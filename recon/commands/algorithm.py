@@ -46,8 +46,8 @@ _EPSILON_FRACTION = 1e-3
 KAPPA_CHOICES = ("sensitivity", "hessian")
 #: What each --kappa choice is, for summary.json.
 _KAPPA_TEXT = {
-    "hessian": "hessian: sqrt(mean start x row sum of the log-likelihood's Hessian at the OSEM "
-    "start) (recon.algorithms.priors.hessian_kappa)",
+    "hessian": "hessian: sqrt(tissue level x row sum of the log-likelihood's Hessian, both of "
+    "the OSEM start) (recon.algorithms.priors.hessian_kappa)",
     "sensitivity": "sensitivity: sqrt(sensitivity) (recon.algorithms.priors.sensitivity_kappa)",
 }
 
