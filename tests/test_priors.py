@@ -191,6 +191,25 @@ def test_bad_settings_and_inputs_are_refused() -> None:
         recon.QuadraticPrior(1.0).value(np.ones((2, 2, 2), np.float32), GRID)
 
 
+def test_relative_difference_prior_refuses_images_outside_its_domain() -> None:
+    """Negative or NaN voxels (where φ's denominator can vanish) are refused by value, gradient
+    and Hessian diagonal unless the caller opts out (BSREM, whose images are >= 0); the
+    quadratic prior takes signed images."""
+    x = np.random.default_rng(9).uniform(0.5, 2.0, GRID.shape).astype(np.float32)
+    rdp = recon.RelativeDifferencePrior(1.0, epsilon=0.01)
+    for bad in (-1.0, np.nan):
+        image = x.copy()
+        image[2, 3, 3] = bad
+        for method in (rdp.value, rdp.gradient, rdp.hessian_diagonal):
+            with pytest.raises(InputError, match="images >= 0"):
+                method(image, GRID)
+    rdp.gradient(x, GRID, check=False)  # the unchecked path of BSREM still runs
+    signed = x - np.float32(1.0)
+    quadratic = recon.QuadraticPrior(1.0)
+    assert quadratic.value(signed, GRID) == pytest.approx(_reference(signed, GRID, quadratic, None),
+                                                          rel=1e-5)  # fmt: skip
+
+
 def test_sensitivity_kappa_makes_beta_independent_of_units_and_scan_time() -> None:
     """κ² = s: with the calibration (or the scan time) scaled by c, the image scales by 1/c and
     the sensitivity by c, and the RDP gradient with κ² = s scales by c like the likelihood's:

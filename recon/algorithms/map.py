@@ -332,12 +332,16 @@ def _map_reconstruct(
             curvature = (
                 None
                 if bound is None or label != "BSREM"
-                else bound.hessian_diagonal(x, model.grid, model.backend)
+                else bound.hessian_diagonal(x, model.grid, model.backend, check=False)
                 * np.float32(beta / n_subsets)
             )
             for k, subset in enumerate(order):
                 back = ratio_back(model, x, subset, y_sub[k], a_sub[k])
-                gradient = None if bound is None else bound.gradient(x, model.grid, model.backend)
+                gradient = (
+                    None
+                    if bound is None
+                    else bound.gradient(x, model.grid, model.backend, check=False)
+                )
                 grad_scale = np.float32(beta / n_subsets)
                 if label == "BSREM":
                     x = _bsrem_step(
@@ -368,7 +372,7 @@ def _map_reconstruct(
             if want_objective:
                 value = log_likelihood(model, y, a, x)
                 if bound is not None:
-                    value -= beta * bound.value(x, model.grid, model.backend)
+                    value -= beta * bound.value(x, model.grid, model.backend, check=False)
                 record.objective.append(value)
                 bar.log(f"iteration {it}/{iterations} done, objective {value:.10g}")
             else:

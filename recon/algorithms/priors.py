@@ -215,6 +215,8 @@ class Prior:
     """
 
     kind: int = 0
+    #: Whether φ is defined for non-negative images only (``check=`` refuses others).
+    non_negative_images: bool = False
     name: str = "prior"
     gamma: float = 0.0
     epsilon: float = 0.0
@@ -251,22 +253,32 @@ class Prior:
         return copy
 
     # ------------------------------------------------------------------ evaluation
-    def value(self, x: Any, grid: ImageGrid, backend: Backend | None = None) -> float:
+    def value(
+        self, x: Any, grid: ImageGrid, backend: Backend | None = None, *, check: bool = True
+    ) -> float:
         """``R(x)`` for an image ``x`` (float32) on ``grid``.
 
         ``backend``: where ``x`` lives (a model's ``backend``); default the CPU, for numpy arrays.
+        ``check``: refuse (InputError) an image outside the prior's domain (for the relative
+        difference prior a negative or NaN voxel, where φ's denominator can vanish); one
+        reduction over the image, which BSREM, whose images are ≥ 0, skips with ``False``.
         """
-        terms = self._terms(x, grid, backend, _VALUE)
+        terms = self._terms(x, grid, backend, _VALUE, check)
         return 0.5 * float(terms.sum(dtype=np.float64))
 
-    def gradient(self, x: Any, grid: ImageGrid, backend: Backend | None = None) -> Any:
-        """``∇R(x)``: an image of the same shape and device as ``x``."""
-        return self._terms(x, grid, backend, _GRADIENT)
+    def gradient(
+        self, x: Any, grid: ImageGrid, backend: Backend | None = None, *, check: bool = True
+    ) -> Any:
+        """``∇R(x)``: an image of the same shape and device as ``x`` (``check`` as for
+        :meth:`value`)."""
+        return self._terms(x, grid, backend, _GRADIENT, check)
 
-    def hessian_diagonal(self, x: Any, grid: ImageGrid, backend: Backend | None = None) -> Any:
+    def hessian_diagonal(
+        self, x: Any, grid: ImageGrid, backend: Backend | None = None, *, check: bool = True
+    ) -> Any:
         """The diagonal of ``∇²R(x)`` (the curvature of a separable surrogate at ``x``; ≥ 0 for
-        images ≥ 0)."""
-        return self._terms(x, grid, backend, _HESSIAN)
+        images ≥ 0; ``check`` as for :meth:`value`)."""
+        return self._terms(x, grid, backend, _HESSIAN, check)
 
     def _kappa(self, x: Any, xp: Any) -> tuple[Any, bool]:
         if self.kappa is None:
@@ -290,7 +302,9 @@ class Prior:
             raise InputError(f"kappa has shape {tuple(kappa.shape)}, the image {tuple(x.shape)}")
         return kappa, True
 
-    def _terms(self, x: Any, grid: ImageGrid, backend: Backend | None, what: int) -> Any:
+    def _terms(
+        self, x: Any, grid: ImageGrid, backend: Backend | None, what: int, check: bool
+    ) -> Any:
         backend = resolve_backend("cpu") if backend is None else backend
         if not backend.owns(x):
             raise InputError(
@@ -307,6 +321,11 @@ class Prior:
                 f"{grid.shape[0]} slices; bind it to this model (prior.for_model(model))"
             )
         image = xp.ascontiguousarray(x, dtype=np.float32)
+        if check and self.non_negative_images and not float(image.min()) >= 0:
+            raise InputError(
+                f"{type(self).__name__} is defined on images >= 0; this one has negative or NaN "
+                "voxels (clip them, or use QuadraticPrior for signed images)"
+            )
         kappa, has_kappa = self._kappa(image, xp)
         weights = xp.asarray(_weights_for(tuple(float(v) for v in grid.voxel_size_mm)))
         out = page_aligned_empty(image.shape) if xp is np else xp.empty_like(image)
@@ -359,6 +378,7 @@ class RelativeDifferencePrior(Prior):
     """
 
     kind = 1
+    non_negative_images = True
     name = "relative difference"
 
     def __init__(
