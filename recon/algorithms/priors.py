@@ -89,9 +89,9 @@ def sensitivity_kappa(model: Any) -> Any:
     al., Phys. Med. Biol. 60:1755, 2015, for the sensitivity-based weights of BSREM with the
     relative difference prior). For the relative difference prior, whose φ is homogeneous of
     degree 1, β is then a pure number (the README gives the ranges the contrast–noise benchmark
-    found useful). Voxels the data do not see get
-    0. :func:`hessian_kappa` (the default of ``recon spect|pet --algorithm bsrem``) also takes
-    the activity and the additive term into account.
+    found useful). Voxels the data do not see get 0. These are the weights of ``recon
+    spect|pet --algorithm bsrem`` unless ``--kappa hessian`` asks for :func:`hessian_kappa`,
+    which also takes the activity and the additive term into account.
     """
     xp = model.xp
     return xp.sqrt(xp.maximum(model.sensitivity(None), 0)).astype(np.float32)
@@ -102,8 +102,8 @@ def _tissue_level(xp: Any, values: Any) -> float:
     see) above a tenth of the mean of the voxels above that threshold (found by a few fixed-point
     steps from a tenth of the overall mean); 0 when nothing is positive. The threshold leaves
     out the empty field of view around the patient (tested up to 10x the body's volume; far
-    larger, the threshold settles in the air's own noise), and a median is moved
-    little by hot organs (a liver or spleen full of liposomes) that pull a mean up several-fold.
+    larger, the threshold settles in the air's own noise), and a median is moved little by hot
+    organs (a liver or spleen full of liposomes) that pull a mean up several-fold.
     """
     voxels = values.astype(np.float64)
     threshold = 0.1 * float(voxels.mean()) if voxels.size else 0.0
@@ -118,24 +118,23 @@ def hessian_kappa(model: Any, counts: Any, additive: Any, x: Any) -> Any:
     """Per-voxel prior weights from the curvature of the log-likelihood at an image ``x``.
 
     ``κ_j = sqrt(x̄ · [Aᵀ(y ⊙ A1 / ȳ²)]_j)`` with ``A = diag(m) P`` the model, ``ȳ = A x + a``
-    and ``x̄`` the typical activity of the tissue in ``x`` (the median of the voxels the data see
-    above a tenth of the mean of those above it, :func:`_tissue_level`; per stacked image of a
-    model with ``image_blocks``). The bracket is the row sum of the negated Hessian of ``L`` at
-    ``x`` (Tsai et al., IEEE Trans. Med. Imaging 39:11-22, 2020, the "spatially-variant penalty
-    strength";
-    STIR's ``compute_sqrt_Hessian_row_sum`` computes it without ``x̄``). The factor ``x̄`` keeps
-    β a pure number, as with :func:`sensitivity_kappa`: ``κ²`` scales with the calibration
-    units and the scan duration as the sensitivity does, and on noise-free data of a uniform
-    image without an additive term the two weights are equal. Elsewhere ``κ² ≈ s · x̄ / x``: in
-    tissue at the typical level β means what it means with the sensitivity weights, and the
-    penalty is weaker where the activity is high, so that for the relative difference prior
-    (whose curvature already falls as ``1/x``) hot lesions keep more of their contrast than
-    with the sensitivity weights. An additive term (scatter, randoms) lowers the curvature,
-    ``κ² ≈ s · x̄ / (x + a/A1)``, and so the penalty with it: the balance of prior and data,
-    hence the resolution, stays what β sets, where the sensitivity weights smooth more as the
-    background grows. In the contrast–noise benchmark (README) these weights put BSREM ahead
-    of post-filtered OSEM for the smallest PET spheres, where the sensitivity weights left it
-    behind.
+    and ``x̄`` the typical activity of the tissue in ``x`` (the median of the voxels the data
+    see above a tenth of the mean of those above it, :func:`_tissue_level`; per stacked image of
+    a model with ``image_blocks``). The bracket is the row sum of the negated Hessian of ``L``
+    at ``x`` (Tsai et al., IEEE Trans. Med. Imaging 39:11-22, 2020, the "spatially-variant
+    penalty strength"; STIR's ``compute_sqrt_Hessian_row_sum`` computes it without ``x̄``). The
+    factor ``x̄`` keeps β a pure number, as with :func:`sensitivity_kappa`: ``κ²`` scales with
+    the calibration units and the scan duration as the sensitivity does, and on noise-free data
+    of a uniform image without an additive term the two weights are equal. Elsewhere
+    ``κ² ≈ s · x̄ / x``: in tissue at the typical level β means what it means with the
+    sensitivity weights, and the penalty is weaker where the activity is high, so that for the
+    relative difference prior (whose curvature already falls as ``1/x``) hot lesions keep more
+    of their contrast than with the sensitivity weights. An additive term (scatter, randoms)
+    lowers the curvature, ``κ² ≈ s · x̄ / (x + a/A1)``, and so the penalty with it: the balance
+    of prior and data, hence the resolution, stays what β sets, where the sensitivity weights
+    smooth more as the background grows. In the contrast–noise benchmark (README) these weights
+    put BSREM ahead of post-filtered OSEM for the smallest PET spheres, where the sensitivity
+    weights left it behind.
 
     Parameters
     ----------
