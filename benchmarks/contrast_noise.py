@@ -540,15 +540,17 @@ def prior_weights(model: Any, counts: Any, additive: Any, start: np.ndarray, s: 
     return hessian_kappa(model, counts, additive, start)
 
 
+def bsrem_prior(model: Any, start: np.ndarray, kappa: Any, beta: float, s: Settings) -> Any:
+    """The relative difference prior of BSREM at ``beta`` (module docstring)."""
+    return RelativeDifferencePrior(
+        beta, gamma=s.gamma, epsilon=epsilon_for(model, start), kappa=kappa
+    )
+
+
 def bsrem_run(
-    model: Any,
-    counts: Any,
-    additive: Any,
-    start: np.ndarray,
-    kappa: Any,
-    beta: float,
+    model: Any, counts: Any, additive: Any, start: np.ndarray, kappa: Any, beta: float,
     s: Settings,
-) -> tuple[np.ndarray, np.ndarray, float]:
+) -> tuple[np.ndarray, np.ndarray, float]:  # fmt: skip
     """BSREM's image after ``s.bsrem_iterations``, the image CONVERGENCE_WINDOW iterations
     earlier, and the relative change of the image over the last iteration."""
     last = s.bsrem_iterations
@@ -559,9 +561,7 @@ def bsrem_run(
         if state.subset == state.n_subsets - 1 and state.iteration in wanted:
             kept[state.iteration] = _host_copy(model, state.image)
 
-    prior = RelativeDifferencePrior(
-        beta, gamma=s.gamma, epsilon=epsilon_for(model, start), kappa=kappa
-    )
+    prior = bsrem_prior(model, start, kappa, beta, s)
     image = recon.bsrem(model, counts, additive=additive, prior=prior, iterations=last,
                         subsets=s.subsets, x0=start, objective=False, callback=keep,
                         progress=False)  # fmt: skip
@@ -585,18 +585,11 @@ def _per_iteration(run: Callable[[Callable[[Any], None]], Any]) -> list[float]:
 
 
 def time_iterations(
-    model: Any,
-    counts: Any,
-    additive: Any,
-    start: np.ndarray,
-    kappa: Any,
-    beta: float,
+    model: Any, counts: Any, additive: Any, start: np.ndarray, kappa: Any, beta: float,
     s: Settings,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """Median time per iteration of OSEM and BSREM (objective off and on), interleaved runs."""
-    prior = RelativeDifferencePrior(
-        beta, gamma=s.gamma, epsilon=epsilon_for(model, start), kappa=kappa
-    )
+    prior = bsrem_prior(model, start, kappa, beta, s)
     n = s.timing_iterations + 1  # the first iteration is not counted
     common = dict(additive=additive, iterations=n, subsets=s.subsets, x0=start, progress=False)
     runs: dict[str, Callable[[Callable[[Any], None]], Any]] = {
