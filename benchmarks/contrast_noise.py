@@ -162,7 +162,7 @@ from scipy import ndimage
 import recon
 from recon._files import write_text_atomic
 from recon.algorithms.filters import gaussian_filter_fwhm
-from recon.algorithms.priors import RelativeDifferencePrior, hessian_kappa, sensitivity_kappa
+from recon.algorithms.priors import RelativeDifferencePrior, kappa_for
 from recon.backend import resolve_backend
 from recon.physics.attenuation import hu_to_mu
 from recon.physics.isotopes import get_isotope
@@ -535,9 +535,7 @@ def epsilon_for(model: Any, start: np.ndarray) -> float:
 
 def prior_weights(model: Any, counts: Any, additive: Any, start: np.ndarray, s: Settings) -> Any:
     """κ of the prior (``s.kappa``): made once per realisation, shared by every β."""
-    if s.kappa == "sensitivity":
-        return sensitivity_kappa(model)
-    return hessian_kappa(model, counts, additive, start)
+    return kappa_for(s.kappa, model, counts, additive, start)
 
 
 def bsrem_prior(model: Any, start: np.ndarray, kappa: Any, beta: float, s: Settings) -> Any:

@@ -91,7 +91,7 @@ from typing import Any
 import numpy as np
 
 import recon
-from recon.algorithms.priors import hessian_kappa, sensitivity_kappa
+from recon.algorithms.priors import kappa_for
 from recon.cli import main as recon_main
 from recon.io import read_interfile_image, write_interfile
 from recon.physics.isotopes import get_isotope
@@ -486,11 +486,7 @@ def reconstruct(model: recon.SpectModel, counts: np.ndarray, args: argparse.Name
     start = recon.osem(model, counts, iterations=2, subsets=args.subsets, progress=False)
     host = np.asarray(model.backend.to_host(start.data))
     seen = np.asarray(model.backend.to_host(model.sensitivity(None))) > 0
-    kappa = (
-        hessian_kappa(model, counts, None, start.data)
-        if args.kappa == "hessian"
-        else sensitivity_kappa
-    )
+    kappa = kappa_for(args.kappa, model, counts, None, start.data)
     prior = recon.RelativeDifferencePrior(
         args.beta, gamma=2.0, epsilon=1e-3 * float(host[seen].mean()), kappa=kappa
     )

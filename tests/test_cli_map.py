@@ -141,7 +141,7 @@ def test_hessian_weights_that_cannot_be_taken_fail_in_one_line(
     def overflowing(*args):
         raise NumericalError("hessian_kappa: the curvature overflowed float32")
 
-    monkeypatch.setattr("recon.commands.algorithm.hessian_kappa", overflowing)
+    monkeypatch.setattr("recon.algorithms.priors.hessian_kappa", overflowing)
     out = tmp_path / "named"
     capsys.readouterr()
     args = ["spect", str(sandbox / "nm.dcm"), "--algorithm", "bsrem", "--beta", "1",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import recon
-from recon.algorithms.priors import _tissue_level, hessian_kappa, sensitivity_kappa
+from recon.algorithms.priors import _tissue_level, hessian_kappa, kappa_for, sensitivity_kappa
 from recon.errors import InputError, NumericalError
 from recon.pet import simulate_listmode
 from recon.simulate.phantoms import uniform_cylinder
@@ -204,6 +204,11 @@ def test_bsrem_runs_with_it_and_bad_input_is_refused() -> None:
         hessian_kappa(model, counts, None, -x)
     with pytest.raises(InputError):
         hessian_kappa(model, counts[:2], None, x)
+    # The commands' choice by name: the same weights, an unknown name refused.
+    assert kappa_for("sensitivity", model, counts, None, start) is sensitivity_kappa
+    np.testing.assert_array_equal(kappa_for("hessian", model, counts, None, start), kappa)
+    with pytest.raises(InputError, match="sensitivity, hessian"):
+        kappa_for("fisher", model, counts, None, start)
     # Counts where the model expects (nearly) nothing overflow the curvature: said, not inf.
     tiny = np.full(grid.shape, 1e-30, np.float32)
     with pytest.raises(NumericalError, match="overflowed"):

@@ -49,7 +49,9 @@ __all__ = [
     "Prior",
     "QuadraticPrior",
     "RelativeDifferencePrior",
+    "KAPPA_CHOICES",
     "hessian_kappa",
+    "kappa_for",
     "neighbour_weights",
     "sensitivity_kappa",
 ]
@@ -197,6 +199,21 @@ def hessian_kappa(model: Any, counts: Any, additive: Any, x: Any) -> Any:
             "sensitivity_kappa"
         )
     return kappa
+
+
+#: The per-voxel weights the commands offer (``--kappa``), the default first.
+KAPPA_CHOICES = ("sensitivity", "hessian")
+
+
+def kappa_for(choice: str, model: Any, counts: Any, additive: Any, start: Any) -> Any:
+    """The weights named by ``choice`` (one of :data:`KAPPA_CHOICES`) for a prior of ``model``:
+    :func:`sensitivity_kappa` (made by :meth:`Prior.for_model`) or :func:`hessian_kappa` at the
+    image ``start`` (made now)."""
+    if choice == "sensitivity":
+        return sensitivity_kappa
+    if choice == "hessian":
+        return hessian_kappa(model, counts, additive, start)
+    raise InputError(f"kappa must be one of {', '.join(KAPPA_CHOICES)}, got {choice!r}")
 
 
 class Prior:

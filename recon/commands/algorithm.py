@@ -26,11 +26,11 @@ import numpy as np
 from recon.algorithms import osem
 from recon.algorithms.map import bsrem, osl_map
 from recon.algorithms.priors import (
+    KAPPA_CHOICES,
     Prior,
     QuadraticPrior,
     RelativeDifferencePrior,
-    hessian_kappa,
-    sensitivity_kappa,
+    kappa_for,
 )
 from recon.commands.common import note
 from recon.commands.options import Option
@@ -43,7 +43,6 @@ __all__ = ["ALGORITHM_OPTIONS", "algorithm_summary", "check_algorithm", "reconst
 _DEFAULT_ITERATIONS = {"bsrem": 30, "oslmap": 10}
 _START_ITERATIONS = 2
 _EPSILON_FRACTION = 1e-3
-KAPPA_CHOICES = ("sensitivity", "hessian")
 #: What each --kappa choice is, for summary.json.
 _KAPPA_TEXT = {
     "hessian": "hessian: sqrt(tissue level x row sum of the log-likelihood's Hessian, both of "
@@ -90,20 +89,12 @@ def check_algorithm(args: argparse.Namespace, osem_iterations: int) -> None:
         args.iterations = _DEFAULT_ITERATIONS.get(args.algorithm, osem_iterations)
 
 
-def _kappa(
-    args: argparse.Namespace, start: Image, model: Any, counts: Any, additive: Any
-) -> tuple[Any, str]:
-    """The prior's weights and the ``--kappa`` choice they follow."""
-    if getattr(args, "kappa", None) == "hessian":
-        return hessian_kappa(model, counts, additive, start.data), "hessian"
-    return sensitivity_kappa, "sensitivity"
-
-
 def _prior(
     args: argparse.Namespace, start: Image, model: Any, counts: Any, additive: Any
 ) -> tuple[Prior, str]:
     """The prior of ``args`` for ``model``, and what its weights are (for summary.json)."""
-    kappa, choice = _kappa(args, start, model, counts, additive)
+    choice = getattr(args, "kappa", None) or KAPPA_CHOICES[0]
+    kappa = kappa_for(choice, model, counts, additive, start.data)
     if args.prior == "quadratic":
         return QuadraticPrior(args.beta, kappa=kappa), _KAPPA_TEXT[choice]
     epsilon = args.epsilon
