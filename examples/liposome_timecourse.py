@@ -58,7 +58,8 @@ Usage::
     python examples/liposome_timecourse.py [--output DIR] [--device auto|cpu|gpu]
                                            [--patients N] [--seed S] [--no-plots]
                                            [--algorithm osem|bsrem] [--beta B]
-                                           [--kappa sensitivity|hessian]
+                                           [--kappa sensitivity|hessian] [--noise-free]
+                                           [--post-filter FWHM_MM]
 
 With 8 patients (``--patients 8``, 24 lesions; 2026-12-06) the 7-day lesion errors were
 −2.0 ± 8.0 % (max 19.5) with OSEM + 8 mm filter and +3.0 ± 8.2, +2.1 ± 8.3 and −5.3 ± 11.5 %
@@ -69,6 +70,12 @@ improves what voxel-level noise limits (small or faint lesions, images read by e
 VOI means. ``--kappa hessian`` (weaker smoothing where the uptake is high) over-recovered the
 lesions a little more: at β = 0.03, +6.7 ± 3.9 % at 48 h (max 15.7) and +3.1 ± 8.6 % at 7 days,
 against +5.5 ± 3.5 % (max 13.2) and +2.1 ± 8.3 % with κ = √sensitivity.
+
+``--noise-free`` reconstructs the expected projections (no Poisson noise): every error left is
+the method's own. With BSREM β = 0.03 the lesions came out +4.9 ± 3.1 % at 48 h and the centres
+of blood pool and spleen +3.6 and +3.8 % (β = 0.1: +6.6 and +5.4 %), against +1.2 ± 3.8, +2.3
+and +1.9 % with OSEM + 8 mm: a converged penalised image rings at the edges of hot objects
+(README, BSREM section). ``--post-filter`` applies to BSREM too (default 0 there).
 
 Runs headless in about a minute on a 2-core CPU (3 patients). Writes into ``--output``: per
 patient ``P01/tp001h.hv`` … (images), ``P01/background.npy``, ``P01/study.toml``;
@@ -91,6 +98,7 @@ from typing import Any
 import numpy as np
 
 import recon
+from recon.algorithms.filters import gaussian_filter_fwhm
 from recon.algorithms.priors import kappa_for
 from recon.cli import main as recon_main
 from recon.io import read_interfile_image, write_interfile
@@ -490,10 +498,14 @@ def reconstruct(model: recon.SpectModel, counts: np.ndarray, args: argparse.Name
     prior = recon.RelativeDifferencePrior(
         args.beta, gamma=2.0, epsilon=1e-3 * float(host[seen].mean()), kappa=kappa
     )
-    return recon.bsrem(
+    image = recon.bsrem(
         model, counts, prior=prior, iterations=args.iterations, subsets=args.subsets,
         x0=start.data, objective=False,
     )  # fmt: skip
+    if not args.post_filter:
+        return image
+    filtered = gaussian_filter_fwhm(image.data, args.post_filter, model.grid.voxel_size_mm)
+    return image.with_data(filtered)
 
 
 def simulate(args: argparse.Namespace, out: Path, patients: list[Patient]) -> None:
@@ -512,7 +524,8 @@ def simulate(args: argparse.Namespace, out: Path, patients: list[Patient]) -> No
         f"OSEM {args.iterations} × {args.subsets} + {args.post_filter:g} mm filter"
         if args.algorithm == "osem"
         else f"BSREM {args.iterations} × {args.subsets}, RDP β = {args.beta:g}"
-    )
+        + (f" + {args.post_filter:g} mm filter" if args.post_filter else "")
+    ) + (", noise-free projections" if args.noise_free else "")
     print(
         f"{len(patients)} patients × {len(SCAN_HOURS)} scans: {GRID.shape} voxels of "
         f"{GRID.voxel_size_mm[0]:g} mm, {N_VIEWS} views, ME collimator, "
@@ -525,7 +538,7 @@ def simulate(args: argparse.Namespace, out: Path, patients: list[Patient]) -> No
         images, counts_total = [], []
         for hours, model in zip(SCAN_HOURS, models, strict=True):
             expected = model.backend.to_host(model.forward(activity_at(patient, hours, masks)))
-            counts = rng.poisson(expected).astype(np.float32)
+            counts = (expected if args.noise_free else rng.poisson(expected)).astype(np.float32)
             image = reconstruct(model, counts, args)
             name = f"tp{int(hours):03d}h.hv"
             write_interfile(folder / name, image, modality="nucmed")
@@ -622,7 +635,7 @@ def compare(out: Path, patients: list[Patient], seed: int) -> dict[str, Any]:
                     if x["voi"] == "background" and x["timepoint"] == r["timepoint"]]  # fmt: skip
             pooled = math.sqrt(float(np.mean(np.square(same))))
             r["pooled_se_percent"] = pooled
-            r["error_in_se"] = r["error_percent"] / pooled
+            r["error_in_se"] = r["error_percent"] / pooled if pooled > 0 else None
         elif r["role"] != "lesion":
             same = [
                 x["error_percent"] for x in comparison
@@ -694,10 +707,11 @@ def print_comparison(result: dict[str, Any]) -> dict[str, Any]:
         mean, sd = _mean_sd(errors)
         text = f"  {name:<10}  {mean:+5.1f} ± {sd:4.1f} (max |err| {max(map(abs, errors)):.1f})"
         if name == "background":
-            background_z = [r["error_in_se"] for r in rows]
+            background_z = [r["error_in_se"] for r in rows if r["error_in_se"] is not None]
             se = sorted({round(r["pooled_se_percent"], 1) for r in rows})
-            text += f"; its SE {se[0]:.1f}-{se[-1]:.1f} % by scan (four spheres), errors "
-            text += f"{min(background_z):+.1f} to {max(background_z):+.1f} SE"
+            text += f"; its SE {se[0]:.1f}-{se[-1]:.1f} % by scan (four spheres)"
+            if background_z:
+                text += f", errors {min(background_z):+.1f} to {max(background_z):+.1f} SE"
         print(text)
     lesion_kin = [r for r in result["kinetics"] if r["role"] == "lesion"]
     t_eff_errors = [r["t_eff_error_percent"] for r in lesion_kin]
@@ -757,7 +771,7 @@ def print_comparison(result: dict[str, Any]) -> dict[str, Any]:
         "max_lesion_t_eff_error_percent": max(map(abs, t_eff_errors)),
         "max_lesion_tia_error_percent": max(map(abs, tia_true)),
         "max_lesion_tia_imaging_error_percent": max(map(abs, tia_same)),
-        "max_background_error_in_se": max(map(abs, background_z)),
+        "max_background_error_in_se": max(map(abs, background_z), default=None),
         "tolerances_percent": TOLERANCES,
         "fold_range": figures["fold range, all lesions"]["recovered"],
         "fold_range_true": figures["fold range, all lesions"]["true"],
@@ -777,14 +791,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--iterations", type=int, default=None,
                         help="default 6 (OSEM), 30 (BSREM)")  # fmt: skip
     parser.add_argument("--subsets", type=int, default=6)
-    parser.add_argument("--post-filter", type=float, default=8.0, help="FWHM in mm (OSEM)")
+    parser.add_argument("--post-filter", type=float, default=None,
+                        help="Gaussian FWHM in mm; default 8 (OSEM), 0 (BSREM)")  # fmt: skip
     parser.add_argument("--beta", type=float, default=0.03, help="BSREM's penalty strength")
     parser.add_argument("--kappa", choices=("sensitivity", "hessian"), default="sensitivity",
                         help="BSREM's prior weights (as recon spect --kappa)")  # fmt: skip
+    parser.add_argument("--noise-free", action="store_true",
+                        help="reconstruct the expected projections, without Poisson noise: "
+                        "what is left is the method's own bias")  # fmt: skip
     parser.add_argument("--no-plots", action="store_true", help="no PNG plots")
     args = parser.parse_args(argv)
     if args.iterations is None:
         args.iterations = 6 if args.algorithm == "osem" else 30
+    if args.post_filter is None:
+        args.post_filter = 8.0 if args.algorithm == "osem" else 0.0
     if args.patients < 2:
         parser.error("--patients must be at least 2 (a cohort)")
     started = time.perf_counter()
@@ -805,15 +825,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     reconstruction = {"algorithm": args.algorithm, "iterations": args.iterations,
                       "subsets": args.subsets}  # fmt: skip
-    if args.algorithm == "osem":
-        reconstruction["post_filter_fwhm_mm"] = args.post_filter
-    else:
+    reconstruction["post_filter_fwhm_mm"] = args.post_filter
+    if args.algorithm == "bsrem":
         reconstruction.update(
             prior="relative difference", beta=args.beta, gamma=2.0, kappa=f"{args.kappa}_kappa"
         )
     summary.update(
-        patients=[p.name for p in patients], elapsed_s=elapsed, reconstruction=reconstruction
-    )
+        patients=[p.name for p in patients], elapsed_s=elapsed, reconstruction=reconstruction,
+        noise_free=args.noise_free,
+    )  # fmt: skip
     write_json(out / "summary.json", summary)
     print(f"done in {elapsed:.0f} s; wrote {out}")
     return {**summary, **result}
