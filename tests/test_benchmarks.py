@@ -265,3 +265,20 @@ def test_scatter_benchmark_quick_reports_the_sss_share(tmp_path: Path) -> None:
     assert all(value > 0 for value in run["median_s"].values())
     assert 0.0 < run["sss_share"] < 1.0
     assert run["sss_round_s"] < run["scatter_sss_reconstruction_s"]
+
+
+def test_prior_kernel_benchmark_quick_times_both_layouts_and_checks_them_equal(
+    tmp_path: Path,
+) -> None:
+    """benchmarks/prior_kernels.py times value, gradient and Hessian of the RDP in both CPU loop
+    layouts (it refuses to report layouts that disagree) and says which one the library picks."""
+    _run("prior_kernels.py", "--quick", "--repeats", "1", out=tmp_path / "prior")
+    record = _record(tmp_path / "prior")
+    assert record["benchmark"] == "prior_kernels"
+    cases = record["runs"]["cpu"]["cases"]
+    assert {(c["field_of_view"], c["quantity"]) for c in cases} == {
+        (fov, q) for fov in ("full", "cylinder") for q in ("gradient", "value", "hessian_diagonal")
+    }
+    for case in cases:
+        assert case["rows_ms"] > 0 and case["planes_ms"] > 0
+        assert case["library_picks"] == "planes"  # 24-voxel rows
