@@ -82,8 +82,9 @@ def check_algorithm(args: argparse.Namespace, osem_iterations: int) -> None:
                 raise InputError(f"--{name} applies to --algorithm bsrem or oslmap, not to osem")
     elif args.beta is None:
         raise InputError(
-            f"--algorithm {args.algorithm} needs --beta, the penalty strength (e.g. 0.1, 1, 10: "
-            "try a few and compare noise and contrast)"
+            f"--algorithm {args.algorithm} needs --beta, the penalty strength (with the default "
+            "weights: try 0.01-0.03 for SPECT, 0.1-0.3 for PET, and compare noise and contrast; "
+            "larger is smoother and biases VOI means more, see the README)"
         )
     if args.iterations is None:
         args.iterations = _DEFAULT_ITERATIONS.get(args.algorithm, osem_iterations)
