@@ -171,3 +171,31 @@ def test_the_first_numba_compilation_is_announced_once(
     with caplog.at_level(logging.INFO, logger="recon.progress"):
         announce_compilation(compiled, "tests")
     assert not caplog.records
+
+
+def test_compilation_is_not_announced_for_kernels_a_run_never_calls(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A module whose used kernels are compiled says nothing although others (never called by
+    this use) are not: the notice used to appear on every run. Named kernels are judged by
+    themselves, and a module says it once however many of its kernels compile."""
+    from recon._jit import announce_compilation
+
+    def add(a, b):
+        return a + b
+
+    used = types.ModuleType("recon_test_partly_compiled")
+    used.add = numba.njit(cache=False)(add)  # type: ignore[attr-defined]
+    used.unused = numba.njit(cache=False)(add)  # type: ignore[attr-defined]
+    used.add(1, 2)
+    fresh = types.ModuleType("recon_test_named_kernels")
+    fresh.first = numba.njit(cache=False)(add)  # type: ignore[attr-defined]
+    fresh.second = numba.njit(cache=False)(add)  # type: ignore[attr-defined]
+    with caplog.at_level(logging.INFO, logger="recon.progress"):
+        announce_compilation(used, "tests")
+        assert not caplog.records
+        announce_compilation(used, "tests", [used.add])  # type: ignore[attr-defined]
+        assert not caplog.records
+        announce_compilation(fresh, "tests", [fresh.first])  # type: ignore[attr-defined]
+        announce_compilation(fresh, "tests", [fresh.second])  # type: ignore[attr-defined]
+    assert len(caplog.records) == 1

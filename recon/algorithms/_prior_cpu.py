@@ -235,12 +235,18 @@ def prior_terms(
     (the image's ``nz`` for one image); ``x``, ``kappa`` and ``out`` are (z, y, x). ``layout``
     "rows" or "planes" forces a loop layout (tests); default by the row length (module
     docstring)."""
-    key = (int(kind), int(what))
-    nz, ny, nx = x.shape
+    kernel = kernel_for(kind, what, x.shape[2], layout)
+    if kernel in _PLANE_KERNELS.values():
+        inside = _row_ends(x.shape[1], x.shape[2])
+        kernel(x, kappa, has_kappa, weights, z_block, gamma, eps, inside, out)
+    else:
+        kernel(x, kappa, has_kappa, weights, z_block, gamma, eps, out)
+
+
+def kernel_for(kind: int, what: int, nx: int, layout: str | None = None) -> Any:
+    """The compiled kernel :func:`prior_terms` runs for ``kind``, ``what`` and rows of ``nx``
+    voxels (``layout`` "rows" or "planes" forces one)."""
     if layout is None:
         layout = "planes" if nx < PLANE_LAYOUT_BELOW_NX else "rows"
-    if layout == "planes":
-        inside = _row_ends(ny, nx)
-        _PLANE_KERNELS[key](x, kappa, has_kappa, weights, z_block, gamma, eps, inside, out)
-    else:
-        _KERNELS[key](x, kappa, has_kappa, weights, z_block, gamma, eps, out)
+    kernels = _PLANE_KERNELS if layout == "planes" else _KERNELS
+    return kernels[(int(kind), int(what))]

@@ -355,7 +355,8 @@ class Prior:
             from recon._jit import announce_compilation
             from recon.algorithms import _prior_cpu
 
-            announce_compilation(_prior_cpu, "the priors")
+            kernel = _prior_cpu.kernel_for(self.kind, what, image.shape[2])
+            announce_compilation(_prior_cpu, "the priors", [kernel])
             _prior_cpu.prior_terms(image, *args)
         return out
 
