@@ -988,14 +988,6 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"wall time {result['wall_s']:.0f} s")
 
 
-def _device_name(backend: Any) -> str:
-    if backend.is_gpu:
-        props = backend.xp.cuda.runtime.getDeviceProperties(backend.device_id)
-        name = props["name"]
-        return name.decode() if isinstance(name, bytes) else str(name)
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1044,7 +1036,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "configuration": "quick" if args.quick else "full",
             "date": now.isoformat(timespec="seconds"),
             "device": backend.name,
-            "device_name": _device_name(backend),
+            "device_name": backend.device_name,
             "platform": platform.platform(),
             "python": platform.python_version(),
             "recon_version": recon.__version__,

@@ -199,14 +199,6 @@ def listmode(pool: dict[str, np.ndarray], n: int, seed: int = 1) -> recon.Listmo
 
 
 # ---------------------------------------------------------------------------------- devices
-def _device_name(backend: Backend) -> str:
-    if backend.is_gpu:
-        props = backend.xp.cuda.runtime.getDeviceProperties(backend.device_id)
-        name = props["name"]
-        return name.decode() if isinstance(name, bytes) else str(name)
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
 def _peak_bandwidth(backend: Backend) -> dict[str, Any] | None:
     """Peak DRAM bandwidth: memoryClockRate (kHz) × 2 (double data rate) × memoryBusWidth / 8."""
     if not backend.is_gpu:
@@ -638,7 +630,7 @@ def run_device(
     _free(b.backend)
     return {
         "device": b.backend.name,
-        "device_name": _device_name(b.backend),
+        "device_name": b.backend.device_name,
         "cpu_model": _cpu_model(),
         "threads": _threads(b.backend),
         "peak_bandwidth": b.peak,

@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -42,14 +41,6 @@ SHAPES = ((16, 64, 64), (24, 64, 64), (24, 128, 128), (128, 128, 128))
 QUICK_SHAPES = ((8, 24, 24),)
 QUANTITIES = ("gradient", "value", "hessian_diagonal")
 VOXEL_MM = (4.0, 4.4, 4.4)
-
-
-def _device_name(backend: Any) -> str:
-    if backend.is_gpu:
-        props = backend.xp.cuda.runtime.getDeviceProperties(backend.device_id)
-        name = props["name"]
-        return name.decode() if isinstance(name, bytes) else str(name)
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
 def _case(shape: tuple[int, int, int], field_of_view: str, seed: int) -> tuple[np.ndarray, ...]:
@@ -154,7 +145,7 @@ def main() -> None:
         bench = cpu_layouts if device == "cpu" else gpu_kernel
         rows = [r for shape in shapes for fov in ("full", "cylinder")
                 for r in bench(shape, fov, args.repeats)]  # fmt: skip
-        runs[device] = {"device_name": _device_name(resolve_backend(device)), "cases": rows}
+        runs[device] = {"device_name": resolve_backend(device).device_name, "cases": rows}
 
     if "cpu" in runs:
         print(f"\nCPU ({runs['cpu']['device_name']}): relative difference prior with κ, median "

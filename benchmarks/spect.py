@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -41,14 +40,6 @@ from recon.algorithms import bsrem, osem
 from recon.algorithms.priors import RelativeDifferencePrior, sensitivity_kappa
 from recon.backend import gpu_available, resolve_backend
 from recon.simulate.phantoms import uniform_cylinder
-
-
-def _device_name(backend: Any) -> str:
-    if backend.is_gpu:
-        props = backend.xp.cuda.runtime.getDeviceProperties(backend.device_id)
-        name = props["name"]
-        return name.decode() if isinstance(name, bytes) else str(name)
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
 def _timed(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> list[float]:
@@ -172,7 +163,7 @@ def run(
     steady = steady_state(model, counts, x, subsets, sync)
     return {
         "device": backend.name,
-        "device_name": _device_name(backend),
+        "device_name": backend.device_name,
         "model_setup_s (incl. attenuation cache)": setup,
         "attenuation_cached": model._att_cache is not None,
         "attenuation_cached_views": int(model.attenuation_cached_views),

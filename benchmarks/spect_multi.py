@@ -27,7 +27,6 @@ import argparse
 import datetime as dt
 import json
 import math
-import os
 import platform
 import time
 from pathlib import Path
@@ -51,14 +50,6 @@ CONFIGS = {
     "full": dict(n=48, voxel=6.4, nz=12, views=60, iterations=4, subsets=10),
     "quick": dict(n=40, voxel=7.8, nz=10, views=24, iterations=2, subsets=4),
 }
-
-
-def _device_name(backend: Any) -> str:
-    if backend.is_gpu:
-        props = backend.xp.cuda.runtime.getDeviceProperties(backend.device_id)
-        name = props["name"]
-        return name.decode() if isinstance(name, bytes) else str(name)
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
 def run(config: dict[str, Any], realisations: int, device: str) -> dict[str, Any]:
@@ -111,7 +102,7 @@ def run(config: dict[str, Any], realisations: int, device: str) -> dict[str, Any
     }
     return {
         "device": backend.name,
-        "device_name": _device_name(backend),
+        "device_name": backend.device_name,
         "counts_mean": {"PEAK171": float(mean[0].sum()), "PEAK245": float(mean[1].sum())},
         "count_ratio_joint_to_single": counts_ratio,
         "expected_cv_ratio_sqrt_counts": math.sqrt(counts_ratio),

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import os
+import platform
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -61,6 +62,15 @@ class Backend:
     def is_gpu(self) -> bool:
         """True for the CuPy (CUDA) backend."""
         return self.name == "gpu"
+
+    @property
+    def device_name(self) -> str:
+        """The device in words, for reports and benchmark records: the CUDA device's name on the
+        GPU, the processor and its core count on the CPU."""
+        if self.is_gpu:
+            name = self.xp.cuda.runtime.getDeviceProperties(self.device_id)["name"]
+            return name.decode() if isinstance(name, bytes) else str(name)
+        return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
     def on_device(self) -> contextlib.AbstractContextManager:
         """Context in which allocations and kernel launches go to this backend's device."""
