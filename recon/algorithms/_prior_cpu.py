@@ -12,7 +12,7 @@ skips each row's voxels outside the field of view (κ = 0), and along runs of wh
 (:func:`_by_planes`), whose loops are long enough to vectorise well when rows are short. Images
 with rows shorter than :data:`PLANE_LAYOUT_BELOW_NX` take the second. ``python
 benchmarks/prior_kernels.py`` (2-core CPU, 2026-12-06): with 64-voxel rows the planes' gradient
-is 1.4× faster (1.2× with a cylindrical field of view); with 128-voxel rows 1.07× faster
+is 1.2-1.4× faster (1.0-1.2× with a cylindrical field of view); with 128-voxel rows 1.0-1.07×
 without a field of view and 0.8× with one, whose corners only the rows' layout skips.
 """
 
