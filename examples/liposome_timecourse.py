@@ -807,6 +807,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.post_filter = 8.0 if args.algorithm == "osem" else 0.0
     if args.patients < 2:
         parser.error("--patients must be at least 2 (a cohort)")
+    if not (math.isfinite(args.post_filter) and args.post_filter >= 0):
+        parser.error(f"--post-filter must be a FWHM in mm >= 0 (0: none), got {args.post_filter}")
     started = time.perf_counter()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

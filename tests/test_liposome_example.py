@@ -172,3 +172,12 @@ def test_post_filter_applies_to_bsrem_too() -> None:
     np.testing.assert_allclose(filtered, gaussian_filter_fwhm(plain, 8.0, grid.voxel_size_mm),
                                rtol=1e-6, atol=1e-6 * float(plain.max()))  # fmt: skip
     assert not np.allclose(filtered, plain)
+
+
+@pytest.mark.parametrize("fwhm", ["-1", "nan"])
+def test_a_negative_or_nan_post_filter_is_refused_before_any_work(tmp_path, capsys, fwhm) -> None:
+    module = runpy.run_path(str(SCRIPT))
+    with pytest.raises(SystemExit) as stop:
+        module["main"](["--output", str(tmp_path / "out"), "--post-filter", fwhm])
+    assert stop.value.code == 2 and "--post-filter must be" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
