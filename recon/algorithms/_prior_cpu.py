@@ -235,18 +235,22 @@ def prior_terms(
     (the image's ``nz`` for one image); ``x``, ``kappa`` and ``out`` are (z, y, x). ``layout``
     "rows" or "planes" forces a loop layout (tests); default by the row length (module
     docstring)."""
+    layout = _layout(x.shape[2], layout)
     kernel = kernel_for(kind, what, x.shape[2], layout)
-    if kernel in _PLANE_KERNELS.values():
+    if layout == "planes":
         inside = _row_ends(x.shape[1], x.shape[2])
         kernel(x, kappa, has_kappa, weights, z_block, gamma, eps, inside, out)
     else:
         kernel(x, kappa, has_kappa, weights, z_block, gamma, eps, out)
 
 
+def _layout(nx: int, layout: str | None) -> str:
+    """``layout`` if forced, else the one for rows of ``nx`` voxels (module docstring)."""
+    return layout or ("planes" if nx < PLANE_LAYOUT_BELOW_NX else "rows")
+
+
 def kernel_for(kind: int, what: int, nx: int, layout: str | None = None) -> Any:
     """The compiled kernel :func:`prior_terms` runs for ``kind``, ``what`` and rows of ``nx``
     voxels (``layout`` "rows" or "planes" forces one)."""
-    if layout is None:
-        layout = "planes" if nx < PLANE_LAYOUT_BELOW_NX else "rows"
-    kernels = _PLANE_KERNELS if layout == "planes" else _KERNELS
+    kernels = _PLANE_KERNELS if _layout(nx, layout) == "planes" else _KERNELS
     return kernels[(int(kind), int(what))]
