@@ -1,6 +1,7 @@
 // Pairwise priors on the 26-neighbourhood of a 3-D image (the GPU twin of
-// recon/algorithms/_prior_cpu.py; same arguments, same order, same arithmetic). One thread per
-// voxel.
+// recon/algorithms/_prior_cpu.py; same arguments, same arithmetic, and the same order of
+// addition as its "rows" layout, bit for bit; its default "pairs" layout adds the same terms in
+// another order). One thread per voxel.
 //
 // R(x) = 1/2 sum_j sum_{k in N(j)} w_jk kappa_j kappa_k phi(x_j, x_k): every pair counted from
 // both ends, hence the 1/2. w_jk is the weight of the offset from j to k (1 / distance in mm,

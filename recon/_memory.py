@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -76,9 +77,9 @@ def page_aligned_empty(shape: tuple[int, ...], dtype: type = np.float32) -> np.n
     and the prior's output page-aligned.
     """
     itemsize = np.dtype(dtype).itemsize
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(int(n) for n in shape)  # not np.prod: BSREM asks several times a subset
     buffer = np.empty(count * itemsize + _PAGE_BYTES, np.uint8)
-    start = -buffer.ctypes.data % _PAGE_BYTES
+    start = -buffer.__array_interface__["data"][0] % _PAGE_BYTES
     return buffer[start : start + count * itemsize].view(dtype).reshape(shape)
 
 

@@ -1,19 +1,29 @@
-"""Numba kernel of the pairwise priors (the CPU twin of ``kernels/prior.cu``: same arguments, same
-order, same arithmetic; see that file for the formulas).
+"""Numba kernels of the pairwise priors (the CPU twin of ``kernels/prior.cu``: same arguments,
+same pair arithmetic; see that file for the formulas).
 
 The entry point :func:`prior_terms` takes the prior's ``kind`` and the quantity ``what`` as
 arguments, as the CUDA kernel does, and runs a kernel compiled for that pair: with both known at
-compile time numba drops the other branches and the unused derivatives from the 26-neighbour loop,
+compile time numba drops the other branches and the unused derivatives from the neighbour loops,
 which makes the gradient about three times faster than one kernel deciding per pair (BSREM
 evaluates it for every subset).
 
-Two loop layouts compute the same sums, bit for bit: along image rows (:func:`_by_rows`), which
-skips each row's voxels outside the field of view (κ = 0), and along runs of whole planes
-(:func:`_by_planes`), whose loops are long enough to vectorise well when rows are short. Images
-with rows shorter than :data:`PLANE_LAYOUT_BELOW_NX` take the second. ``python
-benchmarks/prior_kernels.py`` (2-core CPU, 2026-12-06): with 64-voxel rows the planes' gradient
-is 1.2-1.4× faster (1.0-1.2× with a cylindrical field of view); with 128-voxel rows 1.0-1.07×
-without a field of view and 0.8× with one, whose corners only the rows' layout skips.
+Two loop layouts give the same per-voxel sums up to float32 rounding:
+
+- ``"pairs"`` (:func:`_by_pairs`, the default): each unordered pair of neighbours is visited once,
+  along flat runs of whole planes, and its one division serves both voxels' terms (the pair's
+  ``d`` is symmetric). A voxel's own terms go to ``out``; its partners' to a plane buffer (same
+  plane) and to a scratch image (the next plane), added at the end, so that no two threads write
+  one voxel and each voxel's order of addition does not depend on where its plane sits in the
+  image (stacked images give the same bits as each image alone).
+- ``"rows"`` (:func:`_by_rows`): per voxel, its 26 neighbours in the CUDA kernel's order, along
+  image rows, skipping each row's κ = 0 ends. Its sums equal the CUDA kernel's bit for bit (the
+  compatibility-harness test checks that); it is the reference the pairs layout is tested against.
+
+``python benchmarks/prior_kernels.py`` (2-core CPU, 2026-12-06,
+``benchmarks/results/prior-kernels-cpu-20261206-220618.json``): the pairs layout's gradient is
+1.1-1.45× faster than the rows' on 64-voxel rows and 1.0-1.3× on 128-voxel rows (no gain with a
+cylindrical field of view there, whose κ = 0 corners only the rows' layout skips); its Hessian
+diagonal 1.4-2.3× and its value 1.15-1.5×.
 """
 
 from __future__ import annotations
@@ -25,32 +35,44 @@ from typing import Any
 import numba as nb
 import numpy as np
 
+from recon._memory import page_aligned_empty
+
 _JIT: dict[str, Any] = dict(parallel=True, fastmath=False, cache=True, nogil=True)
 
 
 @nb.njit(inline="always")
-def prior_pair(kind, a, b, gamma, eps):
-    """``phi``, ``dphi/da`` and ``d2phi/da2`` of one pair (a at the voxel, b its neighbour)."""
+def pair_terms(kind, what, a, b, gamma, eps):
+    """The terms of one neighbour pair for its two voxels: ``phi`` (``what`` 0), ``dphi/da``
+    (1) or ``d2phi/da2`` (2) of the voxel holding ``a``, and the same of the voxel holding
+    ``b`` (``phi(b, a)`` and its derivatives in ``b``). Each side is computed exactly as a
+    per-voxel loop would compute it (``b − a`` is ``−(a − b)`` in floating point), sharing the
+    symmetric denominator."""
     u = a - b
     if kind == 0:
-        return u * u, np.float32(2.0) * u, np.float32(2.0)
+        if what == 0:
+            return u * u, u * u
+        if what == 1:
+            return np.float32(2.0) * u, -(np.float32(2.0) * u)
+        return np.float32(2.0), np.float32(2.0)
     au = abs(u)
-    s = np.float32(1.0) if u > 0 else (np.float32(-1.0) if u < 0 else np.float32(0.0))
     d = a + b + gamma * au + eps
-    m = a + np.float32(3.0) * b + gamma * au + np.float32(2.0) * eps
     inv = np.float32(1.0) / d
-    phi = u * u * inv
-    d1 = u * m * inv * inv
-    d2 = np.float32(2.0) * (d * d - u * m * (np.float32(1.0) + gamma * s)) * inv * inv * inv
-    return phi, d1, d2
+    if what == 0:
+        phi = u * u * inv
+        return phi, phi
+    m_a = a + np.float32(3.0) * b + gamma * au + np.float32(2.0) * eps
+    m_b = b + np.float32(3.0) * a + gamma * au + np.float32(2.0) * eps
+    if what == 1:
+        return u * m_a * inv * inv, -(u * m_b * inv * inv)
+    s = np.float32(1.0) if u > 0 else (np.float32(-1.0) if u < 0 else np.float32(0.0))
+    d2_a = np.float32(2.0) * (d * d - u * m_a * (np.float32(1.0) + gamma * s)) * inv * inv * inv
+    d2_b = np.float32(2.0) * (d * d + u * m_b * (np.float32(1.0) - gamma * s)) * inv * inv * inv
+    return d2_a, d2_b
 
 
-#: Rows shorter than this take the plane layout (module docstring; with a field of view the
-#: two layouts cross near 96-voxel rows).
-PLANE_LAYOUT_BELOW_NX = 96
-# Voxels per task of the plane layout: whole rows of a plane, several thousand values so that
-# each of the 26 loops runs long (1024-4096 measured alike).
-_PLANE_CHUNK = 2048
+#: The layout :func:`prior_terms` uses unless told (module docstring); tests and the benchmark
+#: set it to compare layouts through the public API.
+DEFAULT_LAYOUT = "pairs"
 
 
 def _by_rows(kind: int, what: int) -> Callable[..., None]:
@@ -108,57 +130,64 @@ def _by_rows(kind: int, what: int) -> Callable[..., None]:
                             ka = kappa_here[lo : lo + n]
                             kb = kappa_there[lo + dx : lo + dx + n]
                             for i in range(n):
-                                pair = prior_pair(kind, a_row[i], b_row[i], gamma, eps)
-                                sums[i] += w0 * ka[i] * kb[i] * pair[what]
+                                term = pair_terms(kind, what, a_row[i], b_row[i], gamma, eps)[0]
+                                sums[i] += w0 * ka[i] * kb[i] * term
                         else:
                             for i in range(n):
-                                pair = prior_pair(kind, a_row[i], b_row[i], gamma, eps)
-                                sums[i] += w0 * pair[what]
+                                term = pair_terms(kind, what, a_row[i], b_row[i], gamma, eps)[0]
+                                sums[i] += w0 * term
 
     return terms
 
 
-def _by_planes(kind: int, what: int) -> Callable[..., None]:
-    """The same sums as :func:`_by_rows`, each plane taken as one flat run of ``ny · nx`` voxels.
+def _by_pairs(kind: int, what: int) -> Callable[..., None]:
+    """The kernel of the pairs layout (module docstring) for one ``kind`` and ``what``.
 
-    Parallel over chunks of a plane (:data:`_PLANE_CHUNK` voxels); for each offset one loop
-    runs over the whole chunk, the neighbour ``shift = dy · nx + dx`` voxels away. A neighbour
-    across a row's end (``dx`` leaving the row) is computed and then dropped through
-    ``inside[dx + 1]`` (False where ``x + dx`` leaves the row), so each voxel adds the same terms
-    in the same order as in the rows' layout. Only the ends of a chunk where κ is 0 are skipped.
+    Parallel over planes; each plane is one flat run of ``ny · nx`` voxels. For each of the 13
+    offsets that point forward (to the next voxel of the row, the next row, or the next plane:
+    ``shift = dy · nx + dx`` within the plane) one loop visits the plane's voxels ``i`` and
+    their neighbours ``i + shift``; a pair across a row's end is computed and dropped through
+    ``inside[dx + 1]`` (False where ``x + dx`` leaves the row). The voxel's term adds to
+    ``out``, the neighbour's to ``back`` (same plane, added to ``out`` at the end of the plane)
+    or to ``up`` (the next plane, added once every plane is done). Only the ends of a plane
+    where κ is 0 are skipped: a pair whose lower voxel has κ = 0 adds 0 to both. Requires
+    symmetric weights (``weights[k] == weights[26 − k]``).
     """
 
     @nb.njit(**_JIT)
-    def terms(x, kappa, has_kappa, weights, z_block, gamma, eps, inside, out):
+    def terms(x, kappa, has_kappa, weights, z_block, gamma, eps, inside, out, up):
+        for k in range(13):
+            if weights[k] != weights[26 - k]:
+                raise ValueError("the pairs layout needs symmetric neighbour weights")
         nz, ny, nx = x.shape
         n = ny * nx
-        n_chunks = (n + _PLANE_CHUNK - 1) // _PLANE_CHUNK
-        for task in nb.prange(nz * n_chunks):
-            iz = task // n_chunks
-            c0 = (task % n_chunks) * _PLANE_CHUNK
-            c1 = min(n, c0 + _PLANE_CHUNK)
+        for task in nb.prange(nz):
+            iz = np.int64(task)  # prange's index may be unsigned; iz + 1 must stay an integer
             acc = out[iz].reshape(n)
-            acc[c0:c1] = np.float32(0.0)
+            acc[:] = np.float32(0.0)
+            back = np.zeros(n, np.float32)
             here = x[iz].reshape(n)
             kappa_here = kappa[iz].reshape(n) if has_kappa else kappa[0].reshape(1)
+            has_up = iz + 1 < nz and (iz + 1) // z_block == iz // z_block
+            upper = up[iz + 1 if has_up else iz].reshape(n)
+            if has_up:
+                upper[:] = np.float32(0.0)
+            c0, c1 = 0, n
             if has_kappa:
                 while c0 < c1 and kappa_here[c0] == 0:
                     c0 += 1
                 while c1 > c0 and kappa_here[c1 - 1] == 0:
                     c1 -= 1
-                if c0 == c1:
+            for dz in range(2):
+                if c0 == c1 or (dz == 1 and not has_up):
                     continue
-            block = iz // z_block
-            for dz in range(-1, 2):
-                z = iz + dz
-                if z < 0 or z >= nz or z // z_block != block:
-                    continue
-                there = x[z].reshape(n)
-                kappa_there = kappa[z].reshape(n) if has_kappa else kappa[0].reshape(1)
+                there = x[iz + dz].reshape(n)
+                kappa_there = kappa[iz + dz].reshape(n) if has_kappa else kappa[0].reshape(1)
+                partners = back if dz == 0 else upper
                 for dy in range(-1, 2):
                     for dx in range(-1, 2):
-                        if dz == 0 and dy == 0 and dx == 0:
-                            continue
+                        if dz == 0 and (dy < 0 or (dy == 0 and dx <= 0)):
+                            continue  # backward in the plane: the partner's forward pair
                         w0 = weights[(dz + 1) * 9 + (dy + 1) * 3 + (dx + 1)]
                         shift = dy * nx + dx
                         # Neighbours in the plane: rows 1 … for dy = −1, … ny − 2 for dy = +1.
@@ -170,18 +199,25 @@ def _by_planes(kind: int, what: int) -> Callable[..., None]:
                         a_row = here[lo:hi]
                         b_row = there[lo + shift : hi + shift]
                         sums = acc[lo:hi]
+                        others = partners[lo + shift : hi + shift]
                         if has_kappa:
                             ka = kappa_here[lo:hi]
                             kb = kappa_there[lo + shift : hi + shift]
                             for i in range(hi - lo):
-                                pair = prior_pair(kind, a_row[i], b_row[i], gamma, eps)
-                                term = w0 * ka[i] * kb[i] * pair[what]
-                                sums[i] += term if keep[i] else np.float32(0.0)
+                                t_a, t_b = pair_terms(kind, what, a_row[i], b_row[i], gamma, eps)
+                                wk = w0 * ka[i] * kb[i]
+                                sums[i] += wk * t_a if keep[i] else np.float32(0.0)
+                                others[i] += wk * t_b if keep[i] else np.float32(0.0)
                         else:
                             for i in range(hi - lo):
-                                pair = prior_pair(kind, a_row[i], b_row[i], gamma, eps)
-                                term = w0 * pair[what]
-                                sums[i] += term if keep[i] else np.float32(0.0)
+                                t_a, t_b = pair_terms(kind, what, a_row[i], b_row[i], gamma, eps)
+                                sums[i] += w0 * t_a if keep[i] else np.float32(0.0)
+                                others[i] += w0 * t_b if keep[i] else np.float32(0.0)
+            acc += back
+        for task in nb.prange(nz - 1):
+            iz = np.int64(task) + 1
+            if iz // z_block == (iz - 1) // z_block:
+                out[iz] += up[iz]
 
     return terms
 
@@ -203,12 +239,12 @@ quadratic_hessian = _by_rows(0, 2)
 relative_difference_value = _by_rows(1, 0)
 relative_difference_gradient = _by_rows(1, 1)
 relative_difference_hessian = _by_rows(1, 2)
-quadratic_value_planes = _by_planes(0, 0)
-quadratic_gradient_planes = _by_planes(0, 1)
-quadratic_hessian_planes = _by_planes(0, 2)
-relative_difference_value_planes = _by_planes(1, 0)
-relative_difference_gradient_planes = _by_planes(1, 1)
-relative_difference_hessian_planes = _by_planes(1, 2)
+quadratic_value_pairs = _by_pairs(0, 0)
+quadratic_gradient_pairs = _by_pairs(0, 1)
+quadratic_hessian_pairs = _by_pairs(0, 2)
+relative_difference_value_pairs = _by_pairs(1, 0)
+relative_difference_gradient_pairs = _by_pairs(1, 1)
+relative_difference_hessian_pairs = _by_pairs(1, 2)
 _KERNELS = {
     (0, 0): quadratic_value,
     (0, 1): quadratic_gradient,
@@ -217,13 +253,13 @@ _KERNELS = {
     (1, 1): relative_difference_gradient,
     (1, 2): relative_difference_hessian,
 }
-_PLANE_KERNELS = {
-    (0, 0): quadratic_value_planes,
-    (0, 1): quadratic_gradient_planes,
-    (0, 2): quadratic_hessian_planes,
-    (1, 0): relative_difference_value_planes,
-    (1, 1): relative_difference_gradient_planes,
-    (1, 2): relative_difference_hessian_planes,
+_PAIR_KERNELS = {
+    (0, 0): quadratic_value_pairs,
+    (0, 1): quadratic_gradient_pairs,
+    (0, 2): quadratic_hessian_pairs,
+    (1, 0): relative_difference_value_pairs,
+    (1, 1): relative_difference_gradient_pairs,
+    (1, 2): relative_difference_hessian_pairs,
 }
 
 
@@ -233,24 +269,22 @@ def prior_terms(
     """Per-voxel sums of ``w kappa kappa`` times phi (``what`` 0), dphi/da (1) or d2phi/da2 (2)
     over the 26 neighbours inside the image and inside the voxel's block of ``z_block`` slices
     (the image's ``nz`` for one image); ``x``, ``kappa`` and ``out`` are (z, y, x). ``layout``
-    "rows" or "planes" forces a loop layout (tests); default by the row length (module
-    docstring)."""
-    layout = _layout(x.shape[2], layout)
-    kernel = kernel_for(kind, what, x.shape[2], layout)
-    if layout == "planes":
+    "pairs" or "rows" (module docstring); default :data:`DEFAULT_LAYOUT`."""
+    layout = layout or DEFAULT_LAYOUT
+    kernel = kernel_for(kind, what, layout)
+    if layout == "pairs":
         inside = _row_ends(x.shape[1], x.shape[2])
-        kernel(x, kappa, has_kappa, weights, z_block, gamma, eps, inside, out)
+        up = page_aligned_empty(x.shape)
+        kernel(x, kappa, has_kappa, weights, z_block, gamma, eps, inside, out, up)
     else:
         kernel(x, kappa, has_kappa, weights, z_block, gamma, eps, out)
 
 
-def _layout(nx: int, layout: str | None) -> str:
-    """``layout`` if forced, else the one for rows of ``nx`` voxels (module docstring)."""
-    return layout or ("planes" if nx < PLANE_LAYOUT_BELOW_NX else "rows")
-
-
-def kernel_for(kind: int, what: int, nx: int, layout: str | None = None) -> Any:
-    """The compiled kernel :func:`prior_terms` runs for ``kind``, ``what`` and rows of ``nx``
-    voxels (``layout`` "rows" or "planes" forces one)."""
-    kernels = _PLANE_KERNELS if _layout(nx, layout) == "planes" else _KERNELS
+def kernel_for(kind: int, what: int, layout: str | None = None) -> Any:
+    """The compiled kernel :func:`prior_terms` runs for ``kind`` and ``what`` in ``layout``
+    (default :data:`DEFAULT_LAYOUT`)."""
+    layout = layout or DEFAULT_LAYOUT
+    if layout not in ("pairs", "rows"):
+        raise ValueError(f"unknown prior kernel layout {layout!r}: 'pairs' or 'rows'")
+    kernels = _PAIR_KERNELS if layout == "pairs" else _KERNELS
     return kernels[(int(kind), int(what))]

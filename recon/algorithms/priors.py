@@ -27,8 +27,8 @@ through ``ε`` (absolute, in image units), and unchanged by a global scaling of 
 scaled too. :class:`QuadraticPrior` has ``φ(a, b) = (a − b)²``.
 
 Value, gradient and Hessian diagonal run as one kernel family: CUDA (``kernels/prior.cu``) on the
-GPU and its numba mirror (``_prior_cpu.py``) on the CPU, on device images; only the value is a
-host float.
+GPU and its numba mirror on the CPU (``_prior_cpu.py``, which visits each neighbour pair once),
+on device images; only the value is a host float.
 """
 
 from __future__ import annotations
@@ -355,7 +355,7 @@ class Prior:
             from recon._jit import announce_compilation
             from recon.algorithms import _prior_cpu
 
-            kernel = _prior_cpu.kernel_for(self.kind, what, image.shape[2])
+            kernel = _prior_cpu.kernel_for(self.kind, what)
             announce_compilation(_prior_cpu, "the priors", [kernel])
             _prior_cpu.prior_terms(image, *args)
         return out
