@@ -130,14 +130,17 @@ Time per iteration, BSREM against OSEM, on the same model and data (realisation 
 the runs themselves: the interval between the ends of consecutive iterations (so BSREM's includes
 its prior gradient per subset, the Hessian diagonal of the preconditioner at the start of each
 iteration and, when on, the objective evaluation; the first iteration, which carries the set-up,
-is left out). Runs of OSEM, BSREM without and BSREM with the objective are interleaved and
-repeated; the medians are reported, with the load average of the machine (other processes share
-its cores).
+is left out). Runs of OSEM, BSREM without and BSREM with the objective are interleaved, in an
+order rotated from round to round, and repeated (12 rounds for SPECT, 6 for PET); the medians are
+reported, with the load average of the machine (other processes share its cores).
+``--timing-only`` runs just this part, on one realisation, and writes
+``contrast-noise-timing-*.json`` (``--timing-repeats`` sets the rounds).
 
 Usage::
 
     python benchmarks/contrast_noise.py                       # both modalities, full
     python benchmarks/contrast_noise.py --modality spect --realisations 6
+    python benchmarks/contrast_noise.py --modality spect --timing-only --timing-repeats 40
     python benchmarks/contrast_noise.py --quick               # seconds: tiny problems
 """
 
@@ -222,7 +225,7 @@ def settings(modality: str, quick: bool) -> Settings:
             fwhm_mm=(0, 3, 6, 9, 12, 15, 18, 21, 24),
             betas=(0.001, 0.003, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.3, 1.0, 3.0, 10.0),
             bsrem_iterations=30, realisations=16,
-            seed=20261207, timing_iterations=3, timing_repeats=2,
+            seed=20261207, timing_iterations=3, timing_repeats=12,
             extra={"views": 60, "heads": 2, "radius_mm": 260.0, "collimator": "ME",
                    "time_per_view_s": 60.0, "scatter_to_primary": 0.4,
                    "scatter_blur_sigma_mm": 30.0},
@@ -242,7 +245,7 @@ def settings(modality: str, quick: bool) -> Settings:
             betas=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0, 3.0),
             bsrem_iterations=20,
             realisations=16,
-            seed=20261208, timing_iterations=3, timing_repeats=2,
+            seed=20261208, timing_iterations=3, timing_repeats=6,
             extra={"scanner": "small", "frame_s": 600.0, "resolution_fwhm_mm": 5.0,
                    "scatter_to_trues": 0.35, "randoms_to_trues": 0.15,
                    "scatter_blur_sigma_bins": 10.0, "psf": True},
@@ -600,16 +603,21 @@ def time_iterations(
         ),
     }
     times: dict[str, list[float]] = {k: [] for k in runs}
+    names = list(runs)
     load = [os.getloadavg()[0]]
-    for _ in range(s.timing_repeats):
-        for name, run in runs.items():
-            times[name] += _per_iteration(run)
+    for round_ in range(s.timing_repeats):
+        # Each round runs every method once, the order rotated so that none always runs first
+        # (after the same neighbour): on a noisy machine the speed drifts within seconds.
+        k = round_ % len(names)
+        for name in names[k:] + names[:k]:
+            times[name] += _per_iteration(runs[name])
     load.append(os.getloadavg()[0])
     median = {k: statistics.median(v) for k, v in times.items()}
     return {
         "beta": beta,
         "iterations_per_run": s.timing_iterations,
         "repeats": s.timing_repeats,
+        "order": "every method once per repeat, the order rotated from repeat to repeat",
         "seconds_per_iteration": median,
         "samples_s": times,
         "ratio_bsrem_to_osem": median["bsrem"] / median["osem"],
@@ -864,6 +872,33 @@ def run_modality(s: Settings, device: str) -> dict[str, Any]:
     }
 
 
+def run_timing(s: Settings, device: str) -> dict[str, Any]:
+    """Only the timing of :func:`run_modality`, on its first realisation (``--timing-only``)."""
+    started = time.perf_counter()
+    study = spect_study(s, device) if s.modality == "spect" else pet_study(s, device)
+    model, counts, additive = study.draw(s.seed)
+    start = osem_images(model, counts, additive, replace(s, osem_iterations=START_ITERATIONS))[-1]
+    kappa = prior_weights(model, counts, additive, start, s)
+    timing = time_iterations(model, counts, additive, start, kappa, float(np.median(s.betas)), s)
+    return {
+        "modality": s.modality,
+        "settings": {k: v for k, v in asdict(s).items() if k != "extra"},
+        "acquisition": study.description,
+        "timing": timing,
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def print_timing(result: dict[str, Any]) -> None:
+    t = result["timing"]
+    per = t["seconds_per_iteration"]
+    print(f"time per iteration ({result['modality']}, median of {len(t['samples_s']['osem'])} "
+          f"iterations each): OSEM {1e3 * per['osem']:.1f} ms, BSREM {1e3 * per['bsrem']:.1f} "
+          f"ms (ratio {t['ratio_bsrem_to_osem']:.2f}, target <= {TIMING_TARGET}), with the "
+          f"objective {1e3 * per['bsrem_with_objective']:.1f} ms "
+          f"(ratio {t['ratio_bsrem_with_objective_to_osem']:.2f})")  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------- report
 def _title(result: dict[str, Any]) -> str:
     a, s = result["acquisition"], result["settings"]
@@ -977,12 +1012,7 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"done-when check (the three smallest spheres): CRC {'PASS' if on_crc else 'FAIL'}, "
           f"CRC above the VOIs between spheres {'PASS' if on_excess else 'FAIL'} -> "
           f"{'PASS' if result['done_when_check'] else 'FAIL'}")  # fmt: skip
-    t = result["timing"]
-    print(f"time per iteration: OSEM {t['seconds_per_iteration']['osem']:.3f} s, BSREM "
-          f"{t['seconds_per_iteration']['bsrem']:.3f} s (ratio {t['ratio_bsrem_to_osem']:.2f}, "
-          f"target <= {TIMING_TARGET}), with the objective "
-          f"{t['seconds_per_iteration']['bsrem_with_objective']:.3f} s "
-          f"(ratio {t['ratio_bsrem_with_objective_to_osem']:.2f})")  # fmt: skip
+    print_timing(result)
     worst = max(p["convergence"]["relative_change_last_iteration_max"] for p in result["bsrem"])
     print(f"BSREM convergence: largest relative change over the last iteration {worst:.2e}")
     print(f"wall time {result['wall_s']:.0f} s")
@@ -1007,6 +1037,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-psf", action="store_true",
                         help="PET: leave the data's 5 mm blur unmodelled (default: both methods "
                         "model it with recon.ImageResolution)")  # fmt: skip
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only time an iteration of each method (one realisation, "
+                        "--timing-repeats rounds), no curves")  # fmt: skip
+    parser.add_argument("--timing-repeats", type=int, default=None,
+                        help="rounds of the timing, each method once per round (default: the "
+                        "configuration's)")  # fmt: skip
     parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
@@ -1014,6 +1050,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--realisations must be at least 2 (the noise is an ensemble variance)")
     if not (math.isfinite(args.gamma) and args.gamma >= 0):
         parser.error(f"--gamma must be a finite number >= 0, got {args.gamma}")
+    if args.timing_repeats is not None and args.timing_repeats < 1:
+        parser.error("--timing-repeats must be at least 1")
     backend = resolve_backend(args.device)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1029,6 +1067,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             s = replace(s, **WIDE_OSEM_GRID[modality])
         if args.no_psf and modality == "pet":
             s = replace(s, extra={**s.extra, "psf": False})
+        if args.timing_repeats is not None:
+            s = replace(s, timing_repeats=args.timing_repeats)
+        if args.timing_only:
+            _write_timing(s, backend, out_dir, args.quick)
+            continue
         result = run_modality(s, backend.name)
         now = dt.datetime.now(dt.timezone.utc)
         record = {
@@ -1077,6 +1120,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         plot(record, out_dir / f"{stem}.png")
         print_report(record)
         print(f"wrote {out_dir / stem}.json and .png")
+
+
+def _write_timing(s: Settings, backend: Any, out_dir: Path, quick: bool) -> None:
+    """``--timing-only``: time, print, write ``contrast-noise-timing-*.json``."""
+    result = run_timing(s, backend.name)
+    now = dt.datetime.now(dt.timezone.utc)
+    record = {
+        "benchmark": "contrast_noise_timing",
+        "configuration": "quick" if quick else "full",
+        "date": now.isoformat(timespec="seconds"),
+        "device": backend.name,
+        "device_name": backend.device_name,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "recon_version": recon.__version__,
+        "numpy": np.__version__,
+        **result,
+    }
+    stem = f"contrast-noise-timing-{s.modality}-{backend.name}{'-quick' if quick else ''}"
+    stem += f"-kappa-{s.kappa}" if s.kappa != "sensitivity" else ""
+    stem += f"-{now:%Y%m%d-%H%M%S}"
+    write_text_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2))
+    print_timing(record)
+    print(f"wrote {out_dir / stem}.json")
 
 
 if __name__ == "__main__":

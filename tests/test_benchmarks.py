@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -203,6 +204,37 @@ def test_contrast_noise_benchmark_quick_writes_curves_ratio_and_check(tmp_path: 
         assert record["bsrem_at_least_as_good_for_smallest_three"] == all(
             c["bsrem_at_least_as_good"] for c in checks.values()
         )
+
+
+def test_contrast_noise_timing_only_times_each_method_in_rotated_rounds(tmp_path: Path) -> None:
+    """``--timing-only`` writes only the timing: every method timed once per round (the order
+    rotated), each run's iterations after the first counted, and the ratios from the medians."""
+    out = tmp_path / "timing"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "contrast_noise.py"), "--quick", "--modality", "spect",
+         "--timing-only", "--timing-repeats", "3", "--output", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (json_file,) = out.glob("contrast-noise-timing-spect-cpu-quick-*.json")
+    assert not list(out.glob("*.png"))
+    record = json.loads(json_file.read_text(encoding="utf-8"))
+    assert record["benchmark"] == "contrast_noise_timing" and "osem" not in record
+    t = record["timing"]
+    assert t["repeats"] == 3
+    for name, samples in t["samples_s"].items():
+        assert len(samples) == 3 * t["iterations_per_run"] and min(samples) > 0
+        assert t["seconds_per_iteration"][name] == pytest.approx(statistics.median(samples))
+    assert t["ratio_bsrem_to_osem"] == pytest.approx(
+        t["seconds_per_iteration"]["bsrem"] / t["seconds_per_iteration"]["osem"]
+    )
+    assert "ratio" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "contrast_noise.py"), "--quick", "--timing-only",
+         "--timing-repeats", "0", "--output", str(tmp_path / "bad")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--timing-repeats" in bad.stderr
 
 
 def _point(cv: float, crc: float, **key: float) -> dict:
