@@ -1075,15 +1075,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         result = run_modality(s, backend.name)
         now = dt.datetime.now(dt.timezone.utc)
         record = {
-            "benchmark": "contrast_noise",
-            "configuration": "quick" if args.quick else "full",
-            "date": now.isoformat(timespec="seconds"),
-            "device": backend.name,
-            "device_name": backend.device_name,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "recon_version": recon.__version__,
-            "numpy": np.__version__,
+            **_provenance("contrast_noise", args.quick, backend, now),
             "definitions": {
                 "crc": "(C_sphere/C_background - 1)/(4 - 1), C_sphere the mean over the voxels "
                 "whose centres lie in the true sphere, averaged over realisations",
@@ -1122,12 +1114,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"wrote {out_dir / stem}.json and .png")
 
 
-def _write_timing(s: Settings, backend: Any, out_dir: Path, quick: bool) -> None:
-    """``--timing-only``: time, print, write ``contrast-noise-timing-*.json``."""
-    result = run_timing(s, backend.name)
-    now = dt.datetime.now(dt.timezone.utc)
-    record = {
-        "benchmark": "contrast_noise_timing",
+def _provenance(benchmark: str, quick: bool, backend: Any, now: dt.datetime) -> dict[str, Any]:
+    """The head of a result record: what ran, when, on what."""
+    return {
+        "benchmark": benchmark,
         "configuration": "quick" if quick else "full",
         "date": now.isoformat(timespec="seconds"),
         "device": backend.name,
@@ -1136,8 +1126,14 @@ def _write_timing(s: Settings, backend: Any, out_dir: Path, quick: bool) -> None
         "python": platform.python_version(),
         "recon_version": recon.__version__,
         "numpy": np.__version__,
-        **result,
     }
+
+
+def _write_timing(s: Settings, backend: Any, out_dir: Path, quick: bool) -> None:
+    """``--timing-only``: time, print, write ``contrast-noise-timing-*.json``."""
+    result = run_timing(s, backend.name)
+    now = dt.datetime.now(dt.timezone.utc)
+    record = {**_provenance("contrast_noise_timing", quick, backend, now), **result}
     stem = f"contrast-noise-timing-{s.modality}-{backend.name}{'-quick' if quick else ''}"
     stem += f"-kappa-{s.kappa}" if s.kappa != "sensitivity" else ""
     stem += f"-{now:%Y%m%d-%H%M%S}"
