@@ -879,6 +879,8 @@ def run_timing(s: Settings, device: str) -> dict[str, Any]:
     model, counts, additive = study.draw(s.seed)
     start = osem_images(model, counts, additive, replace(s, osem_iterations=START_ITERATIONS))[-1]
     kappa = prior_weights(model, counts, additive, start, s)
+    print(f"[{s.modality}] timing {s.timing_repeats} rounds of {s.timing_iterations + 1} "
+          "iterations of OSEM, BSREM and BSREM with the objective", flush=True)  # fmt: skip
     timing = time_iterations(model, counts, additive, start, kappa, float(np.median(s.betas)), s)
     return {
         "modality": s.modality,
