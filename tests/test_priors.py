@@ -295,14 +295,14 @@ def test_cpu_prior_outputs_and_kappa_are_page_aligned() -> None:
     )
 
 
-@pytest.mark.parametrize("shape", [(5, 6, 7), (6, 50, 90), (1, 9, 8)])
+@pytest.mark.parametrize("shape", [(5, 6, 7), (6, 50, 90), (1, 9, 8), (4, 1, 5), (3, 5, 1)])
 def test_cpu_kernel_layouts_give_the_same_sums(shape) -> None:
     """The CPU kernel's two loop layouts (per voxel along rows, the CUDA kernel's order; each
     neighbour pair once along runs of whole planes) give the same value, gradient and Hessian
     terms up to float32 rounding (they add the same terms in another order), with and without
     κ, with a field of view (κ = 0 at the corners and in scattered voxels), with stacked images,
-    with zeros in the image and a plane with κ = 0 throughout; voxels with κ = 0 get exactly 0
-    in both."""
+    with zeros in the image, a plane with κ = 0 throughout, and one-voxel-wide rows or planes;
+    voxels with κ = 0 get exactly 0 in both."""
     from recon.algorithms import _prior_cpu
 
     rng = np.random.default_rng(11)
