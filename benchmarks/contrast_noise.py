@@ -604,12 +604,14 @@ def time_iterations(
     }
     times: dict[str, list[float]] = {k: [] for k in runs}
     names = list(runs)
+    order: list[list[str]] = []
     load = [os.getloadavg()[0]]
     for round_ in range(s.timing_repeats):
         # Each round runs every method once, the order rotated so that none always runs first
         # (after the same neighbour): on a noisy machine the speed drifts within seconds.
         k = round_ % len(names)
-        for name in names[k:] + names[:k]:
+        order.append(names[k:] + names[:k])
+        for name in order[-1]:
             times[name] += _per_iteration(runs[name])
     load.append(os.getloadavg()[0])
     median = {k: statistics.median(v) for k, v in times.items()}
@@ -618,6 +620,7 @@ def time_iterations(
         "iterations_per_run": s.timing_iterations,
         "repeats": s.timing_repeats,
         "order": "every method once per repeat, the order rotated from repeat to repeat",
+        "run_order": order,
         "seconds_per_iteration": median,
         "samples_s": times,
         "ratio_bsrem_to_osem": median["bsrem"] / median["osem"],

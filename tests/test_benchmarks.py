@@ -222,6 +222,8 @@ def test_contrast_noise_timing_only_times_each_method_in_rotated_rounds(tmp_path
     assert record["benchmark"] == "contrast_noise_timing" and "osem" not in record
     t = record["timing"]
     assert t["repeats"] == 3
+    names = list(t["samples_s"])
+    assert t["run_order"] == [names[k:] + names[:k] for k in range(3)]  # each first once
     for name, samples in t["samples_s"].items():
         assert len(samples) == 3 * t["iterations_per_run"] and min(samples) > 0
         assert t["seconds_per_iteration"][name] == pytest.approx(statistics.median(samples))
