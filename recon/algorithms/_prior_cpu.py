@@ -143,11 +143,12 @@ def _by_rows(kind: int, what: int) -> Callable[..., None]:
 def _by_pairs(kind: int, what: int) -> Callable[..., None]:
     """The kernel of the pairs layout (module docstring) for one ``kind`` and ``what``.
 
-    Parallel over planes; each plane is one flat run of ``ny · nx`` voxels. For each of the 13
-    offsets that point forward (to the next voxel of the row, the next row, or the next plane:
-    ``shift = dy · nx + dx`` within the plane) one loop visits the plane's voxels ``i`` and
-    their neighbours ``i + shift``; a pair across a row's end is computed and dropped through
-    ``inside[dx + 1]`` (False where ``x + dx`` leaves the row). The voxel's term adds to
+    Parallel over planes (an image with fewer planes than CPU cores leaves cores idle; the rows'
+    layout splits rows instead); each plane is one flat run of ``ny · nx`` voxels. For each of
+    the 13 offsets that point forward (to the next voxel of the row, the next row, or the next
+    plane: ``shift = dy · nx + dx`` within the plane) one loop visits the plane's voxels ``i``
+    and their neighbours ``i + shift``; a pair across a row's end is computed and dropped
+    through ``inside[dx + 1]`` (False where ``x + dx`` leaves the row). The voxel's term adds to
     ``out``, the neighbour's to ``back`` (same plane, added to ``out`` at the end of the plane)
     or to ``up`` (the next plane, added once every plane is done). Only the ends of a plane
     where κ is 0 are skipped: a pair whose lower voxel has κ = 0 adds 0 to both. Requires
