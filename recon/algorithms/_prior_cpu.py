@@ -233,35 +233,10 @@ def _row_ends(ny: int, nx: int) -> np.ndarray:
     return inside
 
 
-# Module-level names, so that the compilation notice (recon._jit) finds them.
-quadratic_value = _by_rows(0, 0)
-quadratic_gradient = _by_rows(0, 1)
-quadratic_hessian = _by_rows(0, 2)
-relative_difference_value = _by_rows(1, 0)
-relative_difference_gradient = _by_rows(1, 1)
-relative_difference_hessian = _by_rows(1, 2)
-quadratic_value_pairs = _by_pairs(0, 0)
-quadratic_gradient_pairs = _by_pairs(0, 1)
-quadratic_hessian_pairs = _by_pairs(0, 2)
-relative_difference_value_pairs = _by_pairs(1, 0)
-relative_difference_gradient_pairs = _by_pairs(1, 1)
-relative_difference_hessian_pairs = _by_pairs(1, 2)
-_KERNELS = {
-    (0, 0): quadratic_value,
-    (0, 1): quadratic_gradient,
-    (0, 2): quadratic_hessian,
-    (1, 0): relative_difference_value,
-    (1, 1): relative_difference_gradient,
-    (1, 2): relative_difference_hessian,
-}
-_PAIR_KERNELS = {
-    (0, 0): quadratic_value_pairs,
-    (0, 1): quadratic_gradient_pairs,
-    (0, 2): quadratic_hessian_pairs,
-    (1, 0): relative_difference_value_pairs,
-    (1, 1): relative_difference_gradient_pairs,
-    (1, 2): relative_difference_hessian_pairs,
-}
+# Every (kind, what) pair compiled once per layout; the priors name the kernel they run to the
+# compilation notice (recon._jit.announce_compilation's ``kernels``).
+_KERNELS = {(kind, what): _by_rows(kind, what) for kind in (0, 1) for what in (0, 1, 2)}
+_PAIR_KERNELS = {(kind, what): _by_pairs(kind, what) for kind in (0, 1) for what in (0, 1, 2)}
 
 
 def prior_terms(
