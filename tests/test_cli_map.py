@@ -96,6 +96,13 @@ def test_oslmap_says_when_beta_is_too_large_for_it(
         (["--algorithm", "bsrem", "--beta", "inf"], "beta"),
         (["--algorithm", "oslmap", "--beta", "100", "--gamma", "-2"], "gamma"),
         (["--algorithm", "BSREM", "--beta", "1"], "algorithm"),
+        # a prior's option where it would be ignored: no prior (OSEM), or another prior
+        (["--gamma", "4"], "--gamma applies to --algorithm bsrem or oslmap, not to osem"),
+        (["--prior", "quadratic"], "--prior applies to --algorithm bsrem or oslmap"),
+        (["--algorithm", "bsrem", "--beta", "1", "--prior", "quadratic", "--gamma", "4"],
+         "--gamma applies to the relative difference prior"),
+        (["--algorithm", "bsrem", "--beta", "1", "--prior", "quadratic", "--epsilon", "1"],
+         "--epsilon applies to the relative difference prior"),
     ],
 )
 def test_bad_map_options_are_refused(
@@ -152,3 +159,17 @@ def test_hessian_weights_that_cannot_be_taken_fail_in_one_line(
     errors = [line for line in err.splitlines() if line.startswith("recon: error:")]
     assert errors == ["recon: error: hessian_kappa: the curvature overflowed float32"]
     assert "Traceback" not in err and not out.exists()
+
+
+def test_a_prior_option_in_toml_without_a_prior_is_refused(
+    sandbox: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A TOML file that sets γ for OSEM (the prior's option would be silently ignored) is
+    refused in one line, as on the command line, and no output folder is made."""
+    config = tmp_path / "osem.toml"
+    config.write_text('[spect]\nalgorithm = "osem"\ngamma = 2.0\n')
+    out = tmp_path / "out"
+    assert main(["spect", str(sandbox / "nm.dcm"), "--config", str(config), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--gamma applies to --algorithm bsrem or oslmap" in err[0]
+    assert not out.exists()

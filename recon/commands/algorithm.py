@@ -43,6 +43,8 @@ __all__ = ["ALGORITHM_OPTIONS", "algorithm_summary", "check_algorithm", "reconst
 _DEFAULT_ITERATIONS = {"bsrem": 30, "oslmap": 10}
 _START_ITERATIONS = 2
 _EPSILON_FRACTION = 1e-3
+_RDP = "rdp"  # the prior when --prior is not given
+_GAMMA = 2.0  # the relative difference prior's γ when --gamma is not given
 #: What each --kappa choice is, for summary.json.
 _KAPPA_TEXT = {
     "hessian": "hessian: sqrt(tissue level x row sum of the log-likelihood's Hessian, both of "
@@ -56,12 +58,12 @@ ALGORITHM_OPTIONS = (
            "relative difference prior by default) or oslmap (one-step-late MAP; may not "
            "converge)", choices=("osem", "bsrem", "oslmap"), default="osem"),
     Option("prior", "str", "the penalty of bsrem/oslmap", choices=("rdp", "quadratic"),
-           default="rdp"),
+           default_text=_RDP),
     Option("beta", "float",
            "penalty strength β of bsrem/oslmap (required with them; larger is smoother)",
            minimum=0.0),
     Option("gamma", "float", "edge preservation γ of the relative difference prior",
-           minimum=0.0, default=2.0),
+           minimum=0.0, default_text=f"{_GAMMA:g}"),
     Option("epsilon", "float",
            "ε of the relative difference prior, in image units", minimum=0.0, above=True,
            default_text="1e-3 x the mean of the OSEM start over the voxels the data see"),
@@ -75,12 +77,21 @@ ALGORITHM_OPTIONS = (
 
 
 def check_algorithm(args: argparse.Namespace, osem_iterations: int) -> None:
-    """Refuse option combinations that do not go together; fill the iterations default."""
+    """Refuse option combinations that do not go together (an option of the prior given where
+    no prior, or another prior, runs: it would be ignored); fill the defaults that depend on the
+    algorithm (iterations, prior, γ)."""
     if args.algorithm == "osem":
-        for name in ("beta", "epsilon", "kappa"):
+        for name in ("beta", "prior", "gamma", "epsilon", "kappa"):
             if getattr(args, name) is not None:
                 raise InputError(f"--{name} applies to --algorithm bsrem or oslmap, not to osem")
-    elif args.beta is None:
+    elif args.prior == "quadratic":
+        for name in ("gamma", "epsilon"):
+            if getattr(args, name) is not None:
+                raise InputError(
+                    f"--{name} applies to the relative difference prior (--prior rdp), not to "
+                    "--prior quadratic"
+                )
+    if args.algorithm != "osem" and args.beta is None:
         raise InputError(
             f"--algorithm {args.algorithm} needs --beta, the penalty strength (with the default "
             "weights: try 0.01-0.03 for SPECT, 0.1-0.3 for PET, and compare noise and contrast; "
@@ -88,6 +99,9 @@ def check_algorithm(args: argparse.Namespace, osem_iterations: int) -> None:
         )
     if args.iterations is None:
         args.iterations = _DEFAULT_ITERATIONS.get(args.algorithm, osem_iterations)
+    if args.algorithm != "osem":
+        args.prior = args.prior or _RDP
+        args.gamma = _GAMMA if args.gamma is None else args.gamma
 
 
 def _prior(
