@@ -99,10 +99,14 @@ def test_oslmap_says_when_beta_is_too_large_for_it(
         # a prior's option where it would be ignored: no prior (OSEM), or another prior
         (["--gamma", "4"], "--gamma applies to --algorithm bsrem or oslmap, not to osem"),
         (["--prior", "quadratic"], "--prior applies to --algorithm bsrem or oslmap"),
-        (["--algorithm", "bsrem", "--beta", "1", "--prior", "quadratic", "--gamma", "4"],
-         "--gamma applies to the relative difference prior"),
-        (["--algorithm", "bsrem", "--beta", "1", "--prior", "quadratic", "--epsilon", "1"],
-         "--epsilon applies to the relative difference prior"),
+        (
+            ["--algorithm", "bsrem", "--beta", "1", "--prior", "quadratic", "--gamma", "4"],
+            "--gamma applies to the relative difference prior",
+        ),
+        (
+            ["--algorithm", "bsrem", "--beta", "1", "--prior", "quadratic", "--epsilon", "1"],
+            "--epsilon applies to the relative difference prior",
+        ),
     ],
 )
 def test_bad_map_options_are_refused(
