@@ -80,14 +80,17 @@ those of late scans in drug-delivery studies (issue 12: at 3-7 days an In-111 or
 under a million counts): In-111 (T½ 2.8047 d, NNDC) has 17.7 % of its activity left at 7 days;
 Zr-89 (T½ 78.41 h, NNDC) 27.9 % at 6 days, of which only 22.74 % of decays emit a positron.
 
-- **SPECT, In-111**: 64×64×24 voxels of 4.8 mm; 60 views over 360° on a 260 mm circular orbit
-  (two heads, 30 stops each), 64×24 pixels of 4.8 mm; medium-energy collimator (``"ME"``,
-  depth-dependent response modelled); attenuation by water at the yield-weighted mean μ of the
-  171 and 245 keV lines (NIST XCOM through ``recon.physics.attenuation``); scatter in the
-  photopeak windows as a smooth additive term (the attenuated primary blurred by a 30 mm Gaussian,
-  40 % of the primary: In-111 adds down-scatter of its 245 keV line into the 171 keV window to the
-  usual ~30 %), known to the reconstruction (as a perfect TEW estimate would be); 500 000 expected
-  photopeak counts in all (primary + scatter). 10 subsets of 6 views.
+- **SPECT, In-111**: 64×64×24 voxels of 4.8 mm; 60 views over 360° on a 260 mm circular orbit (two
+  heads, 30 stops each; ``--orbit contour``: a body-contour orbit instead, the collimator 25 mm from
+  the phantom's outline at every view, 137-178 mm from the axis, as clinical cameras follow the
+  patient: ``recon.simulate.orbits.body_contour_radii``), 64×24 pixels of 4.8 mm; medium-energy
+  collimator (``"ME"``, depth-dependent response modelled); attenuation by water at the
+  yield-weighted mean μ of the 171 and 245 keV lines (NIST XCOM through
+  ``recon.physics.attenuation``); scatter in the photopeak windows as a smooth additive term (the
+  attenuated primary blurred by a 30 mm Gaussian, 40 % of the primary: In-111 adds down-scatter of
+  its 245 keV line into the 171 keV window to the usual ~30 %), known to the reconstruction (as a
+  perfect TEW estimate would be); 500 000 expected photopeak counts in all (primary + scatter). 10
+  subsets of 6 views.
 - **PET, Zr-89**: the 8-ring "small" test scanner (TOF 400 ps; the full TOF sinogram is 5 million
   bins, listmode keeps this CPU benchmark affordable) and 16×64×64 voxels of 4×4.4×4.4 mm;
   attenuation by water at 511 keV; the activity seen through a 5 mm FWHM Gaussian (an assumed
@@ -169,6 +172,7 @@ from recon.algorithms.priors import RelativeDifferencePrior, kappa_for
 from recon.backend import resolve_backend
 from recon.physics.attenuation import hu_to_mu
 from recon.physics.isotopes import get_isotope
+from recon.simulate.orbits import body_contour_radii
 from recon.simulate.phantoms import nema_iec_phantom, sphere_mask
 
 SPHERE_TO_BACKGROUND = 4.0
@@ -226,7 +230,8 @@ def settings(modality: str, quick: bool) -> Settings:
             betas=(0.001, 0.003, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.3, 1.0, 3.0, 10.0),
             bsrem_iterations=30, realisations=16,
             seed=20261207, timing_iterations=3, timing_repeats=12,
-            extra={"views": 60, "heads": 2, "radius_mm": 260.0, "collimator": "ME",
+            extra={"views": 60, "heads": 2, "radius_mm": 260.0, "orbit": "circular",
+                   "clearance_mm": 25.0, "collimator": "ME",
                    "time_per_view_s": 60.0, "scatter_to_primary": 0.4,
                    "scatter_blur_sigma_mm": 30.0},
         )  # fmt: skip
@@ -357,6 +362,12 @@ def spect_study(s: Settings, device: str) -> Study:
         n_views=e["views"], radius_mm=e["radius_mm"], n_u=s.shape[2], n_v=s.shape[0],
         pixel_size_mm=s.voxel_mm[2], time_per_view_s=e["time_per_view_s"], n_heads=e["heads"],
     )  # fmt: skip
+    if e["orbit"] == "contour":  # same views and times, the radius following the body
+        radii = body_contour_radii(mu > 0, grid, geometry.angles_deg, e["clearance_mm"])
+        geometry = recon.SpectGeometry(
+            geometry.angles_deg, radii, geometry.n_u, geometry.n_v, geometry.pixel_size_mm,
+            geometry.start_times_s, geometry.durations_s,
+        )  # fmt: skip
     model = recon.SpectModel(
         geometry, grid, mu_map=mu, collimator=recon.Collimator.preset(e["collimator"]),
         isotope=s.isotope, device=device,
@@ -376,7 +387,12 @@ def spect_study(s: Settings, device: str) -> Study:
     description = {
         "phantom": "NEMA-IEC body (recon.simulate.phantoms.nema_iec_phantom), spheres 4:1",
         "isotope": s.isotope, "grid": list(s.shape), "voxel_mm": list(s.voxel_mm),
-        "views": e["views"], "heads": e["heads"], "orbit_radius_mm": e["radius_mm"],
+        "views": e["views"], "heads": e["heads"], "orbit": e["orbit"],
+        "orbit_radius_mm": (
+            e["radius_mm"] if e["orbit"] == "circular"
+            else {"clearance_mm": e["clearance_mm"], "min": float(geometry.radii_mm.min()),
+                  "max": float(geometry.radii_mm.max())}
+        ),
         "collimator": e["collimator"], "mu_water_per_mm": _water_mu_per_mm(s.isotope),
         "scatter_to_primary": e["scatter_to_primary"],
         "scatter_blur_sigma_mm": e["scatter_blur_sigma_mm"],
@@ -1039,6 +1055,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--kappa", choices=("sensitivity", "hessian"), default="sensitivity",
                         help="the prior's per-voxel weights (default: sensitivity, as the "
                         "commands)")  # fmt: skip
+    parser.add_argument("--orbit", choices=("circular", "contour"), default="circular",
+                        help="SPECT: the camera's orbit (default: circular, 260 mm; contour: "
+                        "25 mm from the phantom's outline)")  # fmt: skip
     parser.add_argument("--no-psf", action="store_true",
                         help="PET: leave the data's 5 mm blur unmodelled (default: both methods "
                         "model it with recon.ImageResolution)")  # fmt: skip
@@ -1070,6 +1089,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         s = replace(s, kappa=args.kappa)
         if args.osem_grid == "wide" and not args.quick:
             s = replace(s, **WIDE_OSEM_GRID[modality])
+        if modality == "spect":
+            s = replace(s, extra={**s.extra, "orbit": args.orbit})
         if args.no_psf and modality == "pet":
             s = replace(s, extra={**s.extra, "psf": False})
         if args.timing_repeats is not None:
@@ -1111,6 +1132,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         stem += f"-gamma{s.gamma:g}" if s.gamma != GAMMA else ""
         stem += f"-kappa-{s.kappa}" if s.kappa != "sensitivity" else ""
         stem += "-wide-osem-grid" if args.osem_grid == "wide" and not args.quick else ""
+        stem += "-contour-orbit" if modality == "spect" and s.extra["orbit"] == "contour" else ""
         stem += "-no-psf" if modality == "pet" and not s.extra.get("psf") else ""
         stem += f"-{now:%Y%m%d-%H%M%S}"
         write_text_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2))

@@ -8,12 +8,14 @@ import runpy
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import recon
+from recon.simulate.orbits import body_contour_radii
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -237,6 +239,27 @@ def test_contrast_noise_timing_only_times_each_method_in_rotated_rounds(tmp_path
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "--timing-repeats" in bad.stderr
+
+
+def test_contrast_noise_contour_orbit_follows_the_phantom() -> None:
+    """``--orbit contour``: the SPECT study's camera stands the clearance off the phantom's
+    outline at every view (radii varying with the view, none cutting the body), with the views
+    and times of the circular orbit, and the record says so."""
+    bench = runpy.run_path(str(BENCHMARKS / "contrast_noise.py"), run_name="benchmark")
+    s = bench["settings"]("spect", True)
+    circular = bench["spect_study"](s, "cpu")
+    contour = bench["spect_study"](replace(s, extra={**s.extra, "orbit": "contour"}), "cpu")
+    ring = circular.draw(0)[0].geometry
+    body = contour.draw(0)[0].geometry
+    assert np.array_equal(body.angles_deg, ring.angles_deg)
+    assert np.array_equal(body.start_times_s, ring.start_times_s)
+    assert np.all(ring.radii_mm == s.extra["radius_mm"])
+    assert np.all(body.radii_mm < ring.radii_mm) and np.ptp(body.radii_mm) > 20.0
+    _, _, mu, _ = bench["_phantom"](s)
+    expected = body_contour_radii(mu > 0, contour.grid, body.angles_deg, s.extra["clearance_mm"])
+    assert np.array_equal(body.radii_mm, expected)
+    assert contour.description["orbit"] == "contour"
+    assert contour.description["orbit_radius_mm"]["min"] == pytest.approx(body.radii_mm.min())
 
 
 def _point(cv: float, crc: float, **key: float) -> dict:
