@@ -35,7 +35,9 @@ def body_contour_radii(
     Parameters
     ----------
     body : array of bool, shape ``grid.shape`` (z, y, x)
-        The voxels the camera must clear (e.g. ``mu_map > 0``, or the patient's outline).
+        The voxels the camera must clear: the patient's outline, or ``mu_map > 0`` for a
+        simulated phantom (a map made from a CT also holds the couch, which real cameras
+        clear by going around it: take it out of the mask first).
     grid : ImageGrid
         The grid ``body`` lies on.
     angles_deg : array of shape (view,)
