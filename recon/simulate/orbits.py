@@ -36,8 +36,8 @@ def body_contour_radii(
     ----------
     body : array of bool, shape ``grid.shape`` (z, y, x)
         The voxels the camera must clear: the patient's outline, or ``mu_map > 0`` for a
-        simulated phantom (a map made from a CT also holds the couch, which real cameras
-        clear by going around it: take it out of the mask first).
+        simulated phantom (a map made from a CT also holds the couch: leave it out of the
+        mask unless the orbit is to clear it too).
     grid : ImageGrid
         The grid ``body`` lies on.
     angles_deg : array of shape (view,)
