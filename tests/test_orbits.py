@@ -98,6 +98,12 @@ def test_bad_bodies_and_clearances_are_refused(body, clearance, message) -> None
         body_contour_radii(body, GRID, [0.0, 90.0], clearance_mm=clearance)
 
 
+@pytest.mark.parametrize("angles", [[], [[0.0, 90.0]], [0.0, float("nan")]])
+def test_bad_angles_are_refused(angles) -> None:
+    with pytest.raises(GeometryError, match="angles_deg"):
+        body_contour_radii(np.ones(GRID.shape, bool), GRID, angles)
+
+
 def test_a_body_wholly_behind_the_axis_needs_a_clearance() -> None:
     y, x = _coordinates()
     body = x > 30.0

@@ -71,8 +71,8 @@ def body_contour_radii(
     if not footprint.any():
         raise GeometryError("body is empty: the orbit needs at least one voxel to clear")
     angles = np.deg2rad(np.atleast_1d(np.asarray(angles_deg, dtype=np.float64)))
-    if angles.ndim != 1 or not np.all(np.isfinite(angles)):
-        raise GeometryError("angles_deg must be a 1-D array of finite view angles")
+    if angles.ndim != 1 or angles.size == 0 or not np.all(np.isfinite(angles)):
+        raise GeometryError("angles_deg must be a non-empty 1-D array of finite view angles")
     iy, ix = np.nonzero(footprint)
     y = grid.axis_mm(1)[iy]
     x = grid.axis_mm(2)[ix]
